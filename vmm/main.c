@@ -1,0 +1,284 @@
+// SPDX-License-Identifier: MIT
+/*
+ * flit: runs one guest under KVM.
+ *
+ *   flit --guest memcheck --mem 1G --vcpus 2 ws=64m rounds=16 --verify
+ *
+ * Words without a leading "--" are the guest's arguments. Exit status: the
+ * guest's own status (0-63), or one of the FLIT_EXIT_* codes below.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/util.h"
+#include "vmm/vm.h"
+
+enum {
+	FLIT_EXIT_USAGE = 64,       /* bad command line */
+	FLIT_EXIT_BAD_IMAGE = 65,   /* guest image malformed */
+	FLIT_EXIT_NO_IMAGE = 66,    /* guest image not found */
+	FLIT_EXIT_NO_KVM = 69,      /* hypervisor unavailable */
+	FLIT_EXIT_GUEST_CRASH = 70, /* a vCPU failed */
+	FLIT_EXIT_RESOURCES = 71,   /* memory or other host resources */
+	FLIT_EXIT_TIMEOUT = 75,
+};
+
+struct opts {
+	uint64_t mem;
+	uint64_t vcpus;
+	const char *guest;
+	const char *dirty;
+	enum mem_backing backing;
+	uint64_t timeout_s;
+	bool verify;
+	char args[FLIT_ARGS_MAX];
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: flit --guest NAME|PATH [options] [guest-arg ...]\n"
+		"Runs one guest under KVM and exits with its status.\n\n"
+		"  --guest NAME|PATH   hello, memcheck, memtouch, dirtyset, or an ELF file\n"
+		"  --mem SIZE          guest RAM, e.g. 256M, 2G (default 256M; 4M..64G,\n"
+		"                      a multiple of 2M)\n"
+		"  --vcpus N           vCPUs, 1..%d (default 1)\n"
+		"  --mem-backend B     anon (default) or memfd\n"
+		"  --dirty-track M     bitmap (default) or ring\n"
+		"  --verify            after the guest exits, check every memcheck page from\n"
+		"                      the host side too\n"
+		"  --timeout SEC       give up after SEC seconds (default: none)\n"
+		"  -v, --verbose       debug logging (also FLIT_LOG=debug)\n"
+		"  -h, --help          this text\n\n"
+		"Guest arguments are words such as ws=64m rounds=8 (see docs/guests.md).\n"
+		"Exit status: the guest's (0 = success), %d usage, %d bad image, %d image not\n"
+		"found, %d KVM unusable, %d guest crashed, %d host resources, %d timeout.\n",
+		FLIT_MAX_VCPUS, FLIT_EXIT_USAGE, FLIT_EXIT_BAD_IMAGE, FLIT_EXIT_NO_IMAGE,
+		FLIT_EXIT_NO_KVM, FLIT_EXIT_GUEST_CRASH, FLIT_EXIT_RESOURCES, FLIT_EXIT_TIMEOUT);
+}
+
+__attribute__((format(printf, 1, 2))) static int bad_usage(const char *fmt, ...)
+{
+	char msg[256];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	log_err("%s (see flit --help)", msg);
+	return FLIT_EXIT_USAGE;
+}
+
+static int parse_opts(int argc, char **argv, struct opts *o)
+{
+	static const struct option longopts[] = {
+		{"guest", required_argument, NULL, 'g'},
+		{"mem", required_argument, NULL, 'm'},
+		{"vcpus", required_argument, NULL, 'c'},
+		{"mem-backend", required_argument, NULL, 'b'},
+		{"dirty-track", required_argument, NULL, 'd'},
+		{"verify", no_argument, NULL, 'V'},
+		{"timeout", required_argument, NULL, 't'},
+		{"verbose", no_argument, NULL, 'v'},
+		{"help", no_argument, NULL, 'h'},
+		{0},
+	};
+	int c;
+	size_t alen = 0;
+
+	*o = (struct opts){.mem = 256 * MiB, .vcpus = 1, .dirty = "bitmap"};
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "vh", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'g':
+			o->guest = optarg;
+			break;
+		case 'm':
+			if (parse_size(optarg, &o->mem))
+				return bad_usage("--mem %s: not a size (try 256M or 2G)", optarg);
+			if (o->mem < 4 * MiB)
+				return bad_usage("--mem %s: at least 4M is needed", optarg);
+			if (o->mem % (2 * MiB))
+				return bad_usage("--mem %s: must be a multiple of 2M", optarg);
+			if (o->mem > FLIT_MAX_MEM_GIB * GiB)
+				return bad_usage("--mem %s: at most 64G is supported", optarg);
+			break;
+		case 'c':
+			if (parse_uint(optarg, 1, FLIT_MAX_VCPUS, &o->vcpus))
+				return bad_usage("--vcpus %s: must be a number from 1 to 32", optarg);
+			break;
+		case 'b':
+			if (mem_backing_parse(optarg, &o->backing))
+				return bad_usage("--mem-backend %s: must be anon or memfd", optarg);
+			break;
+		case 'd':
+			if (strcmp(optarg, "bitmap") && strcmp(optarg, "ring"))
+				return bad_usage("--dirty-track %s: must be bitmap or ring", optarg);
+			o->dirty = optarg;
+			break;
+		case 'V':
+			o->verify = true;
+			break;
+		case 't':
+			if (parse_uint(optarg, 1, 86400, &o->timeout_s))
+				return bad_usage("--timeout %s: seconds from 1 to 86400", optarg);
+			break;
+		case 'v':
+			log_set_level(LOG_DEBUG);
+			break;
+		case 'h':
+			usage(stdout);
+			exit(0);
+		case ':':
+			return bad_usage("option %s needs a value", argv[optind - 1]);
+		default:
+			return bad_usage("unknown option %s", argv[optind - 1]);
+		}
+	}
+	if (!o->guest)
+		return bad_usage("%s", "no guest given: --guest NAME|PATH");
+	for (int i = optind; i < argc; i++) {
+		if (!strncmp(argv[i], "--", 2))
+			return bad_usage("unknown option %s", argv[i]);
+		size_t n = strlen(argv[i]);
+		if (alen + n + 2 > sizeof(o->args))
+			return bad_usage("%s", "guest arguments too long (1023 bytes at most)");
+		if (alen)
+			o->args[alen++] = ' ';
+		memcpy(o->args + alen, argv[i], n + 1);
+		alen += n;
+	}
+	uint64_t host = host_mem_total();
+	if (host && o->mem > host) {
+		char a[32], b[32];
+		log_err("--mem %s is more than this machine's memory (%s)",
+			fmt_size(o->mem, a, sizeof(a)), fmt_size(host, b, sizeof(b)));
+		return FLIT_EXIT_USAGE;
+	}
+	return 0;
+}
+
+/* A name without '/' is a built-in guest: FLIT_GUEST_DIR, then the guests/
+ * folder next to this executable. */
+static int resolve_guest(const char *name, char *out, size_t len)
+{
+	char exe[PATH_MAX];
+	const char *dir = getenv("FLIT_GUEST_DIR");
+	ssize_t n;
+
+	if (strchr(name, '/')) {
+		snprintf(out, len, "%s", name);
+		return access(out, R_OK) ? -errno : 0;
+	}
+	if (dir && *dir) {
+		snprintf(out, len, "%s/%s.elf", dir, name);
+		if (!access(out, R_OK))
+			return 0;
+	}
+	n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	if (n > 0) {
+		exe[n] = 0;
+		snprintf(out, len, "%s/guests/%s.elf", dirname(exe), name);
+		if (!access(out, R_OK))
+			return 0;
+	}
+	return -ENOENT;
+}
+
+static int exit_code_for(int err)
+{
+	switch (err) {
+	case -ENOENT:
+	case -EACCES:
+	case -ENODEV:
+	case -ENXIO:
+	case -EPERM:
+		return FLIT_EXIT_NO_KVM;
+	case -ENOMEM:
+	case -EMFILE:
+	case -ENOSPC:
+		return FLIT_EXIT_RESOURCES;
+	default:
+		return FLIT_EXIT_RESOURCES;
+	}
+}
+
+int main(int argc, char **argv)
+{
+	struct opts o;
+	struct vm *vm = NULL;
+	struct vm_result res;
+	char path[PATH_MAX];
+	int r, status;
+
+	log_set_prefix("flit");
+	if (log_init_from_env())
+		log_warn("FLIT_LOG must be err, warn, info or debug; using info");
+	r = parse_opts(argc, argv, &o);
+	if (r)
+		return r;
+	if (resolve_guest(o.guest, path, sizeof(path))) {
+		log_err("guest '%s' not found%s", o.guest,
+			strchr(o.guest, '/') ? "" : " (built-in guests: hello, memcheck, memtouch, "
+						    "dirtyset)");
+		return FLIT_EXIT_NO_IMAGE;
+	}
+
+	struct vm_config cfg = {.mem_size = o.mem, .nr_vcpus = (uint32_t)o.vcpus,
+				.backing = o.backing, .dirty_track = o.dirty};
+	r = vm_create(&cfg, &vm);
+	if (r)
+		return exit_code_for(r);
+	r = vm_load_guest(vm, path, o.args);
+	if (r) {
+		vm_destroy(vm);
+		return r == -ENOEXEC ? FLIT_EXIT_BAD_IMAGE
+				     : r == -ENOENT ? FLIT_EXIT_NO_IMAGE : FLIT_EXIT_RESOURCES;
+	}
+	char sz[32];
+	log_info("guest %s: %s RAM (%s), %u vCPU%s, dirty tracking %s", o.guest,
+		 fmt_size(o.mem, sz, sizeof(sz)), mem_backing_name(o.backing),
+		 (unsigned)o.vcpus, o.vcpus > 1 ? "s" : "", o.dirty);
+	uint64_t t0 = now_ns();
+	r = vm_start(vm);
+	if (r) {
+		log_err("starting the vCPUs: %s", strerror(-r));
+		vm_destroy(vm);
+		return FLIT_EXIT_RESOURCES;
+	}
+	vm_wait(vm, o.timeout_s ? (int)(o.timeout_s * 1000) : -1, &res);
+	vm_pause(vm);
+	if (res.failed || res.timed_out) {
+		log_err("%s", res.reason);
+		vm_destroy(vm);
+		return res.failed ? FLIT_EXIT_GUEST_CRASH : FLIT_EXIT_TIMEOUT;
+	}
+	status = (int)(res.exit_status > 63 ? 63 : res.exit_status);
+	log_info("guest exited with status %u after %.3f s", res.exit_status,
+		 (double)(now_ns() - t0) / 1e9);
+	if (o.verify) {
+		uint64_t checked = 0, bad = 0;
+		r = vm_verify_memcheck(vm, &checked, &bad);
+		if (r) {
+			log_err("host check: %s", r == -ENODATA
+							  ? "the guest published no memcheck table"
+							  : "the guest's memcheck table is inconsistent");
+			status = status ? status : 1;
+		} else {
+			log_info("host check: %llu pages verified, %llu bad",
+				 (unsigned long long)checked, (unsigned long long)bad);
+			if (bad && !status)
+				status = 1;
+		}
+	}
+	vm_destroy(vm);
+	return status;
+}

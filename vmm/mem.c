@@ -1,0 +1,96 @@
+// SPDX-License-Identifier: MIT
+#include "mem.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/util.h"
+
+int mem_backing_parse(const char *s, enum mem_backing *out)
+{
+	if (!strcmp(s, "anon"))
+		*out = MEM_ANON;
+	else if (!strcmp(s, "memfd"))
+		*out = MEM_MEMFD;
+	else
+		return -EINVAL;
+	return 0;
+}
+
+const char *mem_backing_name(enum mem_backing b)
+{
+	return b == MEM_MEMFD ? "memfd" : "anon";
+}
+
+int mem_create(struct guest_mem *m, uint64_t size, enum mem_backing backing)
+{
+	struct mem_region *r = &m->regions[0];
+	int fd = -1, err;
+	void *p;
+
+	memset(m, 0, sizeof(*m));
+	r->fd = -1;
+	if (!size || !IS_ALIGNED(size, 2 * MiB))
+		return -EINVAL;
+	if (backing == MEM_MEMFD) {
+		fd = memfd_create("flit-guest-ram", MFD_CLOEXEC);
+		if (fd < 0) {
+			err = -errno;
+			log_err("memfd_create: %s", strerror(errno));
+			return err;
+		}
+		if (ftruncate(fd, (off_t)size)) {
+			err = -errno;
+			log_err("sizing guest RAM memfd: %s", strerror(errno));
+			close(fd);
+			return err;
+		}
+		p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
+	} else {
+		p = mmap(NULL, size, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	}
+	if (p == MAP_FAILED) {
+		err = -errno;
+		log_err("mapping %llu bytes of guest RAM: %s", (unsigned long long)size,
+			strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return err;
+	}
+	/* Guest RAM never goes into core dumps: it may be large and private. */
+	madvise(p, size, MADV_DONTDUMP);
+	r->gpa = 0;
+	r->size = size;
+	r->hva = p;
+	r->fd = fd;
+	r->backing = backing;
+	m->nr_regions = 1;
+	m->size = size;
+	return 0;
+}
+
+void mem_destroy(struct guest_mem *m)
+{
+	for (unsigned i = 0; i < m->nr_regions; i++) {
+		struct mem_region *r = &m->regions[i];
+		if (r->hva)
+			munmap(r->hva, r->size);
+		if (r->fd >= 0)
+			close(r->fd);
+	}
+	memset(m, 0, sizeof(*m));
+}
+
+void *mem_gpa_to_hva(const struct guest_mem *m, uint64_t gpa, uint64_t len)
+{
+	for (unsigned i = 0; i < m->nr_regions; i++) {
+		const struct mem_region *r = &m->regions[i];
+		if (gpa >= r->gpa && gpa - r->gpa <= r->size && len <= r->size - (gpa - r->gpa))
+			return r->hva + (gpa - r->gpa);
+	}
+	return NULL;
+}

@@ -1,0 +1,52 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Guest memory: regions of host memory mapped at guest-physical addresses.
+ * A region has a backing: 'anon' (private anonymous memory) or 'memfd'
+ * (shared memory with a file descriptor, so another process or a second VM
+ * can map the same RAM). Pages are 4 KiB.
+ */
+#ifndef FLIT_VMM_MEM_H
+#define FLIT_VMM_MEM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum mem_backing { MEM_ANON, MEM_MEMFD };
+
+struct mem_region {
+	uint64_t gpa;
+	uint64_t size;
+	uint8_t *hva;
+	int fd; /* memfd, or -1 */
+	enum mem_backing backing;
+};
+
+#define MEM_MAX_REGIONS 4
+
+struct guest_mem {
+	struct mem_region regions[MEM_MAX_REGIONS];
+	unsigned nr_regions;
+	uint64_t size; /* bytes from GPA 0, all regions */
+};
+
+/* "anon" or "memfd" -> backing; -EINVAL otherwise. */
+int mem_backing_parse(const char *s, enum mem_backing *out);
+const char *mem_backing_name(enum mem_backing b);
+
+/* Allocate one region covering [0, size). size must be a multiple of 2 MiB.
+ * -ENOMEM with a logged reason when the host cannot provide it. */
+int mem_create(struct guest_mem *m, uint64_t size, enum mem_backing backing);
+/* Unmap everything; tolerates a half-built or zeroed guest_mem. */
+void mem_destroy(struct guest_mem *m);
+
+/* Host pointer for [gpa, gpa + len) if that range lies within one region,
+ * else NULL. Never trust a guest-supplied gpa without this. */
+void *mem_gpa_to_hva(const struct guest_mem *m, uint64_t gpa, uint64_t len);
+
+static inline uint64_t mem_nr_pages(const struct guest_mem *m)
+{
+	return m->size >> 12;
+}
+
+#endif

@@ -1,0 +1,284 @@
+// SPDX-License-Identifier: MIT
+#include "vcpu.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "dirty.h"
+#include "hv.h"
+#include "vm.h"
+
+/* The kick signal. Its handler does nothing: it only makes a blocking
+ * KVM_RUN return -EINTR. */
+#define SIG_VCPU_KICK (SIGRTMIN + 1)
+
+static void kick_handler(int sig)
+{
+	(void)sig;
+}
+
+static void install_kick_handler(void)
+{
+	struct sigaction sa;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = kick_handler;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIG_VCPU_KICK, &sa, NULL);
+}
+
+void vcpu_signals_init(void)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+	pthread_once(&once, install_kick_handler);
+}
+
+const char *vcpu_state_name(enum vcpu_state s)
+{
+	static const char *const names[] = {"paused", "running", "exited", "failed"};
+	return (unsigned)s < 4 ? names[s] : "?";
+}
+
+static void vcpu_kick(struct vcpu *v)
+{
+	v->vm->hv->vcpu_kick(v->hv);
+	if (v->thread_started)
+		pthread_kill(v->thread, SIG_VCPU_KICK);
+}
+
+void vcpu_mark_exited(struct vcpu *v, uint32_t status)
+{
+	pthread_mutex_lock(&v->lock);
+	if (v->state == VCPU_RUNNING) {
+		v->state = VCPU_EXITED;
+		v->exit_status = status;
+	}
+	pthread_mutex_unlock(&v->lock);
+	vm_notify(v->vm);
+}
+
+void vcpu_mark_failed(struct vcpu *v, const char *fmt, ...)
+{
+	va_list ap;
+
+	pthread_mutex_lock(&v->lock);
+	va_start(ap, fmt);
+	vsnprintf(v->fail_reason, sizeof(v->fail_reason), fmt, ap);
+	va_end(ap);
+	v->state = VCPU_FAILED;
+	pthread_mutex_unlock(&v->lock);
+	log_err("vcpu %u: %s", v->index, v->fail_reason);
+	vm_notify(v->vm);
+}
+
+/* Serves the pending request. Called with v->lock held. */
+static void vcpu_serve(struct vcpu *v)
+{
+	int r = 0;
+
+	switch (v->req) {
+	case VCPU_REQ_PAUSE:
+		if (v->state == VCPU_RUNNING)
+			v->state = VCPU_PAUSED;
+		break;
+	case VCPU_REQ_RESUME:
+		if (v->state == VCPU_PAUSED)
+			v->state = VCPU_RUNNING;
+		else if (v->state != VCPU_RUNNING)
+			r = -EINVAL;
+		break;
+	case VCPU_REQ_GET_STATE:
+		r = v->state == VCPU_RUNNING
+			    ? -EBUSY
+			    : v->vm->hv->vcpu_get_state(v->hv, v->req_arg, v->req_parts);
+		break;
+	case VCPU_REQ_SET_STATE:
+		r = v->state == VCPU_RUNNING
+			    ? -EBUSY
+			    : v->vm->hv->vcpu_set_state(v->hv, v->req_arg, v->req_parts);
+		break;
+	case VCPU_REQ_STOP:
+		v->stopping = true;
+		break;
+	case VCPU_REQ_NONE:
+		return;
+	}
+	v->req = VCPU_REQ_NONE;
+	v->req_result = r;
+	v->done_seq = v->req_seq;
+	pthread_cond_broadcast(&v->cond);
+}
+
+static void vcpu_handle_exit(struct vcpu *v, const struct hv_exit *ex)
+{
+	switch (ex->reason) {
+	case HV_EXIT_IO:
+		for (uint32_t i = 0; i < ex->io.count; i++)
+			vm_pio(v->vm, v, ex->io.port, ex->io.out, ex->io.size,
+			       ex->io.data + (size_t)i * ex->io.size);
+		break;
+	case HV_EXIT_INTR:
+		break;
+	case HV_EXIT_DIRTY_FULL: {
+		const struct dirty_ops *d = v->vm->dirty;
+		int r = d && d->ring_full ? d->ring_full(v->hv) : -ENOTSUP;
+		if (r)
+			vcpu_mark_failed(v, "dirty ring full and not harvested: %s", strerror(-r));
+		break;
+	}
+	case HV_EXIT_SHUTDOWN:
+	case HV_EXIT_HLT:
+	case HV_EXIT_MMIO:
+	case HV_EXIT_FAIL: {
+		struct x86_cpu_state *st = calloc(1, sizeof(*st));
+		uint64_t rip = 0;
+		if (st && !v->vm->hv->vcpu_get_state(v->hv, st, X86_PART_REGS))
+			rip = st->rip;
+		free(st);
+		if (ex->reason == HV_EXIT_SHUTDOWN)
+			vcpu_mark_failed(v, "guest crashed (triple fault) near rip 0x%llx",
+					 (unsigned long long)rip);
+		else if (ex->reason == HV_EXIT_HLT)
+			vcpu_mark_failed(v, "guest halted at rip 0x%llx without an exit status",
+					 (unsigned long long)rip);
+		else if (ex->reason == HV_EXIT_MMIO)
+			vcpu_mark_failed(v, "guest accessed 0x%llx outside RAM at rip 0x%llx",
+					 (unsigned long long)ex->mmio_addr,
+					 (unsigned long long)rip);
+		else
+			vcpu_mark_failed(v, "hypervisor failure 0x%llx at rip 0x%llx",
+					 (unsigned long long)ex->detail, (unsigned long long)rip);
+		break;
+	}
+	}
+}
+
+static void *vcpu_thread(void *arg)
+{
+	struct vcpu *v = arg;
+	char name[16];
+	struct hv_exit ex;
+
+	snprintf(name, sizeof(name), "vcpu%u", v->index);
+	pthread_setname_np(pthread_self(), name);
+	pthread_mutex_lock(&v->lock);
+	for (;;) {
+		vcpu_serve(v);
+		if (v->stopping)
+			break;
+		if (v->state != VCPU_RUNNING) {
+			pthread_cond_wait(&v->cond, &v->lock);
+			continue;
+		}
+		pthread_mutex_unlock(&v->lock);
+		int r = v->vm->hv->vcpu_run(v->hv, &ex);
+		v->nr_exits++;
+		if (r)
+			vcpu_mark_failed(v, "entering the guest: %s", strerror(-r));
+		else
+			vcpu_handle_exit(v, &ex);
+		pthread_mutex_lock(&v->lock);
+	}
+	pthread_mutex_unlock(&v->lock);
+	return NULL;
+}
+
+static int vcpu_call(struct vcpu *v, enum vcpu_req req, void *arg, unsigned parts)
+{
+	int r;
+
+	if (!v->thread_started)
+		return -ESRCH;
+	pthread_mutex_lock(&v->lock);
+	while (v->req != VCPU_REQ_NONE)
+		pthread_cond_wait(&v->cond, &v->lock);
+	v->req = req;
+	v->req_arg = arg;
+	v->req_parts = parts;
+	uint64_t seq = ++v->req_seq;
+	pthread_cond_broadcast(&v->cond);
+	vcpu_kick(v);
+	while (v->done_seq < seq)
+		pthread_cond_wait(&v->cond, &v->lock);
+	r = v->req_result;
+	pthread_mutex_unlock(&v->lock);
+	return r;
+}
+
+int vcpu_pause(struct vcpu *v)
+{
+	return vcpu_call(v, VCPU_REQ_PAUSE, NULL, 0);
+}
+
+int vcpu_resume(struct vcpu *v)
+{
+	return vcpu_call(v, VCPU_REQ_RESUME, NULL, 0);
+}
+
+int vcpu_get_state(struct vcpu *v, struct x86_cpu_state *st, unsigned parts)
+{
+	return vcpu_call(v, VCPU_REQ_GET_STATE, st, parts);
+}
+
+int vcpu_set_state(struct vcpu *v, const struct x86_cpu_state *st, unsigned parts)
+{
+	return vcpu_call(v, VCPU_REQ_SET_STATE, (void *)st, parts);
+}
+
+enum vcpu_state vcpu_get_run_state(struct vcpu *v)
+{
+	pthread_mutex_lock(&v->lock);
+	enum vcpu_state s = v->state;
+	pthread_mutex_unlock(&v->lock);
+	return s;
+}
+
+int vcpu_create(struct vm *vm, uint32_t index, struct vcpu **out)
+{
+	struct vcpu *v = calloc(1, sizeof(*v));
+	int r;
+
+	if (!v)
+		return -ENOMEM;
+	v->vm = vm;
+	v->index = index;
+	v->state = VCPU_PAUSED;
+	pthread_mutex_init(&v->lock, NULL);
+	pthread_cond_init(&v->cond, NULL);
+	r = vm->hv->vcpu_create(vm->hv_vm, index, &v->hv);
+	if (r)
+		goto fail;
+	vcpu_signals_init();
+	r = -pthread_create(&v->thread, NULL, vcpu_thread, v);
+	if (r) {
+		log_err("starting vcpu %u thread: %s", index, strerror(-r));
+		goto fail;
+	}
+	v->thread_started = true;
+	*out = v;
+	return 0;
+fail:
+	vcpu_destroy(v);
+	return r;
+}
+
+void vcpu_destroy(struct vcpu *v)
+{
+	if (!v)
+		return;
+	if (v->thread_started) {
+		vcpu_call(v, VCPU_REQ_STOP, NULL, 0);
+		pthread_join(v->thread, NULL);
+	}
+	if (v->hv)
+		v->vm->hv->vcpu_destroy(v->hv);
+	pthread_cond_destroy(&v->cond);
+	pthread_mutex_destroy(&v->lock);
+	free(v);
+}
