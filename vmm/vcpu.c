@@ -77,12 +77,15 @@ void vcpu_mark_failed(struct vcpu *v, const char *fmt, ...)
 	vm_notify(v->vm);
 }
 
-/* Serves the pending request. Called with v->lock held. */
+/* Serves the pending request, if any. Called with v->lock held. */
 static void vcpu_serve(struct vcpu *v)
 {
+	struct vcpu_msg *m = v->msg;
 	int r = 0;
 
-	switch (v->req) {
+	if (!m)
+		return;
+	switch (m->req) {
 	case VCPU_REQ_PAUSE:
 		if (v->state == VCPU_RUNNING)
 			v->state = VCPU_PAUSED;
@@ -96,22 +99,22 @@ static void vcpu_serve(struct vcpu *v)
 	case VCPU_REQ_GET_STATE:
 		r = v->state == VCPU_RUNNING
 			    ? -EBUSY
-			    : v->vm->hv->vcpu_get_state(v->hv, v->req_arg, v->req_parts);
+			    : v->vm->hv->vcpu_get_state(v->hv, m->arg, m->parts);
 		break;
 	case VCPU_REQ_SET_STATE:
 		r = v->state == VCPU_RUNNING
 			    ? -EBUSY
-			    : v->vm->hv->vcpu_set_state(v->hv, v->req_arg, v->req_parts);
+			    : v->vm->hv->vcpu_set_state(v->hv, m->arg, m->parts);
 		break;
 	case VCPU_REQ_STOP:
 		v->stopping = true;
 		break;
 	case VCPU_REQ_NONE:
-		return;
+		break;
 	}
-	v->req = VCPU_REQ_NONE;
-	v->req_result = r;
-	v->done_seq = v->req_seq;
+	m->result = r;
+	m->done = true;
+	v->msg = NULL;
 	pthread_cond_broadcast(&v->cond);
 }
 
@@ -191,24 +194,20 @@ static void *vcpu_thread(void *arg)
 
 static int vcpu_call(struct vcpu *v, enum vcpu_req req, void *arg, unsigned parts)
 {
-	int r;
+	struct vcpu_msg m = {.req = req, .arg = arg, .parts = parts};
 
 	if (!v->thread_started)
 		return -ESRCH;
 	pthread_mutex_lock(&v->lock);
-	while (v->req != VCPU_REQ_NONE)
+	while (v->msg)
 		pthread_cond_wait(&v->cond, &v->lock);
-	v->req = req;
-	v->req_arg = arg;
-	v->req_parts = parts;
-	uint64_t seq = ++v->req_seq;
+	v->msg = &m;
 	pthread_cond_broadcast(&v->cond);
 	vcpu_kick(v);
-	while (v->done_seq < seq)
+	while (!m.done)
 		pthread_cond_wait(&v->cond, &v->lock);
-	r = v->req_result;
 	pthread_mutex_unlock(&v->lock);
-	return r;
+	return m.result;
 }
 
 int vcpu_pause(struct vcpu *v)

@@ -29,6 +29,14 @@ enum vcpu_state { VCPU_PAUSED, VCPU_RUNNING, VCPU_EXITED, VCPU_FAILED };
 enum vcpu_req { VCPU_REQ_NONE, VCPU_REQ_PAUSE, VCPU_REQ_RESUME, VCPU_REQ_GET_STATE,
 		VCPU_REQ_SET_STATE, VCPU_REQ_STOP };
 
+struct vcpu_msg {
+	enum vcpu_req req;
+	void *arg;
+	unsigned parts;
+	int result;
+	bool done;
+};
+
 struct vcpu {
 	struct vm *vm;
 	uint32_t index;
@@ -38,12 +46,9 @@ struct vcpu {
 
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
-	/* mailbox, protected by lock */
-	enum vcpu_req req;
-	void *req_arg;
-	unsigned req_parts;
-	int req_result;
-	uint64_t req_seq, done_seq;
+	/* mailbox, protected by lock: the request being served, which lives
+	 * on its caller's stack until answered; NULL when free */
+	struct vcpu_msg *msg;
 	bool stopping;
 	/* protected by lock */
 	enum vcpu_state state;

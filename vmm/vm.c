@@ -379,6 +379,40 @@ int vm_restore_cpus(struct vm *vm, const struct x86_cpu_state *states,
 	return r;
 }
 
+size_t vm_devices_state_size(const struct vm *vm)
+{
+	size_t n = 0;
+
+	for (unsigned i = 0; i < vm->nr_devs; i++)
+		n += vm->devs[i].ops->state_size;
+	return n;
+}
+
+void vm_save_devices(struct vm *vm, void *buf)
+{
+	uint8_t *p = buf;
+
+	for (unsigned i = 0; i < vm->nr_devs; i++) {
+		vm->devs[i].ops->save(vm->devs[i].dev, p);
+		p += vm->devs[i].ops->state_size;
+	}
+}
+
+int vm_restore_devices(struct vm *vm, const void *buf)
+{
+	const uint8_t *p = buf;
+
+	for (unsigned i = 0; i < vm->nr_devs; i++) {
+		int r = vm->devs[i].ops->restore(vm->devs[i].dev, p);
+		if (r) {
+			log_err("restoring device %s: invalid state", vm->devs[i].ops->name);
+			return r;
+		}
+		p += vm->devs[i].ops->state_size;
+	}
+	return 0;
+}
+
 int vm_verify_memcheck(struct vm *vm, uint64_t *checked, uint64_t *bad)
 {
 	const struct flit_bootinfo *bi =

@@ -125,6 +125,12 @@ int vm_save_cpus(struct vm *vm, struct x86_cpu_state *states, struct x86_vm_stat
 int vm_restore_cpus(struct vm *vm, const struct x86_cpu_state *states,
 		    const struct x86_vm_state *vmst);
 
+/* Device state: every device's plain state struct, in device order. The
+ * VM must be paused. restore refuses (-EINVAL) state a device rejects. */
+size_t vm_devices_state_size(const struct vm *vm);
+void vm_save_devices(struct vm *vm, void *buf);
+int vm_restore_devices(struct vm *vm, const void *buf);
+
 /* Host-side memcheck verification: checks every page the memcheck guest
  * published against its generation table. The VM must be paused or
  * finished. -ENODATA if the guest published no table, -EPROTO if what it

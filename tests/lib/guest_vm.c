@@ -1,0 +1,67 @@
+// SPDX-License-Identifier: MIT
+#include "guest_vm.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "test.h"
+
+static void log_sink(void *opaque, const char *line)
+{
+	struct guest_log *l = opaque;
+	size_t n = strlen(line);
+
+	printf("  guest: %s\n", line);
+	pthread_mutex_lock(&l->lock);
+	if (l->len + n + 2 < sizeof(l->text)) {
+		memcpy(l->text + l->len, line, n);
+		l->text[l->len + n] = '\n';
+		l->len += n + 1;
+		l->text[l->len] = 0;
+	}
+	pthread_mutex_unlock(&l->lock);
+}
+
+int guest_log_has(struct guest_log *log, const char *text)
+{
+	pthread_mutex_lock(&log->lock);
+	int r = strstr(log->text, text) != NULL;
+	pthread_mutex_unlock(&log->lock);
+	return r;
+}
+
+struct vm *guest_vm_create(uint64_t mem, unsigned vcpus, const char *dirty,
+			   enum mem_backing backing, const char *guest, const char *args,
+			   struct guest_log *log)
+{
+	struct vm_config cfg = {.mem_size = mem, .nr_vcpus = vcpus, .backing = backing,
+				.dirty_track = dirty};
+	struct vm *vm = NULL;
+	char rel[64];
+	int r = vm_create(&cfg, &vm);
+
+	if (r == -ENOENT || r == -ENODEV || r == -EACCES || r == -EPERM || r == -ENXIO)
+		test_skip("KVM cannot create a VM on this host (run through tools/flit-lab)");
+	TEST_ASSERT(r == 0, "vm_create: %s", strerror(-r));
+	if (log) {
+		memset(log, 0, sizeof(*log));
+		pthread_mutex_init(&log->lock, NULL);
+		vm->serial.sink = log_sink;
+		vm->serial.sink_opaque = log;
+	}
+	snprintf(rel, sizeof(rel), "guests/%s.elf", guest);
+	r = vm_load_guest(vm, test_build_path(rel), args);
+	TEST_ASSERT(r == 0, "loading %s: %s", guest, strerror(-r));
+	return vm;
+}
+
+struct vm_result guest_vm_run(struct vm *vm, int timeout_ms)
+{
+	struct vm_result res;
+
+	TEST_ASSERT_EQ(vm_start(vm), 0);
+	vm_wait(vm, timeout_ms, &res);
+	vm_pause(vm);
+	return res;
+}

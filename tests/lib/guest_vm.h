@@ -1,0 +1,30 @@
+/* SPDX-License-Identifier: MIT */
+/* Helpers for tests that run guests under real KVM. */
+#ifndef FLIT_TESTS_GUEST_VM_H
+#define FLIT_TESTS_GUEST_VM_H
+
+#include <pthread.h>
+
+#include "vmm/vm.h"
+
+/* Guest serial output kept for the test to search, and echoed. */
+struct guest_log {
+	pthread_mutex_t lock;
+	char text[16384];
+	size_t len;
+};
+
+/* Creates a VM under KVM with the named built-in guest loaded; skips the
+ * test (exit 77) if KVM cannot create a VM here, fails it on other errors.
+ * log may be NULL. */
+struct vm *guest_vm_create(uint64_t mem, unsigned vcpus, const char *dirty,
+			   enum mem_backing backing, const char *guest, const char *args,
+			   struct guest_log *log);
+
+/* Runs to completion (timeout_ms) and returns the result. */
+struct vm_result guest_vm_run(struct vm *vm, int timeout_ms);
+
+/* 1 if the log holds the text. */
+int guest_log_has(struct guest_log *log, const char *text);
+
+#endif

@@ -1,0 +1,93 @@
+// SPDX-License-Identifier: MIT
+/* Sizes, numbers and page bitmaps. */
+#include <errno.h>
+#include <string.h>
+
+#include "common/bitmap.h"
+#include "common/util.h"
+#include "tests/lib/test.h"
+
+static void parse_size_accepts_units(void)
+{
+	static const struct {
+		const char *s;
+		uint64_t v;
+	} ok[] = {
+		{"0", 0},          {"4096", 4096},   {"64k", 64 * KiB}, {"64K", 64 * KiB},
+		{"256M", 256 * MiB}, {"256MiB", 256 * MiB}, {"2G", 2 * GiB}, {"2GB", 2 * GiB},
+		{"1T", 1024 * GiB}, {"512B", 512},
+	};
+	for (unsigned i = 0; i < ARRAY_SIZE(ok); i++) {
+		uint64_t v = 1;
+		int r = parse_size(ok[i].s, &v);
+		TEST_ASSERT(r == 0 && v == ok[i].v, "parse_size(%s) = %d, %llu", ok[i].s, r,
+			    (unsigned long long)v);
+	}
+}
+
+static void parse_size_rejects_garbage(void)
+{
+	static const char *const bad[] = {"", "M", "-1", "12Q", "1.5G", "2GG", "0x10", " 1",
+					  "1 ", "1Mi B", "G2"};
+	for (unsigned i = 0; i < ARRAY_SIZE(bad); i++) {
+		uint64_t v = 7;
+		TEST_ASSERT(parse_size(bad[i], &v) == -EINVAL && v == 7, "'%s' accepted", bad[i]);
+	}
+	uint64_t v;
+	TEST_ASSERT_EQ(parse_size("99999999999999999999", &v), -ERANGE);
+	TEST_ASSERT_EQ(parse_size("17179869184G", &v), -ERANGE);
+	TEST_ASSERT_EQ(parse_size(NULL, &v), -EINVAL);
+}
+
+static void parse_uint_bounds(void)
+{
+	uint64_t v;
+	TEST_ASSERT_EQ(parse_uint("5", 1, 32, &v), 0);
+	TEST_ASSERT_EQ(v, 5);
+	TEST_ASSERT_EQ(parse_uint("0", 1, 32, &v), -ERANGE);
+	TEST_ASSERT_EQ(parse_uint("33", 1, 32, &v), -ERANGE);
+	TEST_ASSERT_EQ(parse_uint("3x", 1, 32, &v), -EINVAL);
+	TEST_ASSERT_EQ(parse_uint("-3", 1, 32, &v), -EINVAL);
+}
+
+static void bitmap_ops(void)
+{
+	uint64_t *m = bitmap_alloc(200);
+	uint64_t bit, n = 0;
+	static const uint64_t set[] = {0, 1, 63, 64, 127, 128, 199};
+
+	for (unsigned i = 0; i < ARRAY_SIZE(set); i++)
+		bitmap_set(m, set[i]);
+	TEST_ASSERT_EQ(bitmap_weight(m, 200), ARRAY_SIZE(set));
+	TEST_ASSERT_EQ(bitmap_weight(m, 64), 3);
+	bitmap_for_each_set(bit, m, 200)
+	{
+		TEST_ASSERT(n < ARRAY_SIZE(set) && bit == set[n], "bit %llu at %llu",
+			    (unsigned long long)bit, (unsigned long long)n);
+		n++;
+	}
+	TEST_ASSERT_EQ(n, ARRAY_SIZE(set));
+	bitmap_clear(m, 64);
+	TEST_ASSERT(!bitmap_test(m, 64), "cleared");
+	TEST_ASSERT_EQ(bitmap_next_set(m, 200, 64), 127);
+	TEST_ASSERT_EQ(bitmap_next_set(m, 199, 129), 199); /* none below nbits */
+	free(m);
+}
+
+static void fmt_size_readable(void)
+{
+	char b[32];
+	TEST_ASSERT(!strcmp(fmt_size(2 * GiB, b, sizeof(b)), "2 GiB"), "%s", b);
+	TEST_ASSERT(!strcmp(fmt_size(256 * MiB, b, sizeof(b)), "256 MiB"), "%s", b);
+	TEST_ASSERT(!strcmp(fmt_size(100, b, sizeof(b)), "100 B"), "%s", b);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct test_case cases[] = {
+		TEST_CASE(parse_size_accepts_units), TEST_CASE(parse_size_rejects_garbage),
+		TEST_CASE(parse_uint_bounds),        TEST_CASE(bitmap_ops),
+		TEST_CASE(fmt_size_readable),
+	};
+	return test_main(argc, argv, cases, ARRAY_SIZE(cases));
+}
