@@ -86,10 +86,15 @@ const char *fmt_size(uint64_t bytes, char *buf, size_t len)
 		v /= 1024;
 		u++;
 	}
-	if (u == 0 && bytes >= 1024)
-		snprintf(buf, len, "%.1f MiB", (double)bytes / (double)MiB);
-	else
+	if (v < 1024 || u + 1 == ARRAY_SIZE(units)) {
 		snprintf(buf, len, "%llu %s", (unsigned long long)v, units[u]);
+		return buf;
+	}
+	/* Not a whole number of any larger unit: one decimal of the largest. */
+	double d = (double)bytes;
+	for (u = 0; u + 1 < ARRAY_SIZE(units) && d >= 1024; u++)
+		d /= 1024;
+	snprintf(buf, len, "%.1f %s", d, units[u]);
 	return buf;
 }
 

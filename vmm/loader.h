@@ -17,6 +17,11 @@ struct image_info {
 	uint64_t lo, hi; /* lowest and end of the loaded segments */
 };
 
+/* Checks an image without loading it: the same checks as image_load_elf,
+ * against the range [min_gpa, max_gpa) only. */
+int image_check_elf(const void *img, size_t size, uint64_t min_gpa, uint64_t max_gpa,
+		    struct image_info *info, char *err, size_t errlen);
+
 /* Copies the segments into guest memory (zero-filling bss). Returns 0, or
  * -ENOEXEC with a reason in err for a malformed or misplaced image. */
 int image_load_elf(const void *img, size_t size, struct guest_mem *mem, uint64_t min_gpa,

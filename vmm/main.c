@@ -19,6 +19,7 @@
 
 #include "common/log.h"
 #include "common/util.h"
+#include "vmm/loader.h"
 #include "vmm/vm.h"
 
 enum {
@@ -96,7 +97,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 
 	*o = (struct opts){.mem = 256 * MiB, .vcpus = 1, .dirty = "bitmap"};
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "vh", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":vh", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'g':
 			o->guest = optarg;
@@ -193,6 +194,29 @@ static int resolve_guest(const char *name, char *out, size_t len)
 	return -ENOENT;
 }
 
+static int check_image(const char *path, uint64_t mem)
+{
+	struct image_info info;
+	char err[200];
+	void *img;
+	size_t size;
+	int r = image_read_file(path, 64 * MiB, &img, &size);
+
+	if (r) {
+		log_err("guest image %s: %s", path,
+			r == -EFBIG ? "larger than 64 MiB"
+				    : r == -EISDIR ? "is a directory" : strerror(-r));
+		return r == -EFBIG ? FLIT_EXIT_BAD_IMAGE : FLIT_EXIT_NO_IMAGE;
+	}
+	r = image_check_elf(img, size, FLIT_IMAGE_GPA, mem, &info, err, sizeof(err));
+	free(img);
+	if (r) {
+		log_err("guest image %s: %s", path, err);
+		return FLIT_EXIT_BAD_IMAGE;
+	}
+	return 0;
+}
+
 static int exit_code_for(int err)
 {
 	switch (err) {
@@ -232,6 +256,11 @@ int main(int argc, char **argv)
 		return FLIT_EXIT_NO_IMAGE;
 	}
 
+	/* A bad image is reported before any VM exists (and on hosts without KVM). */
+	r = check_image(path, o.mem);
+	if (r)
+		return r;
+
 	struct vm_config cfg = {.mem_size = o.mem, .nr_vcpus = (uint32_t)o.vcpus,
 				.backing = o.backing, .dirty_track = o.dirty};
 	r = vm_create(&cfg, &vm);
@@ -240,8 +269,10 @@ int main(int argc, char **argv)
 	r = vm_load_guest(vm, path, o.args);
 	if (r) {
 		vm_destroy(vm);
-		return r == -ENOEXEC ? FLIT_EXIT_BAD_IMAGE
-				     : r == -ENOENT ? FLIT_EXIT_NO_IMAGE : FLIT_EXIT_RESOURCES;
+		if (r == -ENOEXEC)
+			return FLIT_EXIT_BAD_IMAGE;
+		return r == -ENOENT || r == -EISDIR || r == -EACCES ? FLIT_EXIT_NO_IMAGE
+								      : FLIT_EXIT_RESOURCES;
 	}
 	char sz[32];
 	log_info("guest %s: %s RAM (%s), %u vCPU%s, dirty tracking %s", o.guest,

@@ -142,7 +142,8 @@ int vm_load_guest(struct vm *vm, const char *path, const char *args)
 	r = image_read_file(path, IMAGE_MAX_SIZE, &img, &size);
 	if (r) {
 		log_err("guest image %s: %s", path,
-			r == -EFBIG ? "larger than 64 MiB" : strerror(-r));
+			r == -EFBIG ? "larger than 64 MiB"
+				    : r == -EISDIR ? "is a directory" : strerror(-r));
 		return r;
 	}
 	r = image_load_elf(img, size, &vm->mem, FLIT_IMAGE_GPA, vm->mem.size, &info, err,
