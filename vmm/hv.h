@@ -53,6 +53,7 @@ struct hv_caps {
 struct hv_vm_config {
 	uint32_t nr_vcpus;
 	uint32_t dirty_ring_entries; /* 0: no ring (the bitmap mode) */
+	bool dirty_ring_fit;         /* shrink the ring to the host's maximum */
 };
 
 struct hv_ops {

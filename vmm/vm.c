@@ -77,7 +77,11 @@ int vm_create(const struct vm_config *cfg, struct vm **out)
 		goto fail;
 	}
 	if (vm->dirty == vm->hv->dirty_ring && vm->dirty)
-		hc.dirty_ring_entries = VM_DIRTY_RING_ENTRIES;
+	{
+		hc.dirty_ring_entries =
+			cfg->dirty_ring_entries ? cfg->dirty_ring_entries : VM_DIRTY_RING_ENTRIES;
+		hc.dirty_ring_fit = !cfg->dirty_ring_entries;
+	}
 	r = vm->hv->vm_create(&hc, &vm->hv_vm);
 	if (r)
 		goto fail;

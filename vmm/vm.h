@@ -28,13 +28,14 @@ struct hv_vm;
 struct dirty_ops;
 
 #define VM_MAX_DEVS 4
-#define VM_DIRTY_RING_ENTRIES 4096
+#define VM_DIRTY_RING_ENTRIES 65536 /* per vCPU: 1 MiB, so a round rarely fills it */
 
 struct vm_config {
 	uint64_t mem_size;         /* bytes, multiple of 2 MiB, >= 4 MiB */
 	uint32_t nr_vcpus;         /* 1 .. FLIT_MAX_VCPUS */
 	enum mem_backing backing;
 	const char *dirty_track;   /* "bitmap" (default) or "ring" */
+	uint32_t dirty_ring_entries; /* ring size per vCPU, power of 2; 0: default */
 	const struct hv_ops *hv;   /* NULL: KVM */
 };
 

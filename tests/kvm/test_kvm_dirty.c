@@ -99,7 +99,7 @@ static void on_checkpoint(void *opaque, struct vcpu *vcpu, uint32_t round)
 }
 
 static void run_dirty(const char *mode, unsigned vcpus, uint64_t mem, uint64_t pages,
-		      uint32_t rounds)
+		      uint32_t rounds, uint32_t ring_entries)
 {
 	char args[128];
 	struct dirty_check c = {.pages = pages, .seed = 7 + vcpus};
@@ -107,7 +107,8 @@ static void run_dirty(const char *mode, unsigned vcpus, uint64_t mem, uint64_t p
 
 	snprintf(args, sizeof(args), "pages=%llu rounds=%u seed=%u", (unsigned long long)pages,
 		 rounds, c.seed);
-	c.vm = guest_vm_create(mem, vcpus, mode, MEM_ANON, "dirtyset", args, NULL);
+	c.vm = ring_entries ? guest_vm_create_ring(mem, vcpus, ring_entries, "dirtyset", args)
+			    : guest_vm_create(mem, vcpus, mode, MEM_ANON, "dirtyset", args, NULL);
 	uint64_t nr = mem_nr_pages(&c.vm->mem);
 	c.got = bitmap_alloc(nr);
 	c.vmm_expect = bitmap_alloc(nr);
@@ -130,29 +131,29 @@ static void run_dirty(const char *mode, unsigned vcpus, uint64_t mem, uint64_t p
 
 static void bitmap_one_vcpu(void)
 {
-	run_dirty("bitmap", 1, 64 * MiB, 8192, 8);
+	run_dirty("bitmap", 1, 64 * MiB, 8192, 8, 0);
 }
 
 static void bitmap_two_vcpus(void)
 {
-	run_dirty("bitmap", 2, 64 * MiB, 8192, 8);
+	run_dirty("bitmap", 2, 64 * MiB, 8192, 8, 0);
 }
 
 static void ring_one_vcpu(void)
 {
-	run_dirty("ring", 1, 64 * MiB, 8192, 8);
+	run_dirty("ring", 1, 64 * MiB, 8192, 8, 0);
 }
 
 static void ring_two_vcpus(void)
 {
-	run_dirty("ring", 2, 64 * MiB, 8192, 8);
+	run_dirty("ring", 2, 64 * MiB, 8192, 8, 0);
 }
 
-/* About 8000 pages a round on one vCPU overflow its 4096-entry ring: KVM
+/* About 8000 pages a round on one vCPU overflow a 4096-entry ring: KVM
  * exits with the ring full, the vCPU harvests, and nothing is lost. */
 static void ring_full_harvest(void)
 {
-	run_dirty("ring", 1, 256 * MiB, 40000, 4);
+	run_dirty("ring", 1, 256 * MiB, 40000, 4, 4096);
 }
 
 int main(int argc, char **argv)

@@ -31,15 +31,12 @@ int guest_log_has(struct guest_log *log, const char *text)
 	return r;
 }
 
-struct vm *guest_vm_create(uint64_t mem, unsigned vcpus, const char *dirty,
-			   enum mem_backing backing, const char *guest, const char *args,
-			   struct guest_log *log)
+static struct vm *create(const struct vm_config *cfg, const char *guest, const char *args,
+			 struct guest_log *log)
 {
-	struct vm_config cfg = {.mem_size = mem, .nr_vcpus = vcpus, .backing = backing,
-				.dirty_track = dirty};
 	struct vm *vm = NULL;
 	char rel[64];
-	int r = vm_create(&cfg, &vm);
+	int r = vm_create(cfg, &vm);
 
 	if (r == -ENOENT || r == -ENODEV || r == -EACCES || r == -EPERM || r == -ENXIO)
 		test_skip("KVM cannot create a VM on this host (run through tools/flit-lab)");
@@ -54,6 +51,23 @@ struct vm *guest_vm_create(uint64_t mem, unsigned vcpus, const char *dirty,
 	r = vm_load_guest(vm, test_build_path(rel), args);
 	TEST_ASSERT(r == 0, "loading %s: %s", guest, strerror(-r));
 	return vm;
+}
+
+struct vm *guest_vm_create(uint64_t mem, unsigned vcpus, const char *dirty,
+			   enum mem_backing backing, const char *guest, const char *args,
+			   struct guest_log *log)
+{
+	struct vm_config cfg = {.mem_size = mem, .nr_vcpus = vcpus, .backing = backing,
+				.dirty_track = dirty};
+	return create(&cfg, guest, args, log);
+}
+
+struct vm *guest_vm_create_ring(uint64_t mem, unsigned vcpus, uint32_t ring_entries,
+				const char *guest, const char *args)
+{
+	struct vm_config cfg = {.mem_size = mem, .nr_vcpus = vcpus, .dirty_track = "ring",
+				.dirty_ring_entries = ring_entries};
+	return create(&cfg, guest, args, NULL);
 }
 
 struct vm_result guest_vm_run(struct vm *vm, int timeout_ms)

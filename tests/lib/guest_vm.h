@@ -21,6 +21,10 @@ struct vm *guest_vm_create(uint64_t mem, unsigned vcpus, const char *dirty,
 			   enum mem_backing backing, const char *guest, const char *args,
 			   struct guest_log *log);
 
+/* The same with a dirty ring of 'ring_entries' per vCPU (0: default). */
+struct vm *guest_vm_create_ring(uint64_t mem, unsigned vcpus, uint32_t ring_entries,
+				const char *guest, const char *args);
+
 /* Runs to completion (timeout_ms) and returns the result. */
 struct vm_result guest_vm_run(struct vm *vm, int timeout_ms);
 

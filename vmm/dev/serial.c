@@ -44,7 +44,8 @@ void serial_destroy(struct serial *s)
 static void serial_emit(struct serial *s, unsigned w)
 {
 	s->line[w][s->len[w]] = 0;
-	s->sink(s->sink_opaque, s->line[w]);
+	if (s->sink)
+		s->sink(s->sink_opaque, s->line[w]);
 	s->len[w] = 0;
 }
 

@@ -25,7 +25,8 @@ struct serial {
 	 * come out whole. Protected by lock. */
 	char line[SERIAL_MAX_WRITERS][SERIAL_LINE_MAX];
 	unsigned len[SERIAL_MAX_WRITERS];
-	/* Where finished lines go; default prints "guest: <line>" to stdout. */
+	/* Where finished lines go; default prints "guest: <line>" to stdout,
+	 * NULL discards them. */
 	void (*sink)(void *opaque, const char *line);
 	void *sink_opaque;
 };

@@ -175,6 +175,10 @@ static int kvm_vm_create(const struct hv_vm_config *cfg, struct hv_vm **out)
 	vm->caps.dirty_ring = ring_max > 0;
 	if (cfg->dirty_ring_entries) {
 		uint64_t bytes = (uint64_t)cfg->dirty_ring_entries * sizeof(struct kvm_dirty_gfn);
+		/* A default size is a wish: shrink it to what this KVM offers. */
+		while (cfg->dirty_ring_fit && ring_max > 0 &&
+		       bytes > (uint64_t)ring_max && bytes > DIRTY_RING_BYTES_MIN)
+			bytes /= 2;
 		if (!ring_max) {
 			log_err("this KVM has no dirty ring (KVM_CAP_DIRTY_LOG_RING); use "
 				"--dirty-track bitmap");
@@ -183,8 +187,9 @@ static int kvm_vm_create(const struct hv_vm_config *cfg, struct hv_vm **out)
 		}
 		if (bytes < DIRTY_RING_BYTES_MIN || bytes > (uint64_t)ring_max ||
 		    (bytes & (bytes - 1))) {
-			log_err("dirty ring of %u entries not possible (max %d bytes)",
-				cfg->dirty_ring_entries, ring_max);
+			log_err("dirty ring of %llu entries not possible (at most %d bytes, a "
+				"power of 2)",
+				(unsigned long long)(bytes / sizeof(struct kvm_dirty_gfn)), ring_max);
 			r = -EINVAL;
 			goto fail;
 		}
@@ -193,7 +198,7 @@ static int kvm_vm_create(const struct hv_vm_config *cfg, struct hv_vm **out)
 			log_err("enabling the dirty ring: %s", strerror(-r));
 			goto fail;
 		}
-		vm->ring_entries = cfg->dirty_ring_entries;
+		vm->ring_entries = (uint32_t)(bytes / sizeof(struct kvm_dirty_gfn));
 	}
 	*out = vm;
 	return 0;
