@@ -131,10 +131,10 @@ out:
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{"quick", no_argument, NULL, 'q'},
-		{"rounds", required_argument, NULL, 'r'},
-		{"out", required_argument, NULL, 'o'},
-		{0},
+	    {"quick", no_argument, NULL, 'q'},
+	    {"rounds", required_argument, NULL, 'r'},
+	    {"out", required_argument, NULL, 'o'},
+	    {0},
 	};
 	uint64_t mems_full[] = {256 * MiB, 1 * GiB, 2 * GiB, 4 * GiB};
 	uint64_t mems_quick[] = {256 * MiB, 1 * GiB};
@@ -174,7 +174,8 @@ int main(int argc, char **argv)
 	for (unsigned m = 0; m < ARRAY_SIZE(modes); m++)
 		for (unsigned i = 0; i < nmems; i++)
 			for (unsigned s = 0; s < nsets; s++) {
-				int e = bench_one(out, modes[m], mems[i], sets[s], (uint32_t)rounds);
+				int e =
+				    bench_one(out, modes[m], mems[i], sets[s], (uint32_t)rounds);
 				if (e)
 					die("%s, %llu MiB, %llu pages: %s", modes[m],
 					    (unsigned long long)(mems[i] >> 20),

@@ -34,44 +34,44 @@
 
 #include <stdint.h>
 
-#define FLIT_GDT_GPA       0x1000ULL
-#define FLIT_TSS_GPA       0x2000ULL
-#define FLIT_BOOTINFO_GPA  0x9000ULL
-#define FLIT_PGTABLE_GPA   0x10000ULL
-#define FLIT_STACKS_GPA    0x100000ULL
-#define FLIT_STACK_SIZE    0x8000ULL
-#define FLIT_MAX_VCPUS     32
-#define FLIT_IMAGE_GPA     0x200000ULL
-#define FLIT_MAX_MEM_GIB   64 /* page directories fit below the stacks */
-#define FLIT_PAGE_SIZE     4096ULL
-#define FLIT_PAGE_SHIFT    12
+#define FLIT_GDT_GPA	  0x1000ULL
+#define FLIT_TSS_GPA	  0x2000ULL
+#define FLIT_BOOTINFO_GPA 0x9000ULL
+#define FLIT_PGTABLE_GPA  0x10000ULL
+#define FLIT_STACKS_GPA	  0x100000ULL
+#define FLIT_STACK_SIZE	  0x8000ULL
+#define FLIT_MAX_VCPUS	  32
+#define FLIT_IMAGE_GPA	  0x200000ULL
+#define FLIT_MAX_MEM_GIB  64 /* page directories fit below the stacks */
+#define FLIT_PAGE_SIZE	  4096ULL
+#define FLIT_PAGE_SHIFT	  12
 
 #define FLIT_TESTDEV_PORT  0x500
 #define FLIT_TESTDEV_SIZE  0x20
-#define FLIT_TD_EXIT       0x00
+#define FLIT_TD_EXIT	   0x00
 #define FLIT_TD_CHECKPOINT 0x04
 #define FLIT_TD_PROGRESS   0x08
 #define FLIT_TD_REPORT_BAD 0x0c
-#define FLIT_TD_COMMAND    0x10
+#define FLIT_TD_COMMAND	   0x10
 
-#define FLIT_CMD_NONE        0
-#define FLIT_CMD_VERIFY      1 /* verify, report, go on */
+#define FLIT_CMD_NONE	     0
+#define FLIT_CMD_VERIFY	     1 /* verify, report, go on */
 #define FLIT_CMD_VERIFY_EXIT 2 /* verify, report, exit with (bad != 0) */
-#define FLIT_CMD_EXIT        3 /* stop the workload, exit 0 */
+#define FLIT_CMD_EXIT	     3 /* stop the workload, exit 0 */
 
 #define FLIT_BOOTINFO_MAGIC   0x544f4f4254494c46ULL /* "FLITBOOT" */
 #define FLIT_BOOTINFO_VERSION 1
-#define FLIT_ARGS_MAX         1024
+#define FLIT_ARGS_MAX	      1024
 
 #define FLIT_CHECK_MAGIC 0x4b43484d54494c46ULL /* "FLITMCHK" */
-#define FLIT_CHECK_IDLE  0xffffffffffffffffULL
+#define FLIT_CHECK_IDLE	 0xffffffffffffffffULL
 
 /*
  * Published by memcheck so that the VMM can verify every page from the host
  * side. Guest-written, so the VMM treats it as untrusted input.
  */
 struct flit_check_desc {
-	uint64_t magic;      /* FLIT_CHECK_MAGIC once the fill is complete */
+	uint64_t magic;	     /* FLIT_CHECK_MAGIC once the fill is complete */
 	uint64_t table_gpa;  /* uint32_t generation per checked page */
 	uint64_t first_page; /* guest page number of checked page 0 */
 	uint64_t nr_pages;
@@ -87,7 +87,7 @@ struct flit_bootinfo {
 	uint64_t mem_size;   /* bytes of guest RAM from GPA 0 */
 	uint64_t data_start; /* page aligned */
 	uint64_t data_end;
-	uint64_t tsc_khz; /* 0 if the VMM does not know */
+	uint64_t tsc_khz;	  /* 0 if the VMM does not know */
 	char args[FLIT_ARGS_MAX]; /* NUL-terminated "key=value ..." words */
 	struct flit_check_desc check;
 };

@@ -22,38 +22,38 @@ struct hv_vcpu;
 struct dirty_ops;
 
 enum hv_exit_reason {
-	HV_EXIT_IO,          /* port I/O: see io */
-	HV_EXIT_INTR,        /* kicked (vcpu_kick) or a signal: check the mailbox */
-	HV_EXIT_SHUTDOWN,    /* triple fault */
+	HV_EXIT_IO,	  /* port I/O: see io */
+	HV_EXIT_INTR,	  /* kicked (vcpu_kick) or a signal: check the mailbox */
+	HV_EXIT_SHUTDOWN, /* triple fault */
 	HV_EXIT_HLT,
-	HV_EXIT_MMIO,        /* unhandled memory access outside RAM */
-	HV_EXIT_DIRTY_FULL,  /* dirty ring full: harvest, then run again */
-	HV_EXIT_FAIL,        /* entry failure or internal error: see detail */
+	HV_EXIT_MMIO,	    /* unhandled memory access outside RAM */
+	HV_EXIT_DIRTY_FULL, /* dirty ring full: harvest, then run again */
+	HV_EXIT_FAIL,	    /* entry failure or internal error: see detail */
 };
 
 struct hv_exit {
 	enum hv_exit_reason reason;
 	struct {
 		uint16_t port;
-		uint8_t size;  /* 1, 2 or 4 */
+		uint8_t size; /* 1, 2 or 4 */
 		bool out;
 		uint32_t count; /* repetitions (rep ins/outs) */
-		uint8_t *data;  /* count * size bytes, in the backend's buffer */
+		uint8_t *data;	/* count * size bytes, in the backend's buffer */
 	} io;
 	uint64_t mmio_addr;
 	uint64_t detail; /* backend-specific code for HV_EXIT_FAIL */
 };
 
 struct hv_caps {
-	bool dirty_ring;        /* per-vCPU dirty rings are available */
-	bool manual_protect;    /* dirty bitmap with explicit clear */
-	uint32_t tsc_khz;       /* 0 if unknown */
+	bool dirty_ring;     /* per-vCPU dirty rings are available */
+	bool manual_protect; /* dirty bitmap with explicit clear */
+	uint32_t tsc_khz;    /* 0 if unknown */
 };
 
 struct hv_vm_config {
 	uint32_t nr_vcpus;
 	uint32_t dirty_ring_entries; /* 0: no ring (the bitmap mode) */
-	bool dirty_ring_fit;         /* shrink the ring to the host's maximum */
+	bool dirty_ring_fit;	     /* shrink the ring to the host's maximum */
 };
 
 struct hv_ops {
@@ -78,8 +78,7 @@ struct hv_ops {
 	void (*vcpu_kick)(struct hv_vcpu *vcpu);
 	/* Read or write the parts (X86_PART_*) of the vCPU's state. */
 	int (*vcpu_get_state)(struct hv_vcpu *vcpu, struct x86_cpu_state *st, unsigned parts);
-	int (*vcpu_set_state)(struct hv_vcpu *vcpu, const struct x86_cpu_state *st,
-			      unsigned parts);
+	int (*vcpu_set_state)(struct hv_vcpu *vcpu, const struct x86_cpu_state *st, unsigned parts);
 
 	/* Dirty trackers this backend offers, NULL if none. */
 	const struct dirty_ops *dirty_bitmap;

@@ -43,8 +43,7 @@ static int elf_header(const uint8_t *b, size_t size, Elf64_Ehdr *eh, char *err, 
 	if (eh->e_phentsize != sizeof(Elf64_Phdr) || eh->e_phnum == 0 || eh->e_phnum > MAX_PHDRS)
 		return bad(err, errlen, "bad program header table (%u entries of %u bytes)",
 			   eh->e_phnum, eh->e_phentsize);
-	if (eh->e_phoff > size ||
-	    (uint64_t)eh->e_phnum * sizeof(Elf64_Phdr) > size - eh->e_phoff)
+	if (eh->e_phoff > size || (uint64_t)eh->e_phnum * sizeof(Elf64_Phdr) > size - eh->e_phoff)
 		return bad(err, errlen, "program headers beyond the end of the file");
 	return 0;
 }
@@ -93,8 +92,9 @@ int image_check_elf(const void *img, size_t size, uint64_t min_gpa, uint64_t max
 			return bad(err, errlen,
 				   "segment %u at 0x%llx+0x%llx is outside the guest image area "
 				   "[0x%llx, 0x%llx)",
-				   i, (unsigned long long)ph.p_paddr, (unsigned long long)ph.p_memsz,
-				   (unsigned long long)min_gpa, (unsigned long long)max_gpa);
+				   i, (unsigned long long)ph.p_paddr,
+				   (unsigned long long)ph.p_memsz, (unsigned long long)min_gpa,
+				   (unsigned long long)max_gpa);
 		if (ph.p_flags & PF_X && eh.e_entry >= ph.p_paddr &&
 		    eh.e_entry - ph.p_paddr < ph.p_memsz)
 			entry_ok = true;

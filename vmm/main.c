@@ -23,10 +23,10 @@
 #include "vmm/vm.h"
 
 enum {
-	FLIT_EXIT_USAGE = 64,       /* bad command line */
+	FLIT_EXIT_USAGE = 64,	    /* bad command line */
 	FLIT_EXIT_BAD_IMAGE = 65,   /* guest image malformed */
 	FLIT_EXIT_NO_IMAGE = 66,    /* guest image not found */
-	FLIT_EXIT_NO_KVM = 69,      /* hypervisor unavailable */
+	FLIT_EXIT_NO_KVM = 69,	    /* hypervisor unavailable */
 	FLIT_EXIT_GUEST_CRASH = 70, /* a vCPU failed */
 	FLIT_EXIT_RESOURCES = 71,   /* memory or other host resources */
 	FLIT_EXIT_TIMEOUT = 75,
@@ -81,16 +81,16 @@ __attribute__((format(printf, 1, 2))) static int bad_usage(const char *fmt, ...)
 static int parse_opts(int argc, char **argv, struct opts *o)
 {
 	static const struct option longopts[] = {
-		{"guest", required_argument, NULL, 'g'},
-		{"mem", required_argument, NULL, 'm'},
-		{"vcpus", required_argument, NULL, 'c'},
-		{"mem-backend", required_argument, NULL, 'b'},
-		{"dirty-track", required_argument, NULL, 'd'},
-		{"verify", no_argument, NULL, 'V'},
-		{"timeout", required_argument, NULL, 't'},
-		{"verbose", no_argument, NULL, 'v'},
-		{"help", no_argument, NULL, 'h'},
-		{0},
+	    {"guest", required_argument, NULL, 'g'},
+	    {"mem", required_argument, NULL, 'm'},
+	    {"vcpus", required_argument, NULL, 'c'},
+	    {"mem-backend", required_argument, NULL, 'b'},
+	    {"dirty-track", required_argument, NULL, 'd'},
+	    {"verify", no_argument, NULL, 'V'},
+	    {"timeout", required_argument, NULL, 't'},
+	    {"verbose", no_argument, NULL, 'v'},
+	    {"help", no_argument, NULL, 'h'},
+	    {0},
 	};
 	int c;
 	size_t alen = 0;
@@ -114,7 +114,8 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 			break;
 		case 'c':
 			if (parse_uint(optarg, 1, FLIT_MAX_VCPUS, &o->vcpus))
-				return bad_usage("--vcpus %s: must be a number from 1 to 32", optarg);
+				return bad_usage("--vcpus %s: must be a number from 1 to 32",
+						 optarg);
 			break;
 		case 'b':
 			if (mem_backing_parse(optarg, &o->backing))
@@ -122,7 +123,8 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 			break;
 		case 'd':
 			if (strcmp(optarg, "bitmap") && strcmp(optarg, "ring"))
-				return bad_usage("--dirty-track %s: must be bitmap or ring", optarg);
+				return bad_usage("--dirty-track %s: must be bitmap or ring",
+						 optarg);
 			o->dirty = optarg;
 			break;
 		case 'V':
@@ -204,8 +206,9 @@ static int check_image(const char *path, uint64_t mem)
 
 	if (r) {
 		log_err("guest image %s: %s", path,
-			r == -EFBIG ? "larger than 64 MiB"
-				    : r == -EISDIR ? "is a directory" : strerror(-r));
+			r == -EFBIG    ? "larger than 64 MiB"
+			: r == -EISDIR ? "is a directory"
+				       : strerror(-r));
 		return r == -EFBIG ? FLIT_EXIT_BAD_IMAGE : FLIT_EXIT_NO_IMAGE;
 	}
 	r = image_check_elf(img, size, FLIT_IMAGE_GPA, mem, &info, err, sizeof(err));
@@ -251,8 +254,9 @@ int main(int argc, char **argv)
 		return r;
 	if (resolve_guest(o.guest, path, sizeof(path))) {
 		log_err("guest '%s' not found%s", o.guest,
-			strchr(o.guest, '/') ? "" : " (built-in guests: hello, memcheck, memtouch, "
-						    "dirtyset)");
+			strchr(o.guest, '/') ? ""
+					     : " (built-in guests: hello, memcheck, memtouch, "
+					       "dirtyset)");
 		return FLIT_EXIT_NO_IMAGE;
 	}
 
@@ -261,8 +265,10 @@ int main(int argc, char **argv)
 	if (r)
 		return r;
 
-	struct vm_config cfg = {.mem_size = o.mem, .nr_vcpus = (uint32_t)o.vcpus,
-				.backing = o.backing, .dirty_track = o.dirty};
+	struct vm_config cfg = {.mem_size = o.mem,
+				.nr_vcpus = (uint32_t)o.vcpus,
+				.backing = o.backing,
+				.dirty_track = o.dirty};
 	r = vm_create(&cfg, &vm);
 	if (r)
 		return exit_code_for(r);
@@ -272,12 +278,12 @@ int main(int argc, char **argv)
 		if (r == -ENOEXEC)
 			return FLIT_EXIT_BAD_IMAGE;
 		return r == -ENOENT || r == -EISDIR || r == -EACCES ? FLIT_EXIT_NO_IMAGE
-								      : FLIT_EXIT_RESOURCES;
+								    : FLIT_EXIT_RESOURCES;
 	}
 	char sz[32];
 	log_info("guest %s: %s RAM (%s), %u vCPU%s, dirty tracking %s", o.guest,
-		 fmt_size(o.mem, sz, sizeof(sz)), mem_backing_name(o.backing),
-		 (unsigned)o.vcpus, o.vcpus > 1 ? "s" : "", o.dirty);
+		 fmt_size(o.mem, sz, sizeof(sz)), mem_backing_name(o.backing), (unsigned)o.vcpus,
+		 o.vcpus > 1 ? "s" : "", o.dirty);
 	uint64_t t0 = now_ns();
 	r = vm_start(vm);
 	if (r) {
@@ -299,9 +305,9 @@ int main(int argc, char **argv)
 		uint64_t checked = 0, bad = 0;
 		r = vm_verify_memcheck(vm, &checked, &bad);
 		if (r) {
-			log_err("host check: %s", r == -ENODATA
-							  ? "the guest published no memcheck table"
-							  : "the guest's memcheck table is inconsistent");
+			log_err("host check: %s",
+				r == -ENODATA ? "the guest published no memcheck table"
+					      : "the guest's memcheck table is inconsistent");
 			status = status ? status : 1;
 		} else {
 			log_info("host check: %llu pages verified, %llu bad",

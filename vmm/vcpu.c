@@ -97,14 +97,12 @@ static void vcpu_serve(struct vcpu *v)
 			r = -EINVAL;
 		break;
 	case VCPU_REQ_GET_STATE:
-		r = v->state == VCPU_RUNNING
-			    ? -EBUSY
-			    : v->vm->hv->vcpu_get_state(v->hv, m->arg, m->parts);
+		r = v->state == VCPU_RUNNING ? -EBUSY
+					     : v->vm->hv->vcpu_get_state(v->hv, m->arg, m->parts);
 		break;
 	case VCPU_REQ_SET_STATE:
-		r = v->state == VCPU_RUNNING
-			    ? -EBUSY
-			    : v->vm->hv->vcpu_set_state(v->hv, m->arg, m->parts);
+		r = v->state == VCPU_RUNNING ? -EBUSY
+					     : v->vm->hv->vcpu_set_state(v->hv, m->arg, m->parts);
 		break;
 	case VCPU_REQ_STOP:
 		v->stopping = true;

@@ -26,8 +26,14 @@ struct hv_vcpu;
 
 enum vcpu_state { VCPU_PAUSED, VCPU_RUNNING, VCPU_EXITED, VCPU_FAILED };
 
-enum vcpu_req { VCPU_REQ_NONE, VCPU_REQ_PAUSE, VCPU_REQ_RESUME, VCPU_REQ_GET_STATE,
-		VCPU_REQ_SET_STATE, VCPU_REQ_STOP };
+enum vcpu_req {
+	VCPU_REQ_NONE,
+	VCPU_REQ_PAUSE,
+	VCPU_REQ_RESUME,
+	VCPU_REQ_GET_STATE,
+	VCPU_REQ_SET_STATE,
+	VCPU_REQ_STOP
+};
 
 struct vcpu_msg {
 	enum vcpu_req req;

@@ -76,10 +76,9 @@ int vm_create(const struct vm_config *cfg, struct vm **out)
 		r = -EINVAL;
 		goto fail;
 	}
-	if (vm->dirty == vm->hv->dirty_ring && vm->dirty)
-	{
+	if (vm->dirty == vm->hv->dirty_ring && vm->dirty) {
 		hc.dirty_ring_entries =
-			cfg->dirty_ring_entries ? cfg->dirty_ring_entries : VM_DIRTY_RING_ENTRIES;
+		    cfg->dirty_ring_entries ? cfg->dirty_ring_entries : VM_DIRTY_RING_ENTRIES;
 		hc.dirty_ring_fit = !cfg->dirty_ring_entries;
 	}
 	r = vm->hv->vm_create(&hc, &vm->hv_vm);
@@ -146,8 +145,9 @@ int vm_load_guest(struct vm *vm, const char *path, const char *args)
 	r = image_read_file(path, IMAGE_MAX_SIZE, &img, &size);
 	if (r) {
 		log_err("guest image %s: %s", path,
-			r == -EFBIG ? "larger than 64 MiB"
-				    : r == -EISDIR ? "is a directory" : strerror(-r));
+			r == -EFBIG    ? "larger than 64 MiB"
+			: r == -EISDIR ? "is a directory"
+				       : strerror(-r));
 		return r;
 	}
 	r = image_load_elf(img, size, &vm->mem, FLIT_IMAGE_GPA, vm->mem.size, &info, err,
@@ -283,8 +283,7 @@ void vm_wait(struct vm *vm, int timeout_ms, struct vm_result *res)
 	serial_flush(&vm->serial);
 }
 
-void vm_pio(struct vm *vm, struct vcpu *vcpu, uint16_t port, bool out, uint8_t size,
-	    uint8_t *data)
+void vm_pio(struct vm *vm, struct vcpu *vcpu, uint16_t port, bool out, uint8_t size, uint8_t *data)
 {
 	for (unsigned i = 0; i < vm->nr_devs; i++) {
 		const struct dev_ops *d = vm->devs[i].ops;
@@ -301,8 +300,7 @@ void vm_mark_dirty(struct vm *vm, uint64_t gpa, uint64_t len)
 {
 	if (!len || !__atomic_load_n(&vm->dirty_active, __ATOMIC_ACQUIRE))
 		return;
-	for (uint64_t p = gpa >> 12; p <= (gpa + len - 1) >> 12 && p < mem_nr_pages(&vm->mem);
-	     p++)
+	for (uint64_t p = gpa >> 12; p <= (gpa + len - 1) >> 12 && p < mem_nr_pages(&vm->mem); p++)
 		bitmap_set_atomic(vm->vmm_dirty, p);
 }
 
@@ -420,8 +418,7 @@ int vm_restore_devices(struct vm *vm, const void *buf)
 
 int vm_verify_memcheck(struct vm *vm, uint64_t *checked, uint64_t *bad)
 {
-	const struct flit_bootinfo *bi =
-		mem_gpa_to_hva(&vm->mem, FLIT_BOOTINFO_GPA, sizeof(*bi));
+	const struct flit_bootinfo *bi = mem_gpa_to_hva(&vm->mem, FLIT_BOOTINFO_GPA, sizeof(*bi));
 	struct flit_check_desc d;
 	const uint32_t *table;
 

@@ -27,16 +27,16 @@ struct hv_ops;
 struct hv_vm;
 struct dirty_ops;
 
-#define VM_MAX_DEVS 4
+#define VM_MAX_DEVS	      4
 #define VM_DIRTY_RING_ENTRIES 65536 /* per vCPU: 1 MiB, so a round rarely fills it */
 
 struct vm_config {
-	uint64_t mem_size;         /* bytes, multiple of 2 MiB, >= 4 MiB */
-	uint32_t nr_vcpus;         /* 1 .. FLIT_MAX_VCPUS */
+	uint64_t mem_size; /* bytes, multiple of 2 MiB, >= 4 MiB */
+	uint32_t nr_vcpus; /* 1 .. FLIT_MAX_VCPUS */
 	enum mem_backing backing;
-	const char *dirty_track;   /* "bitmap" (default) or "ring" */
+	const char *dirty_track;     /* "bitmap" (default) or "ring" */
 	uint32_t dirty_ring_entries; /* ring size per vCPU, power of 2; 0: default */
-	const struct hv_ops *hv;   /* NULL: KVM */
+	const struct hv_ops *hv;     /* NULL: KVM */
 };
 
 struct vm_dev {
@@ -74,7 +74,7 @@ struct vm {
 
 /* Result of a finished or failed VM. */
 struct vm_result {
-	bool failed;          /* a vCPU failed (see reason) */
+	bool failed; /* a vCPU failed (see reason) */
 	bool timed_out;
 	uint32_t exit_status; /* first non-zero vCPU exit status, else 0 */
 	char reason[200];
@@ -104,8 +104,7 @@ void vm_notify(struct vm *vm);
 
 /* Dispatch a port access to a device (vCPU thread). Unclaimed ports read
  * as all ones and ignore writes. */
-void vm_pio(struct vm *vm, struct vcpu *vcpu, uint16_t port, bool out, uint8_t size,
-	    uint8_t *data);
+void vm_pio(struct vm *vm, struct vcpu *vcpu, uint16_t port, bool out, uint8_t size, uint8_t *data);
 
 /* Guest memory access by the VMM itself. Writes are marked dirty while
  * tracking is on. -EFAULT if the range is not guest RAM. Any thread. */

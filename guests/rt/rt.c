@@ -205,8 +205,8 @@ void rt_barrier(struct guest *g)
 __attribute__((noreturn, used)) void rt_start(uint64_t vcpu, uint64_t bootinfo_gpa)
 {
 	struct guest g = {
-		.vcpu = (unsigned)vcpu,
-		.bi = (volatile struct flit_bootinfo *)bootinfo_gpa,
+	    .vcpu = (unsigned)vcpu,
+	    .bi = (volatile struct flit_bootinfo *)bootinfo_gpa,
 	};
 
 	if (g.bi->magic != FLIT_BOOTINFO_MAGIC || g.bi->version != FLIT_BOOTINFO_VERSION)

@@ -52,16 +52,16 @@ static void hello_exits_zero(void)
 
 static void memcheck_verify(void)
 {
-	const char *a[] = {"--guest", "memcheck", "--mem", "64M", "--vcpus", "2", "--verify",
-			   "rounds=3", NULL};
+	const char *a[] = {"--guest", "memcheck", "--mem",    "64M", "--vcpus",
+			   "2",	      "--verify", "rounds=3", NULL};
 	TEST_ASSERT_EQ(run_flit(out, sizeof(out), a), 0);
 	TEST_ASSERT(strstr(out, "pages verified, 0 bad"), "%s", out);
 }
 
 static void memcheck_corrupt_is_status_1(void)
 {
-	const char *a[] = {"--guest", "memcheck", "--mem", "64M", "--verify", "corrupt",
-			   "rounds=2", "--dirty-track", "ring", NULL};
+	const char *a[] = {"--guest", "memcheck", "--mem",	   "64M",  "--verify",
+			   "corrupt", "rounds=2", "--dirty-track", "ring", NULL};
 	TEST_ASSERT_EQ(run_flit(out, sizeof(out), a), 1);
 	TEST_ASSERT(strstr(out, "1 bad"), "%s", out);
 }
@@ -83,13 +83,16 @@ static void timeout_is_75(void)
 int main(int argc, char **argv)
 {
 	static const struct test_case cases[] = {
-		TEST_CASE(hello_exits_zero), TEST_CASE(memcheck_verify),
-		TEST_CASE(memcheck_corrupt_is_status_1), TEST_CASE(crash_is_70),
-		TEST_CASE(timeout_is_75),
+	    TEST_CASE(hello_exits_zero),
+	    TEST_CASE(memcheck_verify),
+	    TEST_CASE(memcheck_corrupt_is_status_1),
+	    TEST_CASE(crash_is_70),
+	    TEST_CASE(timeout_is_75),
 	};
 	int fd = open("/dev/kvm", O_RDWR);
 	if (fd < 0) {
-		printf("no /dev/kvm here: run through tools/flit-lab\n0 passed, 0 failed, 1 skipped\n");
+		printf("no /dev/kvm here: run through tools/flit-lab\n0 passed, 0 failed, 1 "
+		       "skipped\n");
 		return 77;
 	}
 	close(fd);

@@ -59,8 +59,8 @@ static void memcheck_ring_memfd_4vcpus(void)
 
 static void memcheck_on_command(void)
 {
-	struct vm *vm = guest_vm_create(32 * MiB, 2, "bitmap", MEM_ANON, "memcheck", "rounds=0",
-					NULL);
+	struct vm *vm =
+	    guest_vm_create(32 * MiB, 2, "bitmap", MEM_ANON, "memcheck", "rounds=0", NULL);
 	struct vm_result res;
 	uint64_t bad = 99;
 
@@ -94,9 +94,9 @@ static void crash_is_reported(void)
 int main(int argc, char **argv)
 {
 	static const struct test_case cases[] = {
-		TEST_CASE(hello_on_every_vcpu),   TEST_CASE(memcheck_passes),
-		TEST_CASE(memcheck_corrupt_fails), TEST_CASE(memcheck_ring_memfd_4vcpus),
-		TEST_CASE(memcheck_on_command),   TEST_CASE(crash_is_reported),
+	    TEST_CASE(hello_on_every_vcpu),    TEST_CASE(memcheck_passes),
+	    TEST_CASE(memcheck_corrupt_fails), TEST_CASE(memcheck_ring_memfd_4vcpus),
+	    TEST_CASE(memcheck_on_command),    TEST_CASE(crash_is_reported),
 	};
 	return test_main(argc, argv, cases, ARRAY_SIZE(cases));
 }

@@ -19,8 +19,8 @@
 
 static void move_guest(bool damage)
 {
-	struct vm *a = guest_vm_create(MEM, VCPUS, "bitmap", MEM_ANON, "memcheck",
-				       "rounds=0 ws=2m", NULL);
+	struct vm *a =
+	    guest_vm_create(MEM, VCPUS, "bitmap", MEM_ANON, "memcheck", "rounds=0 ws=2m", NULL);
 	struct x86_cpu_state *st = calloc(VCPUS, sizeof(*st));
 	struct x86_cpu_state *back = calloc(1, sizeof(*back));
 	struct x86_vm_state vmst;
@@ -56,10 +56,10 @@ static void move_guest(bool damage)
 	for (unsigned i = 0; i < VCPUS; i++) {
 		TEST_ASSERT_EQ(vcpu_get_state(b->vcpus[i], back, X86_PART_ALL), 0);
 		TEST_ASSERT(back->rip == st[i].rip && back->rflags == st[i].rflags &&
-				    !memcmp(back->gpr, st[i].gpr, sizeof(back->gpr)),
+				!memcmp(back->gpr, st[i].gpr, sizeof(back->gpr)),
 			    "vcpu %u registers restored", i);
 		TEST_ASSERT(back->cr3 == st[i].cr3 && back->efer == st[i].efer &&
-				    back->cs.selector == st[i].cs.selector,
+				back->cs.selector == st[i].cs.selector,
 			    "vcpu %u system registers restored", i);
 		TEST_ASSERT(!memcmp(back->xsave, st[i].xsave, 512), "vcpu %u FPU/SSE restored", i);
 	}
@@ -96,8 +96,8 @@ static void damaged_copy_is_caught(void)
 int main(int argc, char **argv)
 {
 	static const struct test_case cases[] = {
-		TEST_CASE(save_restore_continues),
-		TEST_CASE(damaged_copy_is_caught),
+	    TEST_CASE(save_restore_continues),
+	    TEST_CASE(damaged_copy_is_caught),
 	};
 	return test_main(argc, argv, cases, ARRAY_SIZE(cases));
 }

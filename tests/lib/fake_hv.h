@@ -33,9 +33,9 @@ struct hv_vm {
 struct hv_vcpu {
 	struct hv_vm *vm;
 	uint32_t index;
-	int kicked;          /* atomic */
-	int in_guest;        /* atomic: inside the fake guest right now */
-	uint64_t runs;       /* atomic: completed guest entries */
+	int kicked;    /* atomic */
+	int in_guest;  /* atomic: inside the fake guest right now */
+	uint64_t runs; /* atomic: completed guest entries */
 	uint32_t io_word;
 	struct x86_cpu_state st;
 };

@@ -57,15 +57,17 @@ struct vm *guest_vm_create(uint64_t mem, unsigned vcpus, const char *dirty,
 			   enum mem_backing backing, const char *guest, const char *args,
 			   struct guest_log *log)
 {
-	struct vm_config cfg = {.mem_size = mem, .nr_vcpus = vcpus, .backing = backing,
-				.dirty_track = dirty};
+	struct vm_config cfg = {
+	    .mem_size = mem, .nr_vcpus = vcpus, .backing = backing, .dirty_track = dirty};
 	return create(&cfg, guest, args, log);
 }
 
 struct vm *guest_vm_create_ring(uint64_t mem, unsigned vcpus, uint32_t ring_entries,
 				const char *guest, const char *args)
 {
-	struct vm_config cfg = {.mem_size = mem, .nr_vcpus = vcpus, .dirty_track = "ring",
+	struct vm_config cfg = {.mem_size = mem,
+				.nr_vcpus = vcpus,
+				.dirty_track = "ring",
 				.dirty_ring_entries = ring_entries};
 	return create(&cfg, guest, args, NULL);
 }

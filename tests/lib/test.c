@@ -56,7 +56,8 @@ int test_main(int argc, char **argv, const struct test_case *cases, unsigned n)
 		switch (run_case(&cases[i])) {
 		case 0:
 			passed++;
-			printf("ok      %s (%.2f s)\n", cases[i].name, (double)(now_ns() - t0) / 1e9);
+			printf("ok      %s (%.2f s)\n", cases[i].name,
+			       (double)(now_ns() - t0) / 1e9);
 			break;
 		case 1:
 			failed++;

@@ -12,18 +12,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#define TEST_ASSERT(cond, ...)                                                                     \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			fprintf(stderr, "%s:%d: assertion failed: %s\n  ", __FILE__, __LINE__,     \
-				#cond);                                                            \
-			fprintf(stderr, __VA_ARGS__);                                              \
-			fprintf(stderr, "\n");                                                     \
-			test_fail_current();                                                       \
-		}                                                                                  \
+#define TEST_ASSERT(cond, ...)                                                                 \
+	do {                                                                                   \
+		if (!(cond)) {                                                                 \
+			fprintf(stderr, "%s:%d: assertion failed: %s\n  ", __FILE__, __LINE__, \
+				#cond);                                                        \
+			fprintf(stderr, __VA_ARGS__);                                          \
+			fprintf(stderr, "\n");                                                 \
+			test_fail_current();                                                   \
+		}                                                                              \
 	} while (0)
 
-#define TEST_ASSERT_EQ(a, b)                                                                       \
+#define TEST_ASSERT_EQ(a, b) \
 	TEST_ASSERT((a) == (b), "%s = %lld, %s = %lld", #a, (long long)(a), #b, (long long)(b))
 
 struct test_case {
@@ -31,7 +31,10 @@ struct test_case {
 	void (*fn)(void);
 };
 
-#define TEST_CASE(fn) {#fn, fn}
+#define TEST_CASE(fn)   \
+	{               \
+#fn, fn \
+	}
 
 /* Runs the cases (all, or those named in argv), prints a line per case and
  * the closing count; returns the process exit status. */

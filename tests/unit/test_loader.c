@@ -37,15 +37,18 @@ static void make_img(struct img *im)
 	im->eh.e_ehsize = sizeof(Elf64_Ehdr);
 	im->eh.e_phentsize = sizeof(Elf64_Phdr);
 	im->eh.e_phnum = 1;
-	im->ph[0] = (Elf64_Phdr){.p_type = PT_LOAD, .p_flags = PF_R | PF_X,
+	im->ph[0] = (Elf64_Phdr){.p_type = PT_LOAD,
+				 .p_flags = PF_R | PF_X,
 				 .p_offset = offsetof(struct img, code),
-				 .p_vaddr = FLIT_IMAGE_GPA, .p_paddr = FLIT_IMAGE_GPA,
-				 .p_filesz = sizeof(im->code), .p_memsz = 8192, .p_align = 4096};
+				 .p_vaddr = FLIT_IMAGE_GPA,
+				 .p_paddr = FLIT_IMAGE_GPA,
+				 .p_filesz = sizeof(im->code),
+				 .p_memsz = 8192,
+				 .p_align = 4096};
 	memset(im->code, 0xcc, sizeof(im->code));
 }
 
-static int load(const void *p, size_t n, struct guest_mem *m, struct image_info *info,
-		char *err)
+static int load(const void *p, size_t n, struct guest_mem *m, struct image_info *info, char *err)
 {
 	return image_load_elf(p, n, m, FLIT_IMAGE_GPA, m->size, info, err, 200);
 }
@@ -76,11 +79,11 @@ static void bad_images_refused(void)
 	struct img im;
 	char err[200];
 	static const char *const names[] = {
-		"empty",          "short header",   "bad magic",       "32-bit",
-		"big-endian",     "wrong machine",  "shared object",   "no phdrs",
-		"phdrs past end", "filesz > memsz", "data past end",   "below image area",
-		"past RAM end",   "vaddr != paddr", "entry outside",   "entry not exec",
-		"overlap",        "address wraps",  "bad phentsize",   "no PT_LOAD",
+	    "empty",	      "short header",	"bad magic",	 "32-bit",
+	    "big-endian",     "wrong machine",	"shared object", "no phdrs",
+	    "phdrs past end", "filesz > memsz", "data past end", "below image area",
+	    "past RAM end",   "vaddr != paddr", "entry outside", "entry not exec",
+	    "overlap",	      "address wraps",	"bad phentsize", "no PT_LOAD",
 	};
 
 	TEST_ASSERT_EQ(mem_create(&m, MEM, MEM_ANON), 0);
@@ -89,30 +92,69 @@ static void bad_images_refused(void)
 		size_t size = sizeof(im);
 		make_img(&im);
 		switch (c) {
-		case 0: size = 0; break;
-		case 1: size = 40; break;
-		case 2: im.eh.e_ident[1] = 'X'; break;
-		case 3: im.eh.e_ident[EI_CLASS] = ELFCLASS32; break;
-		case 4: im.eh.e_ident[EI_DATA] = ELFDATA2MSB; break;
-		case 5: im.eh.e_machine = EM_AARCH64; break;
-		case 6: im.eh.e_type = ET_DYN; break;
-		case 7: im.eh.e_phnum = 0; break;
-		case 8: im.eh.e_phoff = sizeof(im) - 8; break;
-		case 9: im.ph[0].p_filesz = im.ph[0].p_memsz + 1; break;
-		case 10: im.ph[0].p_offset = sizeof(im) - 8; break;
-		case 11: im.ph[0].p_vaddr = im.ph[0].p_paddr = 0x1000; im.eh.e_entry = 0x1000; break;
-		case 12: im.ph[0].p_memsz = MEM; break;
-		case 13: im.ph[0].p_vaddr += 4096; break;
-		case 14: im.eh.e_entry = FLIT_IMAGE_GPA + 8192; break;
-		case 15: im.ph[0].p_flags = PF_R | PF_W; break;
+		case 0:
+			size = 0;
+			break;
+		case 1:
+			size = 40;
+			break;
+		case 2:
+			im.eh.e_ident[1] = 'X';
+			break;
+		case 3:
+			im.eh.e_ident[EI_CLASS] = ELFCLASS32;
+			break;
+		case 4:
+			im.eh.e_ident[EI_DATA] = ELFDATA2MSB;
+			break;
+		case 5:
+			im.eh.e_machine = EM_AARCH64;
+			break;
+		case 6:
+			im.eh.e_type = ET_DYN;
+			break;
+		case 7:
+			im.eh.e_phnum = 0;
+			break;
+		case 8:
+			im.eh.e_phoff = sizeof(im) - 8;
+			break;
+		case 9:
+			im.ph[0].p_filesz = im.ph[0].p_memsz + 1;
+			break;
+		case 10:
+			im.ph[0].p_offset = sizeof(im) - 8;
+			break;
+		case 11:
+			im.ph[0].p_vaddr = im.ph[0].p_paddr = 0x1000;
+			im.eh.e_entry = 0x1000;
+			break;
+		case 12:
+			im.ph[0].p_memsz = MEM;
+			break;
+		case 13:
+			im.ph[0].p_vaddr += 4096;
+			break;
+		case 14:
+			im.eh.e_entry = FLIT_IMAGE_GPA + 8192;
+			break;
+		case 15:
+			im.ph[0].p_flags = PF_R | PF_W;
+			break;
 		case 16:
 			im.eh.e_phnum = 2;
 			im.ph[1] = im.ph[0];
 			im.ph[1].p_vaddr = im.ph[1].p_paddr = FLIT_IMAGE_GPA + 4096;
 			break;
-		case 17: im.ph[0].p_memsz = UINT64_MAX - 100; break;
-		case 18: im.eh.e_phentsize = 40; break;
-		case 19: im.ph[0].p_type = PT_NOTE; break;
+		case 17:
+			im.ph[0].p_memsz = UINT64_MAX - 100;
+			break;
+		case 18:
+			im.eh.e_phentsize = 40;
+			break;
+		case 19:
+			im.ph[0].p_type = PT_NOTE;
+			break;
 		}
 		memset(canary, 0x5a, 4096);
 		err[0] = 0;
@@ -178,9 +220,9 @@ static void gpa_translation_bounds(void)
 int main(int argc, char **argv)
 {
 	static const struct test_case cases[] = {
-		TEST_CASE(good_image_loads), TEST_CASE(bad_images_refused),
-		TEST_CASE(real_guests_load), TEST_CASE(read_file_errors),
-		TEST_CASE(gpa_translation_bounds),
+	    TEST_CASE(good_image_loads),       TEST_CASE(bad_images_refused),
+	    TEST_CASE(real_guests_load),       TEST_CASE(read_file_errors),
+	    TEST_CASE(gpa_translation_bounds),
 	};
 	return test_main(argc, argv, cases, ARRAY_SIZE(cases));
 }

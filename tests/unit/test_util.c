@@ -13,9 +13,10 @@ static void parse_size_accepts_units(void)
 		const char *s;
 		uint64_t v;
 	} ok[] = {
-		{"0", 0},          {"4096", 4096},   {"64k", 64 * KiB}, {"64K", 64 * KiB},
-		{"256M", 256 * MiB}, {"256MiB", 256 * MiB}, {"2G", 2 * GiB}, {"2GB", 2 * GiB},
-		{"1T", 1024 * GiB}, {"512B", 512},
+	    {"0", 0},	       {"4096", 4096},	    {"64k", 64 * KiB},
+	    {"64K", 64 * KiB}, {"256M", 256 * MiB}, {"256MiB", 256 * MiB},
+	    {"2G", 2 * GiB},   {"2GB", 2 * GiB},    {"1T", 1024 * GiB},
+	    {"512B", 512},
 	};
 	for (unsigned i = 0; i < ARRAY_SIZE(ok); i++) {
 		uint64_t v = 1;
@@ -27,8 +28,8 @@ static void parse_size_accepts_units(void)
 
 static void parse_size_rejects_garbage(void)
 {
-	static const char *const bad[] = {"", "M", "-1", "12Q", "1.5G", "2GG", "0x10", " 1",
-					  "1 ", "1Mi B", "G2"};
+	static const char *const bad[] = {"",	  "M",	"-1", "12Q",   "1.5G", "2GG",
+					  "0x10", " 1", "1 ", "1Mi B", "G2"};
 	for (unsigned i = 0; i < ARRAY_SIZE(bad); i++) {
 		uint64_t v = 7;
 		TEST_ASSERT(parse_size(bad[i], &v) == -EINVAL && v == 7, "'%s' accepted", bad[i]);
@@ -85,9 +86,9 @@ static void fmt_size_readable(void)
 int main(int argc, char **argv)
 {
 	static const struct test_case cases[] = {
-		TEST_CASE(parse_size_accepts_units), TEST_CASE(parse_size_rejects_garbage),
-		TEST_CASE(parse_uint_bounds),        TEST_CASE(bitmap_ops),
-		TEST_CASE(fmt_size_readable),
+	    TEST_CASE(parse_size_accepts_units), TEST_CASE(parse_size_rejects_garbage),
+	    TEST_CASE(parse_uint_bounds),	 TEST_CASE(bitmap_ops),
+	    TEST_CASE(fmt_size_readable),
 	};
 	return test_main(argc, argv, cases, ARRAY_SIZE(cases));
 }

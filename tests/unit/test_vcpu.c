@@ -50,7 +50,8 @@ static void pause_stops_the_guest(void)
 		uint64_t at_pause[4];
 		for (unsigned i = 0; i < 4; i++) {
 			at_pause[i] = runs(vm, i);
-			TEST_ASSERT(at_pause[i] > before[i], "vcpu %u made progress while running", i);
+			TEST_ASSERT(at_pause[i] > before[i], "vcpu %u made progress while running",
+				    i);
 			TEST_ASSERT(!__atomic_load_n(&vm->vcpus[i]->hv->in_guest, __ATOMIC_ACQUIRE),
 				    "vcpu %u inside the guest after pause returned", i);
 		}
@@ -185,9 +186,9 @@ static void destroy_while_running(void)
 int main(int argc, char **argv)
 {
 	static const struct test_case cases[] = {
-		TEST_CASE(pause_stops_the_guest), TEST_CASE(state_requests_need_a_stopped_vcpu),
-		TEST_CASE(concurrent_requests),   TEST_CASE(guest_exit_reaches_wait),
-		TEST_CASE(wait_times_out),        TEST_CASE(destroy_while_running),
+	    TEST_CASE(pause_stops_the_guest), TEST_CASE(state_requests_need_a_stopped_vcpu),
+	    TEST_CASE(concurrent_requests),   TEST_CASE(guest_exit_reaches_wait),
+	    TEST_CASE(wait_times_out),	      TEST_CASE(destroy_while_running),
 	};
 	return test_main(argc, argv, cases, ARRAY_SIZE(cases));
 }

@@ -88,8 +88,8 @@ static struct flit_check_desc *fake_memcheck(struct vm *vm, uint64_t n)
 		flit_pattern_fill(mem_gpa_to_hva(&vm->mem, (first + i) * 4096, 4096), first + i,
 				  table[i]);
 	}
-	bi->check = (struct flit_check_desc){.magic = FLIT_CHECK_MAGIC, .table_gpa = table_gpa,
-					     .first_page = first, .nr_pages = n};
+	bi->check = (struct flit_check_desc){
+	    .magic = FLIT_CHECK_MAGIC, .table_gpa = table_gpa, .first_page = first, .nr_pages = n};
 	for (int v = 0; v < FLIT_MAX_VCPUS; v++)
 		bi->check.busy_page[v] = FLIT_CHECK_IDLE;
 	return &bi->check;
@@ -251,10 +251,10 @@ static void testdev_commands_and_state(void)
 int main(int argc, char **argv)
 {
 	static const struct test_case cases[] = {
-		TEST_CASE(dirty_set_is_guest_or_vmm),
-		TEST_CASE(host_check_finds_bad_pages),
-		TEST_CASE(serial_lines_per_vcpu),
-		TEST_CASE(testdev_commands_and_state),
+	    TEST_CASE(dirty_set_is_guest_or_vmm),
+	    TEST_CASE(host_check_finds_bad_pages),
+	    TEST_CASE(serial_lines_per_vcpu),
+	    TEST_CASE(testdev_commands_and_state),
 	};
 	return test_main(argc, argv, cases, ARRAY_SIZE(cases));
 }

@@ -17,7 +17,7 @@ struct vcpu;
 
 struct dev_ops {
 	const char *name;
-	uint16_t port;     /* first port */
+	uint16_t port; /* first port */
 	uint16_t nr_ports;
 	/* An access of size 1, 2 or 4 at port + offset. For reads, fill data.
 	 * Runs on the vCPU thread; devices lock their own state. */

@@ -7,17 +7,17 @@
 
 #include "vmm/vcpu.h"
 
-#define UART_RBR 0
-#define UART_IER 1
-#define UART_IIR 2
-#define UART_LCR 3
-#define UART_MCR 4
-#define UART_LSR 5
-#define UART_MSR 6
-#define UART_SCR 7
-#define UART_LCR_DLAB 0x80
-#define UART_LSR_THRE 0x20
-#define UART_LSR_TEMT 0x40
+#define UART_RBR	0
+#define UART_IER	1
+#define UART_IIR	2
+#define UART_LCR	3
+#define UART_MCR	4
+#define UART_LSR	5
+#define UART_MSR	6
+#define UART_SCR	7
+#define UART_LCR_DLAB	0x80
+#define UART_LSR_THRE	0x20
+#define UART_LSR_TEMT	0x40
 #define UART_IIR_NO_INT 0x01
 
 static void serial_default_sink(void *opaque, const char *line)
@@ -170,11 +170,11 @@ static int serial_restore(void *dev, const void *state)
 }
 
 const struct dev_ops serial_ops = {
-	.name = "serial",
-	.port = 0x3f8,
-	.nr_ports = 8,
-	.pio = serial_pio,
-	.state_size = sizeof(struct serial_regs),
-	.save = serial_save,
-	.restore = serial_restore,
+    .name = "serial",
+    .port = 0x3f8,
+    .nr_ports = 8,
+    .pio = serial_pio,
+    .state_size = sizeof(struct serial_regs),
+    .save = serial_save,
+    .restore = serial_restore,
 };

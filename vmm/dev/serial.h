@@ -9,7 +9,7 @@
 
 #include "dev.h"
 
-#define SERIAL_LINE_MAX    256
+#define SERIAL_LINE_MAX	   256
 #define SERIAL_MAX_WRITERS 32
 
 /* Plain state, saved and restored as is. */

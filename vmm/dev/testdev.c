@@ -147,8 +147,7 @@ int testdev_wait_reports(struct testdev *t, unsigned nr_vcpus, uint32_t reports,
 	return r;
 }
 
-int testdev_wait_progress(struct testdev *t, unsigned nr_vcpus, uint32_t progress,
-			  int timeout_ms)
+int testdev_wait_progress(struct testdev *t, unsigned nr_vcpus, uint32_t progress, int timeout_ms)
 {
 	struct timespec ts, *dl = deadline_in(&ts, timeout_ms);
 	int r = 0;
@@ -196,11 +195,11 @@ static int testdev_restore(void *dev, const void *state)
 }
 
 const struct dev_ops testdev_ops = {
-	.name = "testdev",
-	.port = FLIT_TESTDEV_PORT,
-	.nr_ports = FLIT_TESTDEV_SIZE,
-	.pio = testdev_pio,
-	.state_size = sizeof(struct testdev_state),
-	.save = testdev_save,
-	.restore = testdev_restore,
+    .name = "testdev",
+    .port = FLIT_TESTDEV_PORT,
+    .nr_ports = FLIT_TESTDEV_SIZE,
+    .pio = testdev_pio,
+    .state_size = sizeof(struct testdev_state),
+    .save = testdev_save,
+    .restore = testdev_restore,
 };

@@ -14,11 +14,11 @@
 #include "guests/abi.h"
 
 struct testdev_slot {
-	uint32_t progress;     /* last PROGRESS value */
-	uint32_t command;      /* pending FLIT_CMD_*, 0 if none */
-	uint32_t reports;      /* REPORT_BAD writes so far */
-	uint32_t last_bad;     /* value of the last one */
-	uint64_t checkpoints;  /* CHECKPOINT writes so far */
+	uint32_t progress;    /* last PROGRESS value */
+	uint32_t command;     /* pending FLIT_CMD_*, 0 if none */
+	uint32_t reports;     /* REPORT_BAD writes so far */
+	uint32_t last_bad;    /* value of the last one */
+	uint64_t checkpoints; /* CHECKPOINT writes so far */
 };
 
 /* Plain state, saved and restored as is (pending commands and counters). */
@@ -55,8 +55,7 @@ int testdev_wait_reports(struct testdev *t, unsigned nr_vcpus, uint32_t reports,
 
 /* Wait until every one of the first nr_vcpus vCPUs has reported progress of
  * at least 'progress'. -ETIMEDOUT after timeout_ms (< 0: no limit). */
-int testdev_wait_progress(struct testdev *t, unsigned nr_vcpus, uint32_t progress,
-			  int timeout_ms);
+int testdev_wait_progress(struct testdev *t, unsigned nr_vcpus, uint32_t progress, int timeout_ms);
 
 struct testdev_slot testdev_slot(struct testdev *t, unsigned vcpu);
 

@@ -18,7 +18,7 @@
 #include "common/log.h"
 #include "common/util.h"
 
-#define KVM_DEVICE_DEFAULT "/dev/kvm"
+#define KVM_DEVICE_DEFAULT   "/dev/kvm"
 #define DIRTY_RING_BYTES_MIN 4096
 
 static int xioctl(int fd, unsigned long req, void *arg)
@@ -176,8 +176,8 @@ static int kvm_vm_create(const struct hv_vm_config *cfg, struct hv_vm **out)
 	if (cfg->dirty_ring_entries) {
 		uint64_t bytes = (uint64_t)cfg->dirty_ring_entries * sizeof(struct kvm_dirty_gfn);
 		/* A default size is a wish: shrink it to what this KVM offers. */
-		while (cfg->dirty_ring_fit && ring_max > 0 &&
-		       bytes > (uint64_t)ring_max && bytes > DIRTY_RING_BYTES_MIN)
+		while (cfg->dirty_ring_fit && ring_max > 0 && bytes > (uint64_t)ring_max &&
+		       bytes > DIRTY_RING_BYTES_MIN)
 			bytes /= 2;
 		if (!ring_max) {
 			log_err("this KVM has no dirty ring (KVM_CAP_DIRTY_LOG_RING); use "
@@ -189,7 +189,8 @@ static int kvm_vm_create(const struct hv_vm_config *cfg, struct hv_vm **out)
 		    (bytes & (bytes - 1))) {
 			log_err("dirty ring of %llu entries not possible (at most %d bytes, a "
 				"power of 2)",
-				(unsigned long long)(bytes / sizeof(struct kvm_dirty_gfn)), ring_max);
+				(unsigned long long)(bytes / sizeof(struct kvm_dirty_gfn)),
+				ring_max);
 			r = -EINVAL;
 			goto fail;
 		}
@@ -215,11 +216,11 @@ static void kvm_vm_caps(struct hv_vm *vm, struct hv_caps *caps)
 static int kvm_slot_apply(struct hv_vm *vm, struct kvm_slot *s)
 {
 	struct kvm_userspace_memory_region r = {
-		.slot = s->id,
-		.flags = s->logging ? KVM_MEM_LOG_DIRTY_PAGES : 0,
-		.guest_phys_addr = s->gpa,
-		.memory_size = s->size,
-		.userspace_addr = (uint64_t)(uintptr_t)s->hva,
+	    .slot = s->id,
+	    .flags = s->logging ? KVM_MEM_LOG_DIRTY_PAGES : 0,
+	    .guest_phys_addr = s->gpa,
+	    .memory_size = s->size,
+	    .userspace_addr = (uint64_t)(uintptr_t)s->hva,
 	};
 	return xioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &r);
 }
@@ -234,8 +235,8 @@ static int kvm_vm_map_memory(struct hv_vm *vm, uint32_t slot, uint64_t gpa, uint
 		return -EINVAL;
 	s = &vm->slots[slot];
 	free(s->log_buf);
-	*s = (struct kvm_slot){.used = true, .id = slot, .gpa = gpa, .size = size, .hva = hva,
-			       .log_dirty = log_dirty};
+	*s = (struct kvm_slot){
+	    .used = true, .id = slot, .gpa = gpa, .size = size, .hva = hva, .log_dirty = log_dirty};
 	r = kvm_slot_apply(vm, s);
 	if (r) {
 		log_err("KVM_SET_USER_MEMORY_REGION: %s", strerror(-r));
@@ -254,8 +255,8 @@ int kvm_set_dirty_logging(struct hv_vm *vm, bool on)
 		int r = kvm_slot_apply(vm, s);
 		if (r) {
 			s->logging = !on;
-			log_err("%s dirty logging on slot %u: %s", on ? "enabling" : "disabling",
-				i, strerror(-r));
+			log_err("%s dirty logging on slot %u: %s", on ? "enabling" : "disabling", i,
+				strerror(-r));
 			return r;
 		}
 	}
@@ -315,8 +316,7 @@ static int kvm_probe_msrs(struct hv_vm *vm, int vcpu_fd)
 				  list->indices[i]);
 	}
 	if (list->nmsrs > X86_MAX_MSRS)
-		log_warn("%u MSRs listed, saving the first readable %d", list->nmsrs,
-			 X86_MAX_MSRS);
+		log_warn("%u MSRs listed, saving the first readable %d", list->nmsrs, X86_MAX_MSRS);
 	free(list);
 	vm->nr_msrs = n;
 	vm->msrs_probed = true;
@@ -464,17 +464,33 @@ static void kvm_vcpu_kick(struct hv_vcpu *v)
 
 static void seg_from_kvm(struct x86_segment *d, const struct kvm_segment *s)
 {
-	*d = (struct x86_segment){.base = s->base, .limit = s->limit, .selector = s->selector,
-				  .type = s->type, .present = s->present, .dpl = s->dpl,
-				  .db = s->db, .s = s->s, .l = s->l, .g = s->g, .avl = s->avl,
+	*d = (struct x86_segment){.base = s->base,
+				  .limit = s->limit,
+				  .selector = s->selector,
+				  .type = s->type,
+				  .present = s->present,
+				  .dpl = s->dpl,
+				  .db = s->db,
+				  .s = s->s,
+				  .l = s->l,
+				  .g = s->g,
+				  .avl = s->avl,
 				  .unusable = s->unusable};
 }
 
 static void seg_to_kvm(struct kvm_segment *d, const struct x86_segment *s)
 {
-	*d = (struct kvm_segment){.base = s->base, .limit = s->limit, .selector = s->selector,
-				  .type = s->type, .present = s->present, .dpl = s->dpl,
-				  .db = s->db, .s = s->s, .l = s->l, .g = s->g, .avl = s->avl,
+	*d = (struct kvm_segment){.base = s->base,
+				  .limit = s->limit,
+				  .selector = s->selector,
+				  .type = s->type,
+				  .present = s->present,
+				  .dpl = s->dpl,
+				  .db = s->db,
+				  .s = s->s,
+				  .l = s->l,
+				  .g = s->g,
+				  .avl = s->avl,
 				  .unusable = s->unusable};
 }
 
@@ -486,7 +502,7 @@ static int get_regs(struct hv_vcpu *v, struct x86_cpu_state *st)
 	if (e)
 		return e;
 	uint64_t g[X86_NR_GPRS] = {r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rsp, r.rbp,
-				   r.r8,  r.r9,  r.r10, r.r11, r.r12, r.r13, r.r14, r.r15};
+				   r.r8,  r.r9,	 r.r10, r.r11, r.r12, r.r13, r.r14, r.r15};
 	memcpy(st->gpr, g, sizeof(g));
 	st->rip = r.rip;
 	st->rflags = r.rflags;
@@ -497,11 +513,24 @@ static int set_regs(struct hv_vcpu *v, const struct x86_cpu_state *st)
 {
 	const uint64_t *g = st->gpr;
 	struct kvm_regs r = {
-		.rax = g[X86_RAX], .rbx = g[X86_RBX], .rcx = g[X86_RCX], .rdx = g[X86_RDX],
-		.rsi = g[X86_RSI], .rdi = g[X86_RDI], .rsp = g[X86_RSP], .rbp = g[X86_RBP],
-		.r8 = g[X86_R8],   .r9 = g[X86_R9],   .r10 = g[X86_R10], .r11 = g[X86_R11],
-		.r12 = g[X86_R12], .r13 = g[X86_R13], .r14 = g[X86_R14], .r15 = g[X86_R15],
-		.rip = st->rip,    .rflags = st->rflags,
+	    .rax = g[X86_RAX],
+	    .rbx = g[X86_RBX],
+	    .rcx = g[X86_RCX],
+	    .rdx = g[X86_RDX],
+	    .rsi = g[X86_RSI],
+	    .rdi = g[X86_RDI],
+	    .rsp = g[X86_RSP],
+	    .rbp = g[X86_RBP],
+	    .r8 = g[X86_R8],
+	    .r9 = g[X86_R9],
+	    .r10 = g[X86_R10],
+	    .r11 = g[X86_R11],
+	    .r12 = g[X86_R12],
+	    .r13 = g[X86_R13],
+	    .r14 = g[X86_R14],
+	    .r15 = g[X86_R15],
+	    .rip = st->rip,
+	    .rflags = st->rflags,
 	};
 	return xioctl(v->fd, KVM_SET_REGS, &r);
 }
@@ -657,7 +686,8 @@ static int get_msrs(struct hv_vcpu *v, struct x86_cpu_state *st)
 	}
 	if (r >= 0) {
 		for (uint32_t i = 0; i < vm->nr_msrs; i++)
-			st->msrs[i] = (struct x86_msr){.index = b->e[i].index, .data = b->e[i].data};
+			st->msrs[i] =
+			    (struct x86_msr){.index = b->e[i].index, .data = b->e[i].data};
 		st->nr_msrs = vm->nr_msrs;
 		r = 0;
 	}
@@ -721,26 +751,26 @@ static int get_events(struct hv_vcpu *v, struct x86_cpu_state *st)
 	if (r)
 		return r;
 	st->events = (struct x86_events){
-		.exception_injected = e.exception.injected,
-		.exception_nr = e.exception.nr,
-		.exception_has_error_code = e.exception.has_error_code,
-		.exception_pending = e.exception.pending,
-		.exception_error_code = e.exception.error_code,
-		.interrupt_injected = e.interrupt.injected,
-		.interrupt_nr = e.interrupt.nr,
-		.interrupt_soft = e.interrupt.soft,
-		.interrupt_shadow = e.interrupt.shadow,
-		.nmi_injected = e.nmi.injected,
-		.nmi_pending = e.nmi.pending,
-		.nmi_masked = e.nmi.masked,
-		.smi_smm = e.smi.smm,
-		.smi_pending = e.smi.pending,
-		.smi_inside_nmi = e.smi.smm_inside_nmi,
-		.smi_latched_init = e.smi.latched_init,
-		.exception_has_payload = e.exception_has_payload,
-		.sipi_vector = e.sipi_vector,
-		.flags = e.flags,
-		.exception_payload = e.exception_payload,
+	    .exception_injected = e.exception.injected,
+	    .exception_nr = e.exception.nr,
+	    .exception_has_error_code = e.exception.has_error_code,
+	    .exception_pending = e.exception.pending,
+	    .exception_error_code = e.exception.error_code,
+	    .interrupt_injected = e.interrupt.injected,
+	    .interrupt_nr = e.interrupt.nr,
+	    .interrupt_soft = e.interrupt.soft,
+	    .interrupt_shadow = e.interrupt.shadow,
+	    .nmi_injected = e.nmi.injected,
+	    .nmi_pending = e.nmi.pending,
+	    .nmi_masked = e.nmi.masked,
+	    .smi_smm = e.smi.smm,
+	    .smi_pending = e.smi.pending,
+	    .smi_inside_nmi = e.smi.smm_inside_nmi,
+	    .smi_latched_init = e.smi.latched_init,
+	    .exception_has_payload = e.exception_has_payload,
+	    .sipi_vector = e.sipi_vector,
+	    .flags = e.flags,
+	    .exception_payload = e.exception_payload,
 	};
 	return 0;
 }
@@ -815,8 +845,7 @@ static int get_mp(struct hv_vcpu *v, struct x86_cpu_state *st)
 	struct kvm_mp_state mp;
 
 	/* Without an in-kernel irqchip every vCPU is simply runnable. */
-	st->mp_state = xioctl(v->fd, KVM_GET_MP_STATE, &mp) ? KVM_MP_STATE_RUNNABLE
-							    : mp.mp_state;
+	st->mp_state = xioctl(v->fd, KVM_GET_MP_STATE, &mp) ? KVM_MP_STATE_RUNNABLE : mp.mp_state;
 	return 0;
 }
 
@@ -839,14 +868,14 @@ struct state_part {
 /* In restore order: control registers and EFER before the registers and
  * MSRs that depend on them; events last (they may refer to the rest). */
 static const struct state_part state_parts[] = {
-	{X86_PART_SREGS, "sregs", get_sregs, set_sregs},
-	{X86_PART_REGS, "regs", get_regs, set_regs},
-	{X86_PART_MSRS, "msrs", get_msrs, set_msrs},
-	{X86_PART_FPU, "xsave", get_fpu, set_fpu},
-	{X86_PART_XCRS, "xcrs", get_xcrs, set_xcrs},
-	{X86_PART_DEBUG, "debugregs", get_debug, set_debug},
-	{X86_PART_MP, "mp_state", get_mp, set_mp},
-	{X86_PART_EVENTS, "events", get_events, set_events},
+    {X86_PART_SREGS, "sregs", get_sregs, set_sregs},
+    {X86_PART_REGS, "regs", get_regs, set_regs},
+    {X86_PART_MSRS, "msrs", get_msrs, set_msrs},
+    {X86_PART_FPU, "xsave", get_fpu, set_fpu},
+    {X86_PART_XCRS, "xcrs", get_xcrs, set_xcrs},
+    {X86_PART_DEBUG, "debugregs", get_debug, set_debug},
+    {X86_PART_MP, "mp_state", get_mp, set_mp},
+    {X86_PART_EVENTS, "events", get_events, set_events},
 };
 
 static int kvm_vcpu_get_state(struct hv_vcpu *v, struct x86_cpu_state *st, unsigned parts)
@@ -880,19 +909,19 @@ static int kvm_vcpu_set_state(struct hv_vcpu *v, const struct x86_cpu_state *st,
 }
 
 const struct hv_ops kvm_hv_ops = {
-	.name = "kvm",
-	.vm_create = kvm_vm_create,
-	.vm_destroy = kvm_vm_destroy,
-	.vm_caps = kvm_vm_caps,
-	.vm_map_memory = kvm_vm_map_memory,
-	.vm_get_state = kvm_vm_get_state,
-	.vm_set_state = kvm_vm_set_state,
-	.vcpu_create = kvm_vcpu_create,
-	.vcpu_destroy = kvm_vcpu_destroy,
-	.vcpu_run = kvm_vcpu_run,
-	.vcpu_kick = kvm_vcpu_kick,
-	.vcpu_get_state = kvm_vcpu_get_state,
-	.vcpu_set_state = kvm_vcpu_set_state,
-	.dirty_bitmap = &kvm_dirty_bitmap_ops,
-	.dirty_ring = &kvm_dirty_ring_ops,
+    .name = "kvm",
+    .vm_create = kvm_vm_create,
+    .vm_destroy = kvm_vm_destroy,
+    .vm_caps = kvm_vm_caps,
+    .vm_map_memory = kvm_vm_map_memory,
+    .vm_get_state = kvm_vm_get_state,
+    .vm_set_state = kvm_vm_set_state,
+    .vcpu_create = kvm_vcpu_create,
+    .vcpu_destroy = kvm_vcpu_destroy,
+    .vcpu_run = kvm_vcpu_run,
+    .vcpu_kick = kvm_vcpu_kick,
+    .vcpu_get_state = kvm_vcpu_get_state,
+    .vcpu_set_state = kvm_vcpu_set_state,
+    .dirty_bitmap = &kvm_dirty_bitmap_ops,
+    .dirty_ring = &kvm_dirty_ring_ops,
 };

@@ -82,10 +82,10 @@ static int bitmap_clear_chunks(struct hv_vm *vm, struct kvm_slot *s, uint64_t *l
 		if (!any)
 			continue;
 		struct kvm_clear_dirty_log c = {
-			.slot = s->id,
-			.num_pages = (uint32_t)n,
-			.first_page = first,
-			.dirty_bitmap = chunk,
+		    .slot = s->id,
+		    .num_pages = (uint32_t)n,
+		    .first_page = first,
+		    .dirty_bitmap = chunk,
 		};
 		if (ioctl(vm->vm_fd, KVM_CLEAR_DIRTY_LOG, &c) < 0) {
 			int err = -errno;
@@ -131,10 +131,10 @@ static int bitmap_collect(struct hv_vm *vm, uint64_t *bitmap, uint64_t nr_pages)
 }
 
 const struct dirty_ops kvm_dirty_bitmap_ops = {
-	.name = "bitmap",
-	.start = bitmap_start,
-	.collect = bitmap_collect,
-	.stop = bitmap_stop,
+    .name = "bitmap",
+    .start = bitmap_start,
+    .collect = bitmap_collect,
+    .stop = bitmap_stop,
 };
 
 static const struct kvm_slot *slot_by_id(const struct hv_vm *vm, uint32_t id)
@@ -246,9 +246,9 @@ static int ring_full(struct hv_vcpu *v)
 }
 
 const struct dirty_ops kvm_dirty_ring_ops = {
-	.name = "ring",
-	.start = ring_start,
-	.collect = ring_collect,
-	.stop = ring_stop,
-	.ring_full = ring_full,
+    .name = "ring",
+    .start = ring_start,
+    .collect = ring_collect,
+    .stop = ring_stop,
+    .ring_full = ring_full,
 };

@@ -12,7 +12,7 @@
 #include "../hv.h"
 #include "compat.h"
 
-#define KVM_MAX_SLOTS 8
+#define KVM_MAX_SLOTS	   8
 #define KVM_MAX_VCPUS_HERE 64
 
 struct kvm_slot {
@@ -20,8 +20,8 @@ struct kvm_slot {
 	uint32_t id;
 	uint64_t gpa, size;
 	void *hva;
-	bool log_dirty; /* allowed to log (set at map time) */
-	bool logging;   /* KVM_MEM_LOG_DIRTY_PAGES currently set */
+	bool log_dirty;	   /* allowed to log (set at map time) */
+	bool logging;	   /* KVM_MEM_LOG_DIRTY_PAGES currently set */
 	uint64_t *log_buf; /* bitmap mode: KVM_GET_DIRTY_LOG buffer, owner thread */
 };
 
@@ -36,7 +36,7 @@ struct hv_vm {
 	struct hv_vcpu *vcpus[KVM_MAX_VCPUS_HERE];
 	uint32_t ring_entries; /* 0: no ring */
 	bool manual_protect;
-	uint32_t xsave_size;   /* bytes KVM_GET_XSAVE(2) returns */
+	uint32_t xsave_size; /* bytes KVM_GET_XSAVE(2) returns */
 	bool has_xcrs, has_debugregs, has_vcpu_events;
 	/* MSRs that read back on this host: probed at the first vcpu create. */
 	uint32_t msr_list[X86_MAX_MSRS];
@@ -57,7 +57,7 @@ struct hv_vcpu {
 	int fd;
 	struct kvm_run *run;
 	struct kvm_dirty_gfn *ring; /* NULL without a ring */
-	uint32_t ring_fetch;        /* protected by vm->ring_lock */
+	uint32_t ring_fetch;	    /* protected by vm->ring_lock */
 };
 
 /* Number of set entries a dirty-ring harvest put into vm->ring_pending.

@@ -8,30 +8,30 @@
 #include "guests/abi.h"
 #include "vmm/mem.h"
 
-#define PTE_P   (1ULL << 0)
-#define PTE_RW  (1ULL << 1)
-#define PTE_US  (1ULL << 2)
-#define PTE_A   (1ULL << 5)
-#define PTE_D   (1ULL << 6)
-#define PTE_PS  (1ULL << 7)
+#define PTE_P  (1ULL << 0)
+#define PTE_RW (1ULL << 1)
+#define PTE_US (1ULL << 2)
+#define PTE_A  (1ULL << 5)
+#define PTE_D  (1ULL << 6)
+#define PTE_PS (1ULL << 7)
 
-#define CR0_PE (1ULL << 0)
-#define CR0_MP (1ULL << 1)
-#define CR0_ET (1ULL << 4)
-#define CR0_NE (1ULL << 5)
-#define CR0_WP (1ULL << 16)
-#define CR0_PG (1ULL << 31)
-#define CR4_PAE        (1ULL << 5)
+#define CR0_PE	       (1ULL << 0)
+#define CR0_MP	       (1ULL << 1)
+#define CR0_ET	       (1ULL << 4)
+#define CR0_NE	       (1ULL << 5)
+#define CR0_WP	       (1ULL << 16)
+#define CR0_PG	       (1ULL << 31)
+#define CR4_PAE	       (1ULL << 5)
 #define CR4_OSFXSR     (1ULL << 9)
 #define CR4_OSXMMEXCPT (1ULL << 10)
-#define EFER_LME (1ULL << 8)
-#define EFER_LMA (1ULL << 10)
-#define RFLAGS_FIXED 0x2ULL
-#define RFLAGS_IOPL3 0x3000ULL
+#define EFER_LME       (1ULL << 8)
+#define EFER_LMA       (1ULL << 10)
+#define RFLAGS_FIXED   0x2ULL
+#define RFLAGS_IOPL3   0x3000ULL
 
-#define SEL_UCODE 0x18
-#define SEL_UDATA 0x20
-#define SEL_TSS   0x28
+#define SEL_UCODE   0x18
+#define SEL_UDATA   0x20
+#define SEL_TSS	    0x28
 #define GDT_ENTRIES 7
 /* A 64-bit TSS (0x68 bytes) followed by an I/O permission bitmap that
  * allows every port, plus the terminating 0xff byte. IOPL 3 alone should
@@ -91,8 +91,16 @@ int x86_boot_build_tables(struct guest_mem *mem)
 
 static struct x86_segment seg_flat(uint16_t sel, uint8_t type, uint8_t l, uint8_t db)
 {
-	return (struct x86_segment){.base = 0, .limit = 0xffffffff, .selector = sel, .type = type,
-				    .present = 1, .dpl = 3, .db = db, .s = 1, .l = l, .g = 1};
+	return (struct x86_segment){.base = 0,
+				    .limit = 0xffffffff,
+				    .selector = sel,
+				    .type = type,
+				    .present = 1,
+				    .dpl = 3,
+				    .db = db,
+				    .s = 1,
+				    .l = l,
+				    .g = 1};
 }
 
 void x86_boot_vcpu_state(struct x86_cpu_state *st, uint64_t entry, uint32_t index)
@@ -106,8 +114,11 @@ void x86_boot_vcpu_state(struct x86_cpu_state *st, uint64_t entry, uint32_t inde
 
 	st->cs = seg_flat(SEL_UCODE | 3, 0xb, 1, 0);
 	st->ds = st->es = st->fs = st->gs = st->ss = seg_flat(SEL_UDATA | 3, 0x3, 0, 1);
-	st->tr = (struct x86_segment){.base = FLIT_TSS_GPA, .limit = TSS_LIMIT,
-				      .selector = SEL_TSS, .type = 0xb, .present = 1};
+	st->tr = (struct x86_segment){.base = FLIT_TSS_GPA,
+				      .limit = TSS_LIMIT,
+				      .selector = SEL_TSS,
+				      .type = 0xb,
+				      .present = 1};
 	st->ldt = (struct x86_segment){.type = 0x2, .unusable = 1};
 	st->gdt = (struct x86_dtable){.base = FLIT_GDT_GPA, .limit = GDT_ENTRIES * 8 - 1};
 	st->idt = (struct x86_dtable){.base = 0, .limit = 0};

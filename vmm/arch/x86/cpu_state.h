@@ -10,13 +10,27 @@
 
 #include <stdint.h>
 
-#define X86_MAX_MSRS       256
-#define X86_MAX_XCRS       16
+#define X86_MAX_MSRS	   256
+#define X86_MAX_XCRS	   16
 #define X86_XSAVE_MAX_SIZE 16384
 
 enum x86_gpr {
-	X86_RAX, X86_RBX, X86_RCX, X86_RDX, X86_RSI, X86_RDI, X86_RSP, X86_RBP,
-	X86_R8, X86_R9, X86_R10, X86_R11, X86_R12, X86_R13, X86_R14, X86_R15,
+	X86_RAX,
+	X86_RBX,
+	X86_RCX,
+	X86_RDX,
+	X86_RSI,
+	X86_RDI,
+	X86_RSP,
+	X86_RBP,
+	X86_R8,
+	X86_R9,
+	X86_R10,
+	X86_R11,
+	X86_R12,
+	X86_R13,
+	X86_R14,
+	X86_R15,
 	X86_NR_GPRS
 };
 
@@ -86,15 +100,15 @@ struct x86_cpu_state {
 };
 
 /* Parts of struct x86_cpu_state, for partial reads and writes. */
-#define X86_PART_REGS   (1u << 0) /* gpr, rip, rflags */
-#define X86_PART_SREGS  (1u << 1) /* segments, tables, control registers */
-#define X86_PART_FPU    (1u << 2) /* xsave area */
-#define X86_PART_XCRS   (1u << 3)
-#define X86_PART_MSRS   (1u << 4)
+#define X86_PART_REGS	(1u << 0) /* gpr, rip, rflags */
+#define X86_PART_SREGS	(1u << 1) /* segments, tables, control registers */
+#define X86_PART_FPU	(1u << 2) /* xsave area */
+#define X86_PART_XCRS	(1u << 3)
+#define X86_PART_MSRS	(1u << 4)
 #define X86_PART_EVENTS (1u << 5)
-#define X86_PART_DEBUG  (1u << 6)
-#define X86_PART_MP     (1u << 7)
-#define X86_PART_ALL    0xffu
+#define X86_PART_DEBUG	(1u << 6)
+#define X86_PART_MP	(1u << 7)
+#define X86_PART_ALL	0xffu
 
 /* State of the whole VM that is not per vCPU. */
 struct x86_vm_state {
