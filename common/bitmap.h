@@ -34,9 +34,11 @@ static inline bool bitmap_test(const uint64_t *map, uint64_t bit)
 	return (map[bit / 64] >> (bit % 64)) & 1;
 }
 
-static inline void bitmap_set_atomic(uint64_t *map, uint64_t bit)
+/* Sets the bit; returns whether it was set before. */
+static inline bool bitmap_test_and_set_atomic(uint64_t *map, uint64_t bit)
 {
-	__atomic_fetch_or(&map[bit / 64], 1ULL << (bit % 64), __ATOMIC_RELAXED);
+	uint64_t m = 1ULL << (bit % 64);
+	return __atomic_fetch_or(&map[bit / 64], m, __ATOMIC_ACQ_REL) & m;
 }
 
 /* Number of set bits in the first nbits. */

@@ -300,8 +300,11 @@ void vm_mark_dirty(struct vm *vm, uint64_t gpa, uint64_t len)
 {
 	if (!len || !__atomic_load_n(&vm->dirty_active, __ATOMIC_ACQUIRE))
 		return;
-	for (uint64_t p = gpa >> 12; p <= (gpa + len - 1) >> 12 && p < mem_nr_pages(&vm->mem); p++)
-		bitmap_set_atomic(vm->vmm_dirty, p);
+	for (uint64_t p = gpa >> 12; p <= (gpa + len - 1) >> 12 && p < mem_nr_pages(&vm->mem);
+	     p++) {
+		if (!bitmap_test_and_set_atomic(vm->vmm_dirty, p))
+			__atomic_fetch_add(&vm->vmm_dirty_new, 1, __ATOMIC_RELEASE);
+	}
 }
 
 int vm_write(struct vm *vm, uint64_t gpa, const void *buf, uint64_t len)
@@ -332,6 +335,7 @@ int vm_dirty_start(struct vm *vm)
 	if (vm->dirty_active)
 		return -EALREADY;
 	memset(vm->vmm_dirty, 0, BITMAP_WORDS(mem_nr_pages(&vm->mem)) * sizeof(uint64_t));
+	vm->vmm_dirty_new = 0;
 	r = vm->dirty->start(vm->hv_vm);
 	if (!r)
 		__atomic_store_n(&vm->dirty_active, true, __ATOMIC_RELEASE);
@@ -348,6 +352,10 @@ int vm_dirty_collect(struct vm *vm, uint64_t *bitmap)
 	r = vm->dirty->collect(vm->hv_vm, bitmap, mem_nr_pages(&vm->mem));
 	if (r)
 		return r;
+	/* Scan the VMM's own bits only if some were set: a bit set during the
+	 * scan also bumped the count, so the next collect scans again. */
+	if (!__atomic_exchange_n(&vm->vmm_dirty_new, 0, __ATOMIC_ACQ_REL))
+		return 0;
 	for (uint64_t w = 0; w < words; w++)
 		if (__atomic_load_n(&vm->vmm_dirty[w], __ATOMIC_RELAXED))
 			bitmap[w] |= __atomic_exchange_n(&vm->vmm_dirty[w], 0, __ATOMIC_ACQ_REL);

@@ -65,6 +65,7 @@ struct vm {
 	const struct dirty_ops *dirty;
 	bool dirty_active;
 	uint64_t *vmm_dirty;
+	uint64_t vmm_dirty_new; /* atomic: bits newly set since the last collect */
 
 	/* completion: vCPU threads notify on exit or failure */
 	pthread_mutex_t lock;

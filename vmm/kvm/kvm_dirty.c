@@ -145,11 +145,22 @@ static const struct kvm_slot *slot_by_id(const struct hv_vm *vm, uint32_t id)
 	return NULL;
 }
 
-uint64_t kvm_ring_harvest_locked(struct hv_vcpu *v)
+static void ring_pending_reset(struct hv_vm *vm)
+{
+	vm->ring_pending_lo = UINT64_MAX;
+	vm->ring_pending_hi = 0;
+}
+
+uint64_t kvm_ring_harvest_locked(struct hv_vcpu *v, uint64_t *bitmap, uint64_t nbits)
 {
 	struct hv_vm *vm = v->vm;
+	bool pending = !bitmap;
 	uint64_t n = 0;
 
+	if (pending) {
+		bitmap = vm->ring_pending;
+		nbits = vm->ring_pending_pages;
+	}
 	if (!v->ring)
 		return 0;
 	for (;;) {
@@ -161,8 +172,13 @@ uint64_t kvm_ring_harvest_locked(struct hv_vcpu *v)
 		const struct kvm_slot *s = slot_by_id(vm, e->slot & 0xffff);
 		if (s && e->offset < (s->size >> 12)) {
 			uint64_t gfn = (s->gpa >> 12) + e->offset;
-			if (gfn < vm->ring_pending_pages)
-				bitmap_set(vm->ring_pending, gfn);
+			if (gfn < nbits) {
+				bitmap_set(bitmap, gfn);
+				if (pending) {
+					vm->ring_pending_lo = MIN(vm->ring_pending_lo, gfn / 64);
+					vm->ring_pending_hi = MAX(vm->ring_pending_hi, gfn / 64);
+				}
+			}
 		} else {
 			log_warn("dirty ring entry for unknown slot %u offset %llu", e->slot,
 				 (unsigned long long)e->offset);
@@ -194,6 +210,7 @@ static int ring_start(struct hv_vm *vm)
 	free(vm->ring_pending);
 	vm->ring_pending = bitmap_alloc(pages);
 	vm->ring_pending_pages = vm->ring_pending ? pages : 0;
+	ring_pending_reset(vm);
 	pthread_mutex_unlock(&vm->ring_lock);
 	if (!vm->ring_pending)
 		return -ENOMEM;
@@ -204,18 +221,20 @@ static int ring_collect(struct hv_vm *vm, uint64_t *bitmap, uint64_t nr_pages)
 {
 	int r;
 
+	/* Straight into the caller's bitmap: the cost is per dirtied page,
+	 * whatever the size of RAM. Only what full rings left behind is merged,
+	 * over the words it touched. */
 	pthread_mutex_lock(&vm->ring_lock);
 	for (unsigned i = 0; i < KVM_MAX_VCPUS_HERE; i++)
 		if (vm->vcpus[i])
-			kvm_ring_harvest_locked(vm->vcpus[i]);
+			kvm_ring_harvest_locked(vm->vcpus[i], bitmap, nr_pages);
 	r = ring_reset(vm);
-	if (!r) {
-		uint64_t words = BITMAP_WORDS(MIN(nr_pages, vm->ring_pending_pages));
-		for (uint64_t w = 0; w < words; w++) {
-			bitmap[w] |= vm->ring_pending[w];
-			vm->ring_pending[w] = 0;
-		}
+	uint64_t words = BITMAP_WORDS(MIN(nr_pages, vm->ring_pending_pages));
+	for (uint64_t w = vm->ring_pending_lo; w <= vm->ring_pending_hi && w < words; w++) {
+		bitmap[w] |= vm->ring_pending[w];
+		vm->ring_pending[w] = 0;
 	}
+	ring_pending_reset(vm);
 	pthread_mutex_unlock(&vm->ring_lock);
 	return r;
 }
@@ -227,7 +246,7 @@ static int ring_stop(struct hv_vm *vm)
 	pthread_mutex_lock(&vm->ring_lock);
 	for (unsigned i = 0; i < KVM_MAX_VCPUS_HERE; i++)
 		if (vm->vcpus[i])
-			kvm_ring_harvest_locked(vm->vcpus[i]);
+			kvm_ring_harvest_locked(vm->vcpus[i], NULL, 0);
 	if (!r)
 		r = ring_reset(vm);
 	pthread_mutex_unlock(&vm->ring_lock);
@@ -239,7 +258,7 @@ static int ring_full(struct hv_vcpu *v)
 	int r;
 
 	pthread_mutex_lock(&v->vm->ring_lock);
-	kvm_ring_harvest_locked(v);
+	kvm_ring_harvest_locked(v, NULL, 0);
 	r = ring_reset(v->vm);
 	pthread_mutex_unlock(&v->vm->ring_lock);
 	return r;

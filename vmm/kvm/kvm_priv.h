@@ -49,6 +49,7 @@ struct hv_vm {
 	pthread_mutex_t ring_lock;
 	uint64_t *ring_pending;
 	uint64_t ring_pending_pages;
+	uint64_t ring_pending_lo, ring_pending_hi; /* dirty word range, lo > hi if none */
 };
 
 struct hv_vcpu {
@@ -60,9 +61,10 @@ struct hv_vcpu {
 	uint32_t ring_fetch;	    /* protected by vm->ring_lock */
 };
 
-/* Number of set entries a dirty-ring harvest put into vm->ring_pending.
- * Called with vm->ring_lock held. */
-uint64_t kvm_ring_harvest_locked(struct hv_vcpu *vcpu);
+/* Harvests a vCPU's dirty ring into bitmap (nbits pages) and marks the
+ * entries for reset; returns how many entries it took. With a NULL bitmap
+ * the pages go to vm->ring_pending. Called with vm->ring_lock held. */
+uint64_t kvm_ring_harvest_locked(struct hv_vcpu *vcpu, uint64_t *bitmap, uint64_t nbits);
 
 /* Set or clear KVM_MEM_LOG_DIRTY_PAGES on every loggable slot. */
 int kvm_set_dirty_logging(struct hv_vm *vm, bool on);
