@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/log.h"
 #include "dirty.h"
@@ -16,6 +17,9 @@
 /* The kick signal. Its handler does nothing: it only makes a blocking
  * KVM_RUN return -EINTR. */
 #define SIG_VCPU_KICK (SIGRTMIN + 1)
+
+/* A request unanswered this long gets a warning and a second kick. */
+#define VCPU_ANSWER_WARN_S 5
 
 static void kick_handler(int sig)
 {
@@ -178,12 +182,15 @@ static void *vcpu_thread(void *arg)
 			continue;
 		}
 		pthread_mutex_unlock(&v->lock);
+		__atomic_store_n(&v->where, VCPU_IN_GUEST, __ATOMIC_RELAXED);
 		int r = v->vm->hv->vcpu_run(v->hv, &ex);
-		v->nr_exits++;
+		__atomic_store_n(&v->where, VCPU_IN_EXIT, __ATOMIC_RELAXED);
+		__atomic_add_fetch(&v->nr_exits, 1, __ATOMIC_RELAXED);
 		if (r)
 			vcpu_mark_failed(v, "entering the guest: %s", strerror(-r));
 		else
 			vcpu_handle_exit(v, &ex);
+		__atomic_store_n(&v->where, VCPU_IN_MAILBOX, __ATOMIC_RELAXED);
 		pthread_mutex_lock(&v->lock);
 	}
 	pthread_mutex_unlock(&v->lock);
@@ -202,8 +209,26 @@ static int vcpu_call(struct vcpu *v, enum vcpu_req req, void *arg, unsigned part
 	v->msg = &m;
 	pthread_cond_broadcast(&v->cond);
 	vcpu_kick(v);
-	while (!m.done)
-		pthread_cond_wait(&v->cond, &v->lock);
+	/* The answer may take long only if the vCPU is stuck in the
+	 * hypervisor or in a device: say so, and keep waiting (the request
+	 * lives on this stack until answered). */
+	for (unsigned waited = 0; !m.done;) {
+		struct timespec dl;
+		clock_gettime(CLOCK_MONOTONIC, &dl);
+		dl.tv_sec += VCPU_ANSWER_WARN_S;
+		if (pthread_cond_timedwait(&v->cond, &v->lock, &dl) == ETIMEDOUT && !m.done) {
+			static const char *const where[] = {"between entries", "in the guest",
+							    "handling an exit"};
+			waited += VCPU_ANSWER_WARN_S;
+			log_warn(
+			    "vcpu %u has not answered request %d for %u s (%s, %s, %llu "
+			    "exits); kicking again",
+			    v->index, req, waited, vcpu_state_name(v->state),
+			    where[__atomic_load_n(&v->where, __ATOMIC_RELAXED) % 3],
+			    (unsigned long long)__atomic_load_n(&v->nr_exits, __ATOMIC_RELAXED));
+			vcpu_kick(v);
+		}
+	}
 	pthread_mutex_unlock(&v->lock);
 	return m.result;
 }
@@ -247,7 +272,11 @@ int vcpu_create(struct vm *vm, uint32_t index, struct vcpu **out)
 	v->index = index;
 	v->state = VCPU_PAUSED;
 	pthread_mutex_init(&v->lock, NULL);
-	pthread_cond_init(&v->cond, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&v->cond, &ca);
+	pthread_condattr_destroy(&ca);
 	r = vm->hv->vcpu_create(vm->hv_vm, index, &v->hv);
 	if (r)
 		goto fail;

@@ -26,6 +26,8 @@ struct hv_vcpu;
 
 enum vcpu_state { VCPU_PAUSED, VCPU_RUNNING, VCPU_EXITED, VCPU_FAILED };
 
+enum vcpu_where { VCPU_IN_MAILBOX, VCPU_IN_GUEST, VCPU_IN_EXIT };
+
 enum vcpu_req {
 	VCPU_REQ_NONE,
 	VCPU_REQ_PAUSE,
@@ -61,7 +63,9 @@ struct vcpu {
 	uint32_t exit_status;
 	char fail_reason[160];
 
-	/* owner (vCPU) thread only */
+	/* written by the vCPU thread, read by anyone (atomics): where the
+	 * thread is, for the diagnostics of a request left unanswered */
+	int where; /* enum vcpu_where */
 	uint64_t nr_exits;
 };
 
