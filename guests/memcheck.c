@@ -9,6 +9,9 @@
  *   ws=SIZE     working set rewritten every round (default 4m, split by vCPU)
  *   rounds=N    rounds before the final verify (default 8); 0 = run until
  *               the VMM commands verify-and-exit or exit
+ *   rate=N      pages rewritten per second per vCPU, 0 = as fast as it can
+ *               (needs the TSC frequency from the VMM); a vCPU that falls
+ *               behind (paused, throttled) does not catch up in a burst
  *   corrupt     flip one word of one page outside the working set behind
  *               the table's back, so the verify must fail (tests prove the
  *               check can fail)
@@ -63,6 +66,8 @@ int guest_main(struct guest *g)
 	uint64_t ws = rt_arg_u64(g, "ws", 4 << 20) / PAGE;
 	uint64_t rounds = rt_arg_u64(g, "rounds", 8);
 	int corrupt = rt_arg_str(g, "corrupt", 0, 0);
+	uint64_t rate = rt_arg_u64(g, "rate", 0);
+	uint64_t tsc_per_page = (rate && g->bi->tsc_khz) ? g->bi->tsc_khz * 1000 / rate : 0;
 
 	/* table_pages * 1024 + data pages <= total */
 	uint64_t n = total - (total + 1024) / 1025;
@@ -100,10 +105,20 @@ int guest_main(struct guest *g)
 	}
 
 	uint32_t gen = 1;
+	uint64_t next = rdtsc();
 	for (uint64_t r = 1;; r++) {
 		gen++;
-		for (uint64_t i = lo; i < lo + my_ws; i++)
+		for (uint64_t i = lo; i < lo + my_ws; i++) {
 			write_page(g, i, gen);
+			if (tsc_per_page) {
+				uint64_t now = rdtsc();
+				next += tsc_per_page;
+				if (now > next + 100 * tsc_per_page)
+					next = now; /* fell behind: no burst to catch up */
+				while (rdtsc() < next)
+					cpu_relax();
+			}
+		}
 		rt_progress((uint32_t)r);
 
 		uint32_t cmd = rt_command();

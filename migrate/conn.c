@@ -1,0 +1,433 @@
+// SPDX-License-Identifier: MIT
+#include "conn.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdbool.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "common/crc32c.h"
+#include "common/util.h"
+
+int mig_parse_addr(const char *addr, char *host, size_t hostlen, uint16_t *port)
+{
+	const char *h, *colon;
+	uint64_t p;
+
+	if (strncmp(addr, "tcp:", 4))
+		return -EINVAL;
+	h = addr + 4;
+	colon = strrchr(h, ':');
+	if (!colon || colon == h || (size_t)(colon - h) >= hostlen)
+		return -EINVAL;
+	if (parse_uint(colon + 1, 0, 65535, &p))
+		return -EINVAL;
+	memcpy(host, h, (size_t)(colon - h));
+	host[colon - h] = 0;
+	/* [::1] style */
+	if (host[0] == '[') {
+		size_t n = strlen(host);
+		if (host[n - 1] != ']')
+			return -EINVAL;
+		memmove(host, host + 1, n - 2);
+		host[n - 2] = 0;
+	}
+	*port = (uint16_t)p;
+	return 0;
+}
+
+static int resolve(const char *addr, int passive, struct addrinfo **res)
+{
+	char host[256], port[8];
+	uint16_t p;
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = passive ? AI_PASSIVE : 0};
+
+	if (mig_parse_addr(addr, host, sizeof(host), &p))
+		return -EINVAL;
+	snprintf(port, sizeof(port), "%u", p);
+	if (getaddrinfo(host, port, &hints, res))
+		return -EHOSTUNREACH;
+	return 0;
+}
+
+static void tune(int fd)
+{
+	int one = 1, buf = 4 << 20;
+
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buf, sizeof(buf));
+	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof(buf));
+}
+
+int mig_listen(const char *addr, uint16_t *port_out)
+{
+	struct addrinfo *res;
+	int fd, one = 1, r = resolve(addr, 1, &res);
+
+	if (r)
+		return r;
+	fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		r = -errno;
+		goto out;
+	}
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, res->ai_addr, res->ai_addrlen) || listen(fd, MIG_MAX_CHANNELS + 2)) {
+		r = -errno;
+		close(fd);
+		goto out;
+	}
+	if (port_out) {
+		struct sockaddr_storage ss;
+		socklen_t sl = sizeof(ss);
+		getsockname(fd, (struct sockaddr *)&ss, &sl);
+		*port_out = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+							   : ((struct sockaddr_in *)&ss)->sin_port);
+	}
+	r = fd;
+out:
+	freeaddrinfo(res);
+	return r;
+}
+
+static int wait_fd(int fd, short ev, int timeout_ms)
+{
+	struct pollfd p = {.fd = fd, .events = ev};
+	int r;
+
+	do {
+		r = poll(&p, 1, timeout_ms);
+	} while (r < 0 && errno == EINTR);
+	if (r < 0)
+		return -errno;
+	return r ? 0 : -ETIMEDOUT;
+}
+
+static void conn_init(struct mig_conn *c, int fd)
+{
+	memset(c, 0, sizeof(*c));
+	c->fd = fd;
+	tune(fd);
+}
+
+int mig_accept(int lfd, int timeout_ms, struct mig_conn *c)
+{
+	int r = wait_fd(lfd, POLLIN, timeout_ms), fd;
+
+	if (r)
+		return r;
+	fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	conn_init(c, fd);
+	return 0;
+}
+
+int mig_connect(const char *addr, int timeout_ms, struct mig_conn *c)
+{
+	struct addrinfo *res, *ai;
+	int r = resolve(addr, 0, &res), fd = -1;
+
+	if (r)
+		return r;
+	r = -ECONNREFUSED;
+	for (ai = res; ai; ai = ai->ai_next) {
+		fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+		if (fd < 0)
+			continue;
+		if (connect(fd, ai->ai_addr, ai->ai_addrlen) && errno != EINPROGRESS) {
+			r = -errno;
+			close(fd);
+			fd = -1;
+			continue;
+		}
+		r = wait_fd(fd, POLLOUT, timeout_ms);
+		int err = 0;
+		socklen_t el = sizeof(err);
+		if (!r && getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) == 0 && err)
+			r = -err;
+		if (!r)
+			break;
+		close(fd);
+		fd = -1;
+	}
+	freeaddrinfo(res);
+	if (fd < 0)
+		return r;
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+	conn_init(c, fd);
+	return 0;
+}
+
+void mig_conn_close(struct mig_conn *c)
+{
+	if (c->fd >= 0)
+		close(c->fd);
+	c->fd = -1;
+}
+
+int mig_conn_set_timeout(struct mig_conn *c, int timeout_ms)
+{
+	struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
+
+	if (setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) ||
+	    setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)))
+		return -errno;
+	return 0;
+}
+
+/* Sends all of iov (modified as it goes). */
+static int send_all(struct mig_conn *c, struct iovec *iov, int n)
+{
+	while (n > 0) {
+		struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)MIN(n, 1024)};
+		ssize_t w = sendmsg(c->fd, &m, MSG_NOSIGNAL);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK) {
+				snprintf(c->why, sizeof(c->why),
+					 "peer not reading past the timeout");
+				return -ETIMEDOUT;
+			}
+			return -errno;
+		}
+		c->tx_bytes += (uint64_t)w;
+		while (n > 0 && (size_t)w >= iov->iov_len) {
+			w -= (ssize_t)iov->iov_len;
+			iov++;
+			n--;
+		}
+		if (n > 0) {
+			iov->iov_base = (uint8_t *)iov->iov_base + w;
+			iov->iov_len -= (size_t)w;
+		}
+	}
+	return 0;
+}
+
+static int recv_all(struct mig_conn *c, void *buf, size_t len)
+{
+	uint8_t *p = buf;
+
+	while (len) {
+		ssize_t r = recv(c->fd, p, len, MSG_WAITALL);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK) {
+				snprintf(c->why, sizeof(c->why), "peer silent past the timeout");
+				return -ETIMEDOUT;
+			}
+			return -errno;
+		}
+		if (r == 0) {
+			snprintf(c->why, sizeof(c->why), "peer closed the connection");
+			return -ECONNRESET;
+		}
+		c->rx_bytes += (uint64_t)r;
+		p += r;
+		len -= (size_t)r;
+	}
+	return 0;
+}
+
+__attribute__((format(printf, 2, 3))) static int proto(struct mig_conn *c, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(c->why, sizeof(c->why), fmt, ap);
+	va_end(ap);
+	return -EPROTO;
+}
+
+int mig_send_stream_hdr(struct mig_conn *c)
+{
+	struct mig_stream_hdr h = {
+	    .magic = MIG_MAGIC, .major = MIG_VERSION_MAJOR, .minor = MIG_VERSION_MINOR};
+	struct iovec iov = {&h, sizeof(h)};
+
+	return send_all(c, &iov, 1);
+}
+
+int mig_recv_stream_hdr(struct mig_conn *c)
+{
+	struct mig_stream_hdr h;
+	int r = recv_all(c, &h, sizeof(h));
+
+	if (r)
+		return r;
+	if (h.magic != MIG_MAGIC)
+		return proto(c, "not a Flit migration stream (bad magic)");
+	if (h.major != MIG_VERSION_MAJOR)
+		return proto(c, "stream version %u.%u, this Flit speaks %u.x", h.major, h.minor,
+			     MIG_VERSION_MAJOR);
+	return 0;
+}
+
+int mig_send_iov(struct mig_conn *c, uint16_t type, const struct iovec *iov, int n)
+{
+	struct iovec v[8];
+	struct mig_rec_hdr h = {.type = type, .seq = c->tx_seq};
+	uint64_t len = 0;
+	uint32_t crc = 0;
+
+	if (n > 7)
+		return -EINVAL;
+	for (int i = 0; i < n; i++) {
+		len += iov[i].iov_len;
+		crc = crc32c(crc, iov[i].iov_base, iov[i].iov_len);
+		v[i + 1] = iov[i];
+	}
+	if (len > MIG_MAX_RECORD)
+		return -EMSGSIZE;
+	h.len = (uint32_t)len;
+	h.crc = crc;
+	v[0] = (struct iovec){&h, sizeof(h)};
+	c->tx_seq++;
+	return send_all(c, v, n + 1);
+}
+
+int mig_send_rec(struct mig_conn *c, uint16_t type, const void *payload, uint32_t len)
+{
+	struct iovec iov = {(void *)payload, len};
+
+	return mig_send_iov(c, type, &iov, len ? 1 : 0);
+}
+
+void mig_send_error(struct mig_conn *c, int code, const char *fmt, ...)
+{
+	struct {
+		struct mig_error e;
+		char text[200];
+	} m = {.e = {.code = code}};
+	va_list ap;
+
+	va_start(ap, fmt);
+	int n = vsnprintf(m.text, sizeof(m.text), fmt, ap);
+	va_end(ap);
+	n = MAX(0, MIN(n, (int)sizeof(m.text) - 1));
+	if (c->fd >= 0)
+		(void)mig_send_rec(c, MIG_REC_ERROR, &m, (uint32_t)(sizeof(m.e) + (size_t)n));
+}
+
+static bool known_type(uint16_t t)
+{
+	switch (t) {
+	case MIG_REC_HELLO:
+	case MIG_REC_CHALLENGE:
+	case MIG_REC_AUTH:
+	case MIG_REC_ACCEPT:
+	case MIG_REC_PAGES:
+	case MIG_REC_ZERO:
+	case MIG_REC_END:
+	case MIG_REC_ROUND:
+	case MIG_REC_CPU:
+	case MIG_REC_VMSTATE:
+	case MIG_REC_DEVICES:
+	case MIG_REC_COMPLETE:
+	case MIG_REC_RESUMED:
+	case MIG_REC_ERROR:
+		return true;
+	default:
+		return false;
+	}
+}
+
+int mig_recv_part(struct mig_conn *c, void *buf, size_t len, uint32_t *crc)
+{
+	int r = recv_all(c, buf, len);
+
+	if (!r)
+		*crc = crc32c(*crc, buf, len);
+	return r;
+}
+
+int mig_recv_crc_check(struct mig_conn *c, const struct mig_rec_hdr *h, uint32_t crc)
+{
+	if (crc != h->crc)
+		return proto(c, "checksum mismatch in record type %u seq %u", h->type, h->seq);
+	return 0;
+}
+
+int mig_recv_hdr(struct mig_conn *c, struct mig_rec_hdr *h)
+{
+	for (;;) {
+		int r = recv_all(c, h, sizeof(*h));
+		if (r)
+			return r;
+		if (h->seq != c->rx_seq)
+			return proto(c, "record sequence %u where %u was due (lost or reordered)",
+				     h->seq, c->rx_seq);
+		c->rx_seq++;
+		if (h->len > MIG_MAX_RECORD)
+			return proto(c, "record of %u bytes is over the %u-byte limit", h->len,
+				     MIG_MAX_RECORD);
+		if (known_type(h->type))
+			return 0;
+		if (!(h->flags & MIG_F_OPTIONAL))
+			return proto(c, "unknown record type %u", h->type);
+		/* Skip an optional record we do not know, checksum and all. */
+		uint8_t buf[4096];
+		uint32_t left = h->len, crc = 0;
+		while (left) {
+			uint32_t n = MIN(left, (uint32_t)sizeof(buf));
+			r = mig_recv_part(c, buf, n, &crc);
+			if (r)
+				return r;
+			left -= n;
+		}
+		r = mig_recv_crc_check(c, h, crc);
+		if (r)
+			return r;
+	}
+}
+
+int mig_recv_payload(struct mig_conn *c, const struct mig_rec_hdr *h, void *buf, size_t len)
+{
+	uint32_t crc = 0;
+	int r;
+
+	if (len != h->len)
+		return proto(c, "record type %u has %u bytes, %zu expected", h->type, h->len, len);
+	r = mig_recv_part(c, buf, len, &crc);
+	return r ? r : mig_recv_crc_check(c, h, crc);
+}
+
+int mig_recv_expect(struct mig_conn *c, uint16_t type, void *buf, size_t len)
+{
+	struct mig_rec_hdr h;
+	int r = mig_recv_hdr(c, &h);
+
+	if (r)
+		return r;
+	if (h.type == MIG_REC_ERROR && h.len >= sizeof(struct mig_error) && h.len <= 256) {
+		struct {
+			struct mig_error e;
+			char text[257];
+		} m;
+		memset(&m, 0, sizeof(m));
+		r = mig_recv_payload(c, &h, &m, h.len);
+		if (r)
+			return r;
+		for (char *p = m.text; *p; p++)
+			if (*p < 0x20 || *p > 0x7e)
+				*p = '?';
+		snprintf(c->why, sizeof(c->why), "peer: %.180s", m.text);
+		return -ECONNABORTED;
+	}
+	if (h.type != type)
+		return proto(c, "record type %u where type %u was due", h.type, type);
+	return mig_recv_payload(c, &h, buf, len);
+}

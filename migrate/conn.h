@@ -1,0 +1,63 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * One connection of a migration: a TCP socket speaking the records of
+ * migrate/wire.h. Sending gathers header, run header and guest pages into
+ * one sendmsg (pages go from guest RAM to the socket without a copy);
+ * receiving reads a record header, checks it (length bound, sequence), and
+ * reads the payload into the caller's buffer, or a page run straight into
+ * guest RAM, then verifies its checksum. 0 or -errno everywhere; a peer that
+ * breaks the protocol gets -EPROTO with the reason in conn->why.
+ */
+#ifndef FLIT_MIGRATE_CONN_H
+#define FLIT_MIGRATE_CONN_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "wire.h"
+
+struct mig_conn {
+	int fd;
+	uint32_t tx_seq, rx_seq;
+	uint64_t tx_bytes, rx_bytes;
+	char why[200];
+};
+
+/* "tcp:HOST:PORT" -> host, port. -EINVAL for anything else. */
+int mig_parse_addr(const char *addr, char *host, size_t hostlen, uint16_t *port);
+
+/* Listening socket on addr (port 0: any; *port_out gets the real one). */
+int mig_listen(const char *addr, uint16_t *port_out);
+/* Accept with a timeout (ms, < 0: none). */
+int mig_accept(int lfd, int timeout_ms, struct mig_conn *c);
+int mig_connect(const char *addr, int timeout_ms, struct mig_conn *c);
+void mig_conn_close(struct mig_conn *c);
+/* Timeout for every later send and receive (ms, 0: none). */
+int mig_conn_set_timeout(struct mig_conn *c, int timeout_ms);
+
+int mig_send_stream_hdr(struct mig_conn *c);
+int mig_recv_stream_hdr(struct mig_conn *c);
+
+/* A record whose payload is the concatenation of iov[0..n). */
+int mig_send_iov(struct mig_conn *c, uint16_t type, const struct iovec *iov, int n);
+int mig_send_rec(struct mig_conn *c, uint16_t type, const void *payload, uint32_t len);
+/* An ERROR record with a printf-style text; best effort. */
+void mig_send_error(struct mig_conn *c, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Next record header. Skips optional unknown records. */
+int mig_recv_hdr(struct mig_conn *c, struct mig_rec_hdr *h);
+/* The payload of a record whose header was just read, into buf (len must be
+ * h->len exactly), checksum verified. */
+int mig_recv_payload(struct mig_conn *c, const struct mig_rec_hdr *h, void *buf, size_t len);
+/* Reads a record that must be of 'type' with a payload of exactly len. An
+ * ERROR record instead becomes -ECONNABORTED with the peer's text in why. */
+int mig_recv_expect(struct mig_conn *c, uint16_t type, void *buf, size_t len);
+
+/* Receives payload bytes in pieces: start with crc 0, feed every part,
+ * then mig_recv_crc_check. */
+int mig_recv_part(struct mig_conn *c, void *buf, size_t len, uint32_t *crc);
+int mig_recv_crc_check(struct mig_conn *c, const struct mig_rec_hdr *h, uint32_t crc);
+
+#endif

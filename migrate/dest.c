@@ -1,0 +1,506 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The destination side of a pre-copy migration: one receiver thread per
+ * data channel writes pages straight into guest RAM; the calling thread
+ * serves the control channel, restores the state and resumes the guest.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "common/bitmap.h"
+#include "common/log.h"
+#include "common/util.h"
+#include "conn.h"
+#include "handshake.h"
+#include "migrate.h"
+#include "vmm/dirty.h"
+#include "vmm/hv.h"
+#include "vmm/vm.h"
+
+#define CHUNK_PAGES 512
+
+struct dst;
+
+struct receiver {
+	struct dst *d;
+	unsigned k; /* 0-based data channel */
+	struct mig_conn conn;
+	pthread_t thread;
+	bool started;
+	uint64_t pages, zero_pages;
+	bool ended;
+	int err;
+};
+
+struct dst {
+	struct vm *vm;
+	const struct mig_dest_params *p;
+	uint64_t nr_pages;
+	uint64_t *touched; /* pages written here; each receiver owns its chunks */
+	unsigned n;
+	struct receiver rcv[MIG_MAX_CHANNELS];
+	volatile int abort;
+	int ctl_fd;
+};
+
+void mig_dest_params_default(struct mig_dest_params *p)
+{
+	memset(p, 0, sizeof(*p));
+	p->listen_fd = -1;
+	p->accept_timeout_ms = -1;
+	p->timeout_ms = 10000;
+	p->dirty_track = "bitmap";
+}
+
+__attribute__((format(printf, 2, 3))) static int bad(struct receiver *t, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(t->conn.why, sizeof(t->conn.why), fmt, ap);
+	va_end(ap);
+	return -EPROTO;
+}
+
+static bool mine(const struct receiver *t, uint64_t gfn)
+{
+	return (gfn / CHUNK_PAGES) % t->d->n == t->k;
+}
+
+static int recv_pages(struct receiver *t, const struct mig_rec_hdr *h)
+{
+	struct dst *d = t->d;
+	struct mig_pages ph;
+	uint32_t crc = 0;
+	int r;
+
+	if (h->len < sizeof(ph))
+		return bad(t, "short PAGES record");
+	r = mig_recv_part(&t->conn, &ph, sizeof(ph), &crc);
+	if (r)
+		return r;
+	if (!ph.count || ph.count > MIG_MAX_RUN_PAGES ||
+	    h->len != sizeof(ph) + (uint64_t)ph.count * 4096)
+		return bad(t, "PAGES record of %u pages in %u bytes", ph.count, h->len);
+	if (ph.gfn >= d->nr_pages || ph.count > d->nr_pages - ph.gfn)
+		return bad(t, "pages %llu+%u beyond guest RAM", (unsigned long long)ph.gfn,
+			   ph.count);
+	if (!mine(t, ph.gfn) || !mine(t, ph.gfn + ph.count - 1))
+		return bad(t, "pages %llu+%u on the wrong channel", (unsigned long long)ph.gfn,
+			   ph.count);
+	/* Straight into place. A bad checksum fails the whole migration, and
+	 * this VM is then discarded, so nothing half-written is ever run. */
+	r = mig_recv_part(&t->conn, d->vm->mem.regions[0].hva + ph.gfn * 4096,
+			  (size_t)ph.count * 4096, &crc);
+	if (!r)
+		r = mig_recv_crc_check(&t->conn, h, crc);
+	if (r)
+		return r;
+	for (uint64_t g = ph.gfn; g < ph.gfn + ph.count; g++)
+		bitmap_set(d->touched, g);
+	t->pages += ph.count;
+	return 0;
+}
+
+static int recv_zero(struct receiver *t, const struct mig_rec_hdr *h)
+{
+	struct dst *d = t->d;
+	struct {
+		struct mig_zero z;
+		uint64_t bits[CHUNK_PAGES / 64];
+	} m;
+	int r;
+
+	if (h->len < sizeof(m.z) || h->len > sizeof(m))
+		return bad(t, "ZERO record of %u bytes", h->len);
+	r = mig_recv_payload(&t->conn, h, &m, h->len);
+	if (r)
+		return r;
+	if (!m.z.count || m.z.count > CHUNK_PAGES ||
+	    h->len != sizeof(m.z) + BITMAP_WORDS(m.z.count) * 8 || m.z.gfn % CHUNK_PAGES ||
+	    m.z.gfn >= d->nr_pages || m.z.count > d->nr_pages - m.z.gfn || !mine(t, m.z.gfn))
+		return bad(t, "ZERO record for %u pages at %llu", m.z.count,
+			   (unsigned long long)m.z.gfn);
+	uint64_t i;
+	bitmap_for_each_set(i, m.bits, m.z.count)
+	{
+		uint64_t g = m.z.gfn + i;
+		/* Fresh memory is zero already: only a page written earlier in
+		 * this migration needs clearing (and we never fault in the rest). */
+		if (bitmap_test(d->touched, g))
+			memset(d->vm->mem.regions[0].hva + g * 4096, 0, 4096);
+		t->zero_pages++;
+	}
+	return 0;
+}
+
+static void *receiver_thread(void *arg)
+{
+	struct receiver *t = arg;
+	struct mig_rec_hdr h;
+	int r = 0;
+
+	while (!r && !t->d->abort) {
+		r = mig_recv_hdr(&t->conn, &h);
+		if (r)
+			break;
+		switch (h.type) {
+		case MIG_REC_PAGES:
+			r = recv_pages(t, &h);
+			break;
+		case MIG_REC_ZERO:
+			r = recv_zero(t, &h);
+			break;
+		case MIG_REC_END: {
+			struct mig_end e;
+			r = mig_recv_payload(&t->conn, &h, &e, sizeof(e));
+			if (!r && (e.pages != t->pages || e.zero_pages != t->zero_pages))
+				r = bad(t, "channel %u: %llu pages announced, %llu received",
+					t->k + 1, (unsigned long long)e.pages,
+					(unsigned long long)t->pages);
+			if (!r) {
+				t->ended = true;
+				return NULL;
+			}
+			break;
+		}
+		default:
+			r = bad(t, "record type %u on a data channel", h.type);
+			break;
+		}
+	}
+	t->err = r ? r : -ECANCELED;
+	/* Wake the control loop at once: this migration cannot complete. */
+	if (!t->d->abort)
+		shutdown(t->d->ctl_fd, SHUT_RDWR);
+	return NULL;
+}
+
+static int check_layout(void *opaque, const struct mig_hello *h, char *why, size_t len)
+{
+	const struct mig_dest_params *p = opaque;
+	const struct mig_layout *l = &h->layout;
+
+	if (h->role != MIG_ROLE_CONTROL) {
+		snprintf(why, len, "expected the control connection first");
+		return -EPROTO;
+	}
+	if (l->page_size != 4096 || !l->nr_vcpus || l->nr_vcpus > FLIT_MAX_VCPUS ||
+	    l->mem_size < 4 * MiB || l->mem_size % (2 * MiB) ||
+	    l->mem_size > FLIT_MAX_MEM_GIB * GiB || !l->nr_channels ||
+	    l->nr_channels > MIG_MAX_CHANNELS) {
+		snprintf(why, len, "invalid layout from the source");
+		return -EPROTO;
+	}
+	if (p->mem_size && p->mem_size != l->mem_size) {
+		snprintf(why, len, "the source has %llu MiB of RAM, this destination was told %llu",
+			 (unsigned long long)(l->mem_size >> 20),
+			 (unsigned long long)(p->mem_size >> 20));
+		return -EINVAL;
+	}
+	if (p->nr_vcpus && p->nr_vcpus != l->nr_vcpus) {
+		snprintf(why, len, "the source has %u vCPUs, this destination was told %u",
+			 l->nr_vcpus, p->nr_vcpus);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int check_data(void *opaque, const struct mig_hello *h, char *why, size_t len)
+{
+	const struct mig_hello *ctl = opaque;
+
+	if (h->role != MIG_ROLE_DATA || memcmp(h->session, ctl->session, 16) || h->channel < 1 ||
+	    h->channel > ctl->layout.nr_channels) {
+		snprintf(why, len, "data connection not part of this migration");
+		return -EPROTO;
+	}
+	return 0;
+}
+
+static int recv_state(struct dst *d, struct mig_conn *ctl, uint32_t *rounds)
+{
+	struct vm *vm = d->vm;
+	struct x86_cpu_state *st = calloc(vm->nr_vcpus, sizeof(*st));
+	struct x86_vm_state vmst;
+	size_t dsz = vm_devices_state_size(vm);
+	void *devs = malloc(dsz);
+	uint64_t have = 0;
+	struct mig_rec_hdr h;
+	int r = !st || !devs ? -ENOMEM : 0;
+
+	while (!r) {
+		r = mig_recv_hdr(ctl, &h);
+		if (r)
+			break;
+		if (h.type == MIG_REC_ROUND) {
+			struct mig_round rr;
+			r = mig_recv_payload(ctl, &h, &rr, sizeof(rr));
+			continue;
+		}
+		if (h.type == MIG_REC_CPU) {
+			struct mig_cpu c;
+			uint32_t crc = 0;
+			if (h.len != sizeof(c) + sizeof(*st)) {
+				snprintf(ctl->why, sizeof(ctl->why), "CPU record of %u bytes",
+					 h.len);
+				r = -EPROTO;
+				break;
+			}
+			r = mig_recv_part(ctl, &c, sizeof(c), &crc);
+			if (!r && (c.index >= vm->nr_vcpus || c.size != sizeof(*st) ||
+				   have & (1ULL << c.index))) {
+				snprintf(ctl->why, sizeof(ctl->why), "CPU record for vCPU %u",
+					 c.index);
+				r = -EPROTO;
+			}
+			if (!r)
+				r = mig_recv_part(ctl, &st[c.index], sizeof(*st), &crc);
+			if (!r)
+				r = mig_recv_crc_check(ctl, &h, crc);
+			if (!r && (st[c.index].nr_msrs > X86_MAX_MSRS ||
+				   st[c.index].nr_xcrs > X86_MAX_XCRS ||
+				   st[c.index].xsave_size > X86_XSAVE_MAX_SIZE)) {
+				snprintf(ctl->why, sizeof(ctl->why), "vCPU %u state out of bounds",
+					 c.index);
+				r = -EPROTO;
+			}
+			have |= 1ULL << c.index;
+			continue;
+		}
+		if (h.type == MIG_REC_VMSTATE) {
+			r = mig_recv_payload(ctl, &h, &vmst, sizeof(vmst));
+			have |= 1ULL << 62;
+			continue;
+		}
+		if (h.type == MIG_REC_DEVICES) {
+			r = mig_recv_payload(ctl, &h, devs, dsz);
+			have |= 1ULL << 63;
+			continue;
+		}
+		if (h.type == MIG_REC_COMPLETE) {
+			struct mig_complete c;
+			r = mig_recv_payload(ctl, &h, &c, sizeof(c));
+			uint64_t want = ((1ULL << vm->nr_vcpus) - 1) | 3ULL << 62;
+			if (!r && (have != want || c.nr_cpus != vm->nr_vcpus)) {
+				snprintf(ctl->why, sizeof(ctl->why),
+					 "COMPLETE before all vCPU, VM and device state");
+				r = -EPROTO;
+			}
+			if (!r)
+				*rounds = c.rounds;
+			break;
+		}
+		if (h.type == MIG_REC_ERROR) {
+			/* let mig_recv_expect-style decoding report it */
+			char text[256] = "";
+			if (h.len <= sizeof(text) + sizeof(struct mig_error)) {
+				uint8_t buf[300];
+				if (!mig_recv_payload(ctl, &h, buf, h.len) &&
+				    h.len > sizeof(struct mig_error))
+					snprintf(text, sizeof(text), "%.*s",
+						 (int)(h.len - sizeof(struct mig_error)),
+						 (char *)buf + sizeof(struct mig_error));
+			}
+			snprintf(ctl->why, sizeof(ctl->why), "source gave up: %s", text);
+			r = -ECONNABORTED;
+			break;
+		}
+		snprintf(ctl->why, sizeof(ctl->why), "record type %u on the control channel",
+			 h.type);
+		r = -EPROTO;
+	}
+	/* A data channel that failed explains a control channel cut short. */
+	for (unsigned i = 0; i < d->n && r; i++) {
+		if (d->rcv[i].started && d->rcv[i].err && d->rcv[i].err != -ECANCELED) {
+			snprintf(ctl->why, sizeof(ctl->why), "data channel %u: %.150s", i + 1,
+				 d->rcv[i].conn.why[0] ? d->rcv[i].conn.why
+						       : strerror(-d->rcv[i].err));
+			r = d->rcv[i].err;
+			break;
+		}
+	}
+	/* Every data channel must have delivered all its pages. */
+	for (unsigned i = 0; i < d->n && !r; i++) {
+		pthread_join(d->rcv[i].thread, NULL);
+		d->rcv[i].started = false;
+		if (d->rcv[i].err || !d->rcv[i].ended) {
+			r = d->rcv[i].err ? d->rcv[i].err : -EPROTO;
+			snprintf(ctl->why, sizeof(ctl->why), "data channel %u: %s", i + 1,
+				 d->rcv[i].conn.why[0] ? d->rcv[i].conn.why : strerror(-r));
+		}
+	}
+	if (!r)
+		r = vm_restore_cpus(vm, st, &vmst);
+	if (!r)
+		r = vm_restore_devices(vm, devs);
+	if (r && !ctl->why[0])
+		snprintf(ctl->why, sizeof(ctl->why), "restoring the guest's state: %s",
+			 strerror(-r));
+	free(st);
+	free(devs);
+	return r;
+}
+
+int mig_dest_run(const struct mig_dest_params *p, struct vm **out, struct mig_report *rep)
+{
+	struct dst d = {.p = p};
+	struct mig_conn ctl = {.fd = -1};
+	struct mig_hello hello, h2;
+	int lfd = p->listen_fd, r;
+	uint64_t t_start = 0, t_complete;
+	uint32_t rounds = 0;
+
+	memset(rep, 0, sizeof(*rep));
+	snprintf(rep->mode, sizeof(rep->mode), "precopy");
+	snprintf(rep->status, sizeof(rep->status), "failed");
+	snprintf(rep->transport, sizeof(rep->transport), "tcp");
+	for (unsigned i = 0; i < MIG_MAX_CHANNELS; i++)
+		d.rcv[i] = (struct receiver){.d = &d, .k = i, .conn = {.fd = -1}};
+	if (!p->token_len) {
+		snprintf(rep->error, sizeof(rep->error), "no migration token");
+		return -EINVAL;
+	}
+	if (lfd < 0) {
+		lfd = mig_listen(p->addr, NULL);
+		if (lfd < 0) {
+			snprintf(rep->error, sizeof(rep->error), "listening on %s: %s", p->addr,
+				 strerror(-lfd));
+			return lfd;
+		}
+	}
+	/* One control connection that authenticates; others are turned away. */
+	for (;;) {
+		r = mig_accept(lfd, p->accept_timeout_ms, &ctl);
+		if (r) {
+			snprintf(rep->error, sizeof(rep->error), "waiting for a source: %s",
+				 strerror(-r));
+			goto out;
+		}
+		t_start = now_ns();
+		mig_conn_set_timeout(&ctl, p->timeout_ms);
+		r = mig_handshake_accept(&ctl, p->token, p->token_len, &hello, check_layout,
+					 (void *)p);
+		if (!r)
+			break;
+		log_warn("refused a migration: %s", ctl.why[0] ? ctl.why : strerror(-r));
+		snprintf(rep->error, sizeof(rep->error), "%s", ctl.why[0] ? ctl.why : strerror(-r));
+		mig_conn_close(&ctl);
+		/* A source that cannot authenticate, or whose guest does not fit,
+		 * does not get to retry forever on the same listener. */
+		goto out;
+	}
+	d.n = hello.layout.nr_channels;
+	d.ctl_fd = ctl.fd;
+	d.nr_pages = hello.layout.mem_size / 4096;
+	rep->channels = d.n;
+	rep->mem_size = hello.layout.mem_size;
+	rep->nr_vcpus = hello.layout.nr_vcpus;
+
+	struct vm_config cfg = {.mem_size = hello.layout.mem_size,
+				.nr_vcpus = hello.layout.nr_vcpus,
+				.backing = p->backing,
+				.dirty_track = p->dirty_track};
+	r = vm_create(&cfg, &d.vm);
+	if (r) {
+		snprintf(rep->error, sizeof(rep->error), "creating the VM: %s", strerror(-r));
+		mig_send_error(&ctl, r, "destination cannot create the VM: %s", strerror(-r));
+		goto out;
+	}
+	snprintf(rep->dirty_track, sizeof(rep->dirty_track), "%s", d.vm->dirty->name);
+	snprintf(rep->backend, sizeof(rep->backend), "%s", d.vm->hv->name);
+	d.touched = bitmap_alloc(d.nr_pages);
+	if (!d.touched) {
+		r = -ENOMEM;
+		goto fail;
+	}
+	for (unsigned i = 0; i < d.n; i++) {
+		struct mig_conn c = {.fd = -1};
+		r = mig_accept(lfd, p->timeout_ms, &c);
+		if (!r) {
+			mig_conn_set_timeout(&c, p->timeout_ms);
+			r = mig_handshake_accept(&c, p->token, p->token_len, &h2, check_data,
+						 &hello);
+		}
+		if (!r && d.rcv[h2.channel - 1].started) {
+			snprintf(c.why, sizeof(c.why), "data channel %u twice", h2.channel);
+			r = -EPROTO;
+		}
+		if (r) {
+			snprintf(ctl.why, sizeof(ctl.why), "data channel: %.160s",
+				 c.why[0] ? c.why : strerror(-r));
+			mig_send_error(&c, r, "%s", ctl.why);
+			mig_conn_close(&c);
+			goto fail;
+		}
+		/* Channels may connect in any order: file each under its number. */
+		struct receiver *t = &d.rcv[h2.channel - 1];
+		t->conn = c;
+		r = -pthread_create(&t->thread, NULL, receiver_thread, t);
+		if (r)
+			goto fail;
+		t->started = true;
+	}
+	rep->setup_ms = (double)(now_ns() - t_start) / 1e6;
+
+	r = recv_state(&d, &ctl, &rounds);
+	if (r)
+		goto fail;
+	t_complete = now_ns();
+	r = p->start_paused ? 0 : vm_resume(d.vm);
+	if (r)
+		goto fail;
+	struct mig_resumed res = {.restore_ns = now_ns() - t_complete};
+	/* If the source cannot hear this, it will resume its own copy: then
+	 * two guests would run. Stop ours if the message cannot be sent. */
+	r = mig_send_rec(&ctl, MIG_REC_RESUMED, &res, sizeof(res));
+	if (r) {
+		vm_pause(d.vm);
+		snprintf(ctl.why, sizeof(ctl.why), "telling the source we run: %s", strerror(-r));
+		goto fail;
+	}
+	snprintf(rep->status, sizeof(rep->status), "completed");
+	rep->rounds = rounds;
+	rep->restore_ms = (double)res.restore_ns / 1e6;
+	rep->total_ms = (double)(now_ns() - t_start) / 1e6;
+	rep->bytes = ctl.rx_bytes;
+	for (unsigned i = 0; i < d.n; i++) {
+		rep->bytes += d.rcv[i].conn.rx_bytes;
+		rep->pages_sent += d.rcv[i].pages;
+		rep->zero_pages += d.rcv[i].zero_pages;
+		mig_conn_close(&d.rcv[i].conn);
+	}
+	mig_conn_close(&ctl);
+	free(d.touched);
+	if (p->listen_fd < 0)
+		close(lfd);
+	*out = d.vm;
+	return 0;
+
+fail:
+	if (!rep->error[0])
+		snprintf(rep->error, sizeof(rep->error), "%s", ctl.why[0] ? ctl.why : strerror(-r));
+	mig_send_error(&ctl, r, "destination: %s", rep->error);
+	d.abort = 1;
+	for (unsigned i = 0; i < d.n; i++)
+		if (d.rcv[i].conn.fd >= 0)
+			shutdown(d.rcv[i].conn.fd, SHUT_RDWR);
+	for (unsigned i = 0; i < d.n; i++) {
+		if (d.rcv[i].started)
+			pthread_join(d.rcv[i].thread, NULL);
+		mig_conn_close(&d.rcv[i].conn);
+	}
+	vm_destroy(d.vm);
+	free(d.touched);
+out:
+	mig_conn_close(&ctl);
+	if (p->listen_fd < 0 && lfd >= 0)
+		close(lfd);
+	return r;
+}

@@ -1,0 +1,91 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Live migration, pre-copy. The stream and its message sequence are in
+ * migrate/wire.h and docs/stream.md.
+ *
+ * Source: mig_source_run takes over a running VM for the migration's
+ * duration. On success the guest runs on the destination and the source VM
+ * is left paused, for the caller to destroy. On any failure (peer gone,
+ * protocol error, timeout, cancel) the source VM is handed back running and
+ * untouched: the migration never costs the guest.
+ *
+ * Destination: mig_dest_run accepts one migration, builds the VM from the
+ * layout in the stream (checked against what the caller allows), receives
+ * memory and state, and resumes the guest. On failure nothing is kept.
+ */
+#ifndef FLIT_MIGRATE_MIGRATE_H
+#define FLIT_MIGRATE_MIGRATE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "vmm/mem.h"
+
+struct vm;
+struct mig_policy_ops;
+
+#define MIG_TOKEN_MAX 256
+
+struct mig_params {
+	const char *addr;  /* "tcp:HOST:PORT" */
+	unsigned channels; /* data connections, 1..MIG_MAX_CHANNELS */
+	uint8_t token[MIG_TOKEN_MAX];
+	size_t token_len;	    /* 0: refuse to run (a token is required) */
+	uint32_t downtime_limit_ms; /* stop iterating when the estimate is under it */
+	uint32_t max_rounds;
+	uint64_t bandwidth_limit; /* bytes/s over all channels, 0: none */
+	bool auto_converge;
+	int timeout_ms;			     /* network silence that fails the migration */
+	const struct mig_policy_ops *policy; /* NULL: precopy-default */
+	volatile int *cancel;		     /* set non-zero (any thread) to cancel */
+};
+
+/* Fills p with the defaults: 2 channels, 20 ms, 30 rounds, auto-converge,
+ * 10 s timeout. */
+void mig_params_default(struct mig_params *p);
+
+struct mig_dest_params {
+	const char *addr; /* listen address */
+	int listen_fd;	  /* or an already listening socket (>= 0) */
+	uint8_t token[MIG_TOKEN_MAX];
+	size_t token_len;
+	uint64_t mem_size; /* 0: accept the source's; else must match */
+	uint32_t nr_vcpus; /* 0: accept the source's; else must match */
+	enum mem_backing backing;
+	const char *dirty_track;
+	int accept_timeout_ms; /* < 0: wait forever */
+	bool start_paused;     /* restore, tell the source, but leave vCPUs paused */
+	int timeout_ms;
+};
+
+void mig_dest_params_default(struct mig_dest_params *p);
+
+/* The final report, the same fields for every mode. Times in ms. */
+struct mig_report {
+	char mode[16];
+	char status[16]; /* "completed", "failed", "cancelled" */
+	char error[240];
+	double total_ms, downtime_ms, setup_ms, restore_ms;
+	uint32_t rounds;
+	uint64_t bytes, pages_sent, pages_resent, zero_pages;
+	double throughput_mbps, dirty_rate_pps;
+	uint32_t throttle_pct; /* auto-converge level at the end */
+	char transport[16];
+	uint32_t channels;
+	char dirty_track[16];
+	char backend[16];
+	uint64_t mem_size;
+	uint32_t nr_vcpus;
+};
+
+int mig_source_run(struct vm *vm, const struct mig_params *p, struct mig_report *rep);
+int mig_dest_run(const struct mig_dest_params *p, struct vm **out, struct mig_report *rep);
+
+/* One JSON object, one line. */
+void mig_report_json(const struct mig_report *r, FILE *f);
+
+/* Reads a token file: its bytes up to the first newline, 16..256 of them. */
+int mig_read_token(const char *path, uint8_t *token, size_t *len);
+
+#endif

@@ -1,0 +1,69 @@
+// SPDX-License-Identifier: MIT
+/* The migration report as one JSON line, and the token file. */
+#include <errno.h>
+#include <fcntl.h>
+#include <json-c/json.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "migrate.h"
+
+void mig_report_json(const struct mig_report *r, FILE *f)
+{
+	json_object *o = json_object_new_object();
+
+#define S(k, v) json_object_object_add(o, k, json_object_new_string(v))
+#define D(k, v) json_object_object_add(o, k, json_object_new_double(v))
+#define I(k, v) json_object_object_add(o, k, json_object_new_int64((int64_t)(v)))
+	S("mode", r->mode);
+	S("status", r->status);
+	if (r->error[0])
+		S("error", r->error);
+	D("total_ms", r->total_ms);
+	D("downtime_ms", r->downtime_ms);
+	D("setup_ms", r->setup_ms);
+	D("restore_ms", r->restore_ms);
+	I("rounds", r->rounds);
+	I("bytes", r->bytes);
+	I("pages_sent", r->pages_sent);
+	I("pages_resent", r->pages_resent);
+	I("zero_pages", r->zero_pages);
+	D("throughput_mbps", r->throughput_mbps);
+	D("dirty_rate_pps", r->dirty_rate_pps);
+	I("throttle_pct", r->throttle_pct);
+	S("transport", r->transport);
+	I("channels", r->channels);
+	S("dirty_track", r->dirty_track);
+	S("backend", r->backend);
+	I("mem_bytes", r->mem_size);
+	I("vcpus", r->nr_vcpus);
+#undef S
+#undef D
+#undef I
+	fprintf(f, "%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+	fflush(f);
+	json_object_put(o);
+}
+
+int mig_read_token(const char *path, uint8_t *token, size_t *len)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t n;
+
+	if (fd < 0)
+		return -errno;
+	n = read(fd, token, MIG_TOKEN_MAX);
+	close(fd);
+	if (n < 0)
+		return -errno;
+	size_t l = (size_t)n;
+	for (size_t i = 0; i < (size_t)n; i++)
+		if (token[i] == '\n') {
+			l = i;
+			break;
+		}
+	if (l < 16 || (l == MIG_TOKEN_MAX && (size_t)n == MIG_TOKEN_MAX))
+		return -EINVAL;
+	*len = l;
+	return 0;
+}

@@ -1,0 +1,571 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The source side of a pre-copy migration.
+ *
+ * Threads: the caller's thread runs the session (rounds, policy, final
+ * copy); one sender thread per data channel sends the pages of its 2 MiB
+ * chunks (chunk % channels), so a page always travels on the same connection
+ * and a newer copy can never overtake an older one; a throttle thread pauses
+ * and resumes the vCPUs when auto-converge asks for it.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "auth.h"
+#include "common/bitmap.h"
+#include "common/log.h"
+#include "common/util.h"
+#include "conn.h"
+#include "handshake.h"
+#include "migrate.h"
+#include "policy.h"
+#include "vmm/dirty.h"
+#include "vmm/hv.h"
+#include "vmm/vm.h"
+
+#define CHUNK_PAGES 512 /* 2 MiB: the unit of channel assignment */
+
+struct src;
+
+struct sender {
+	struct src *s;
+	unsigned k; /* 0-based data channel */
+	struct mig_conn conn;
+	pthread_t thread;
+	bool started;
+	/* Pages are copied here before they are checksummed and sent: the
+	 * guest keeps writing them while we send (a changed page is dirty
+	 * and goes again next round), and the checksum must match what goes
+	 * on the wire. */
+	uint8_t *bounce;
+	/* this round's counts, written by the sender, read after the barrier */
+	uint64_t pages, zero_pages, resent, bytes;
+	int err;
+};
+
+struct src {
+	struct vm *vm;
+	const struct mig_params *p;
+	uint64_t nr_pages;
+	uint64_t *todo; /* this round's pages; read-only while senders run */
+	uint64_t *sent; /* pages sent at least once; each sender owns its chunks */
+	struct sender snd[MIG_MAX_CHANNELS];
+	unsigned n;
+
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	uint64_t gen;	  /* round generation: senders start when it moves */
+	unsigned running; /* senders still working on this round */
+	bool quit;
+	bool final; /* this round is the last: send END after it */
+
+	/* throttle */
+	pthread_t throttle_thread;
+	bool throttle_started;
+	uint32_t throttle_pct; /* protected by lock */
+	bool throttle_quit;
+};
+
+void mig_params_default(struct mig_params *p)
+{
+	memset(p, 0, sizeof(*p));
+	p->channels = 2;
+	p->downtime_limit_ms = 20;
+	p->max_rounds = 30;
+	p->auto_converge = true;
+	p->timeout_ms = 10000;
+}
+
+static bool page_is_zero(const uint8_t *p)
+{
+	const uint64_t *w = (const uint64_t *)p;
+	uint64_t acc = 0;
+
+	for (unsigned i = 0; i < 512; i += 8)
+		acc |= w[i] | w[i + 1] | w[i + 2] | w[i + 3] | w[i + 4] | w[i + 5] | w[i + 6] |
+		       w[i + 7];
+	return acc == 0;
+}
+
+static bool cancelled(const struct src *s)
+{
+	return s->p->cancel && __atomic_load_n(s->p->cancel, __ATOMIC_RELAXED);
+}
+
+/* Keeps a channel under its share of the bandwidth cap. */
+static void pace(struct sender *t, uint64_t t0, uint64_t bytes)
+{
+	uint64_t limit = t->s->p->bandwidth_limit / t->s->n;
+
+	if (!limit)
+		return;
+	uint64_t due = t0 + bytes * 1000000000ULL / limit, now = now_ns();
+	if (due > now) {
+		struct timespec ts = {.tv_sec = (time_t)((due - now) / 1000000000ULL),
+				      .tv_nsec = (long)((due - now) % 1000000000ULL)};
+		nanosleep(&ts, NULL);
+	}
+}
+
+static int send_chunk(struct sender *t, uint64_t chunk, uint64_t t0, uint64_t b0)
+{
+	struct src *s = t->s;
+	uint64_t first = chunk * CHUNK_PAGES, end = MIN(first + CHUNK_PAGES, s->nr_pages);
+	uint64_t zero[CHUNK_PAGES / 64] = {0}, nzero = 0;
+	uint8_t *ram = s->vm->mem.regions[0].hva;
+	int r;
+
+	for (uint64_t g = first; g < end;) {
+		if (!bitmap_test(s->todo, g)) {
+			g++;
+			continue;
+		}
+		/* A run of dirty, non-zero pages, at most MIG_MAX_RUN_PAGES. */
+		if (page_is_zero(ram + g * 4096)) {
+			bitmap_set(zero, g - first);
+			nzero++;
+			g++;
+			continue;
+		}
+		uint64_t run = g + 1;
+		while (run < end && run - g < MIG_MAX_RUN_PAGES && bitmap_test(s->todo, run) &&
+		       !page_is_zero(ram + run * 4096))
+			run++;
+		struct mig_pages ph = {.gfn = g, .count = (uint32_t)(run - g)};
+		memcpy(t->bounce, ram + g * 4096, (run - g) * 4096);
+		struct iovec iov[2] = {{&ph, sizeof(ph)}, {t->bounce, (run - g) * 4096}};
+		r = mig_send_iov(&t->conn, MIG_REC_PAGES, iov, 2);
+		if (r)
+			return r;
+		for (uint64_t x = g; x < run; x++) {
+			if (bitmap_test(s->sent, x))
+				t->resent++;
+			else
+				bitmap_set(s->sent, x);
+		}
+		t->pages += run - g;
+		t->bytes += sizeof(ph) + (run - g) * 4096 + sizeof(struct mig_rec_hdr);
+		pace(t, t0, t->bytes - b0);
+		g = run;
+	}
+	if (nzero) {
+		struct mig_zero zh = {.gfn = first, .count = (uint32_t)(end - first)};
+		struct iovec iov[2] = {{&zh, sizeof(zh)}, {zero, BITMAP_WORDS(end - first) * 8}};
+		r = mig_send_iov(&t->conn, MIG_REC_ZERO, iov, 2);
+		if (r)
+			return r;
+		t->zero_pages += nzero;
+		t->bytes += sizeof(zh) + BITMAP_WORDS(end - first) * 8 + sizeof(struct mig_rec_hdr);
+	}
+	return 0;
+}
+
+static int send_round(struct sender *t)
+{
+	struct src *s = t->s;
+	uint64_t chunks = (s->nr_pages + CHUNK_PAGES - 1) / CHUNK_PAGES, t0 = now_ns();
+	uint64_t b0 = t->bytes; /* the cap paces this round's bytes from its start */
+
+	for (uint64_t c = t->k; c < chunks; c += s->n) {
+		if (cancelled(s))
+			return -ECANCELED;
+		int r = send_chunk(t, c, t0, b0);
+		if (r)
+			return r;
+	}
+	return 0;
+}
+
+static void *sender_thread(void *arg)
+{
+	struct sender *t = arg;
+	struct src *s = t->s;
+	uint64_t seen = 0;
+
+	pthread_mutex_lock(&s->lock);
+	for (;;) {
+		while (s->gen == seen && !s->quit)
+			pthread_cond_wait(&s->cond, &s->lock);
+		if (s->quit)
+			break;
+		seen = s->gen;
+		bool final = s->final;
+		pthread_mutex_unlock(&s->lock);
+		int r = t->err ? t->err : send_round(t);
+		if (!r && final) {
+			struct mig_end e = {.pages = t->pages, .zero_pages = t->zero_pages};
+			r = mig_send_rec(&t->conn, MIG_REC_END, &e, sizeof(e));
+		}
+		pthread_mutex_lock(&s->lock);
+		if (r && !t->err)
+			t->err = r;
+		if (--s->running == 0)
+			pthread_cond_broadcast(&s->cond);
+	}
+	pthread_mutex_unlock(&s->lock);
+	return NULL;
+}
+
+/* Runs one round on every sender; returns the first error. */
+static int run_round(struct src *s, bool final, uint64_t *pages, uint64_t *bytes)
+{
+	uint64_t p0 = 0, b0 = 0, p1 = 0, b1 = 0;
+	int err = 0;
+
+	for (unsigned i = 0; i < s->n; i++) {
+		p0 += s->snd[i].pages + s->snd[i].zero_pages;
+		b0 += s->snd[i].bytes;
+	}
+	pthread_mutex_lock(&s->lock);
+	s->final = final;
+	s->running = s->n;
+	s->gen++;
+	pthread_cond_broadcast(&s->cond);
+	while (s->running)
+		pthread_cond_wait(&s->cond, &s->lock);
+	pthread_mutex_unlock(&s->lock);
+	for (unsigned i = 0; i < s->n; i++) {
+		p1 += s->snd[i].pages + s->snd[i].zero_pages;
+		b1 += s->snd[i].bytes;
+		if (s->snd[i].err && !err)
+			err = s->snd[i].err;
+	}
+	*pages = p1 - p0;
+	*bytes = b1 - b0;
+	return err;
+}
+
+/* Auto-converge: vCPUs run (100 - pct) % and pause pct % of every 20 ms. */
+static void *throttle_thread(void *arg)
+{
+	struct src *s = arg;
+	const uint64_t period = 20000000ULL;
+
+	pthread_mutex_lock(&s->lock);
+	while (!s->throttle_quit) {
+		uint32_t pct = s->throttle_pct;
+		pthread_mutex_unlock(&s->lock);
+		if (pct) {
+			vm_pause(s->vm);
+			struct timespec ts = {0, (long)(period * pct / 100)};
+			nanosleep(&ts, NULL);
+			vm_resume(s->vm);
+		}
+		struct timespec ts = {0, (long)(period * (100 - (pct ? pct : 0)) / 100)};
+		nanosleep(&ts, NULL);
+		pthread_mutex_lock(&s->lock);
+	}
+	pthread_mutex_unlock(&s->lock);
+	return NULL;
+}
+
+static void throttle_stop(struct src *s)
+{
+	if (!s->throttle_started)
+		return;
+	pthread_mutex_lock(&s->lock);
+	s->throttle_quit = true;
+	pthread_mutex_unlock(&s->lock);
+	pthread_join(s->throttle_thread, NULL);
+	s->throttle_started = false;
+}
+
+static void senders_stop(struct src *s)
+{
+	pthread_mutex_lock(&s->lock);
+	s->quit = true;
+	pthread_cond_broadcast(&s->cond);
+	pthread_mutex_unlock(&s->lock);
+	for (unsigned i = 0; i < s->n; i++)
+		if (s->snd[i].started)
+			pthread_join(s->snd[i].thread, NULL);
+}
+
+static void src_free(struct src *s)
+{
+	for (unsigned i = 0; i < MIG_MAX_CHANNELS; i++)
+		free(s->snd[i].bounce);
+	free(s->todo);
+	free(s->sent);
+}
+
+static void fill_report_static(struct mig_report *rep, const struct vm *vm,
+			       const struct mig_params *p)
+{
+	memset(rep, 0, sizeof(*rep));
+	snprintf(rep->mode, sizeof(rep->mode), "precopy");
+	snprintf(rep->status, sizeof(rep->status), "failed");
+	snprintf(rep->transport, sizeof(rep->transport), "tcp");
+	snprintf(rep->dirty_track, sizeof(rep->dirty_track), "%s", vm->dirty->name);
+	snprintf(rep->backend, sizeof(rep->backend), "%s", vm->hv->name);
+	rep->channels = p->channels;
+	rep->mem_size = vm->mem.size;
+	rep->nr_vcpus = vm->nr_vcpus;
+}
+
+static int connect_all(struct src *s, struct mig_conn *ctl, const struct mig_params *p,
+		       struct mig_report *rep)
+{
+	struct mig_hello h = {.role = MIG_ROLE_CONTROL};
+	struct hv_caps caps;
+	int r;
+
+	s->vm->hv->vm_caps(s->vm->hv_vm, &caps);
+	h.layout = (struct mig_layout){.mem_size = s->vm->mem.size,
+				       .nr_vcpus = s->vm->nr_vcpus,
+				       .page_size = 4096,
+				       .xsave_size = 0,
+				       .nr_channels = p->channels};
+	r = mig_random(h.session, sizeof(h.session));
+	if (r)
+		return r;
+	ctl->fd = -1;
+	for (unsigned i = 0; i <= p->channels; i++) {
+		struct mig_conn *c = i ? &s->snd[i - 1].conn : ctl;
+		h.role = i ? MIG_ROLE_DATA : MIG_ROLE_CONTROL;
+		h.channel = i;
+		r = mig_random(h.nonce, sizeof(h.nonce));
+		if (!r)
+			r = mig_connect(p->addr, p->timeout_ms, c);
+		if (r) {
+			snprintf(rep->error, sizeof(rep->error), "connecting to %s: %s", p->addr,
+				 strerror(-r));
+			return r;
+		}
+		mig_conn_set_timeout(c, p->timeout_ms);
+		r = mig_handshake_connect(c, p->token, p->token_len, &h);
+		if (r) {
+			snprintf(rep->error, sizeof(rep->error), "handshake on channel %u: %s", i,
+				 c->why[0] ? c->why : strerror(-r));
+			return r;
+		}
+	}
+	return 0;
+}
+
+static int send_state(struct src *s, struct mig_conn *ctl, uint32_t rounds)
+{
+	struct vm *vm = s->vm;
+	struct x86_cpu_state *st = calloc(vm->nr_vcpus, sizeof(*st));
+	struct x86_vm_state vmst;
+	size_t dsz = vm_devices_state_size(vm);
+	void *devs = malloc(dsz);
+	int r = !st || !devs ? -ENOMEM : vm_save_cpus(vm, st, &vmst);
+
+	for (uint32_t i = 0; i < vm->nr_vcpus && !r; i++) {
+		struct mig_cpu h = {.index = i, .size = sizeof(st[i])};
+		struct iovec iov[2] = {{&h, sizeof(h)}, {&st[i], sizeof(st[i])}};
+		r = mig_send_iov(ctl, MIG_REC_CPU, iov, 2);
+	}
+	if (!r)
+		r = mig_send_rec(ctl, MIG_REC_VMSTATE, &vmst, sizeof(vmst));
+	if (!r) {
+		vm_save_devices(vm, devs);
+		r = mig_send_rec(ctl, MIG_REC_DEVICES, devs, (uint32_t)dsz);
+	}
+	if (!r) {
+		struct mig_complete c = {.rounds = rounds, .nr_cpus = vm->nr_vcpus};
+		r = mig_send_rec(ctl, MIG_REC_COMPLETE, &c, sizeof(c));
+	}
+	free(st);
+	free(devs);
+	return r;
+}
+
+int mig_source_run(struct vm *vm, const struct mig_params *p, struct mig_report *rep)
+{
+	struct src s = {.vm = vm, .p = p, .nr_pages = mem_nr_pages(&vm->mem), .n = p->channels};
+	const struct mig_policy_ops *pol = p->policy ? p->policy : &mig_policy_precopy_default;
+	struct mig_conn ctl = {.fd = -1};
+	bool paused = false, tracking = false;
+	uint64_t t_start = now_ns(), t_pause = 0, total_dirty = 0;
+	double total_round_s = 0;
+	uint32_t round = 0;
+	int r;
+
+	fill_report_static(rep, vm, p);
+	if (!p->channels || p->channels > MIG_MAX_CHANNELS || !p->token_len) {
+		snprintf(rep->error, sizeof(rep->error), "%s",
+			 !p->token_len ? "no migration token" : "bad channel count");
+		return -EINVAL;
+	}
+	pthread_mutex_init(&s.lock, NULL);
+	pthread_cond_init(&s.cond, NULL);
+	for (unsigned i = 0; i < MIG_MAX_CHANNELS; i++)
+		s.snd[i] = (struct sender){.s = &s, .k = i, .conn = {.fd = -1}};
+	s.todo = bitmap_alloc(s.nr_pages);
+	s.sent = bitmap_alloc(s.nr_pages);
+	if (!s.todo || !s.sent) {
+		r = -ENOMEM;
+		goto fail;
+	}
+
+	/* setup */
+	r = connect_all(&s, &ctl, p, rep);
+	if (r)
+		goto fail;
+	for (unsigned i = 0; i < s.n; i++) {
+		s.snd[i].bounce = malloc(MIG_MAX_RUN_PAGES * 4096);
+		if (!s.snd[i].bounce) {
+			r = -ENOMEM;
+			goto fail;
+		}
+		r = -pthread_create(&s.snd[i].thread, NULL, sender_thread, &s.snd[i]);
+		if (r)
+			goto fail;
+		s.snd[i].started = true;
+	}
+	r = vm_dirty_start(vm);
+	if (r) {
+		snprintf(rep->error, sizeof(rep->error), "starting dirty tracking: %s",
+			 strerror(-r));
+		goto fail;
+	}
+	tracking = true;
+	rep->setup_ms = (double)(now_ns() - t_start) / 1e6;
+
+	/* iterate: round 1 sends everything */
+	memset(s.todo, 0xff, BITMAP_WORDS(s.nr_pages) * 8);
+	if (s.nr_pages % 64)
+		s.todo[s.nr_pages / 64] = (1ULL << (s.nr_pages % 64)) - 1;
+	struct mig_round_stats st = {0};
+	for (;;) {
+		uint64_t pages, bytes, t0 = now_ns();
+		round++;
+		r = run_round(&s, false, &pages, &bytes);
+		if (r)
+			goto fail;
+		if (cancelled(&s)) {
+			r = -ECANCELED;
+			goto fail;
+		}
+		memset(s.todo, 0, BITMAP_WORDS(s.nr_pages) * 8);
+		r = vm_dirty_collect(vm, s.todo);
+		if (r)
+			goto fail;
+		double secs = (double)(now_ns() - t0) / 1e9;
+		st = (struct mig_round_stats){
+		    .round = round,
+		    .sent_pages = pages,
+		    .sent_bytes = bytes,
+		    .round_ms = secs * 1e3,
+		    .bandwidth = secs > 0 ? (double)bytes / secs : 0,
+		    .dirty_pages = bitmap_weight(s.todo, s.nr_pages),
+		    .throttle_pct = s.throttle_pct,
+		};
+		st.dirty_rate = secs > 0 ? (double)st.dirty_pages / secs : 0;
+		st.est_downtime_ms =
+		    st.bandwidth > 0 ? (double)st.dirty_pages * 4096.0 / st.bandwidth * 1e3 : 1e9;
+		total_dirty += st.dirty_pages;
+		total_round_s += secs;
+		struct mig_round rr = {.round = round, .pages = pages};
+		r = mig_send_rec(&ctl, MIG_REC_ROUND, &rr, sizeof(rr));
+		if (r)
+			goto fail;
+		log_debug("round %u: %llu pages in %.1f ms (%.0f MB/s), %llu dirty, est. downtime "
+			  "%.2f ms, throttle %u%%",
+			  round, (unsigned long long)pages, st.round_ms, st.bandwidth / 1e6,
+			  (unsigned long long)st.dirty_pages, st.est_downtime_ms, st.throttle_pct);
+		if (pol->should_stop(p, &st))
+			break;
+		uint32_t t = pol->throttle(p, &st);
+		if (t != s.throttle_pct) {
+			pthread_mutex_lock(&s.lock);
+			s.throttle_pct = t;
+			pthread_mutex_unlock(&s.lock);
+			if (!s.throttle_started && t) {
+				s.throttle_quit = false;
+				if (!pthread_create(&s.throttle_thread, NULL, throttle_thread, &s))
+					s.throttle_started = true;
+			}
+		}
+	}
+
+	/* stop and copy */
+	throttle_stop(&s);
+	t_pause = now_ns();
+	r = vm_pause(vm);
+	if (r)
+		goto fail;
+	paused = true;
+	uint64_t *more = bitmap_alloc(s.nr_pages);
+	r = more ? vm_dirty_collect(vm, more) : -ENOMEM;
+	if (!r)
+		for (uint64_t w = 0; w < BITMAP_WORDS(s.nr_pages); w++)
+			s.todo[w] |= more[w];
+	free(more);
+	if (r)
+		goto fail;
+	round++;
+	uint64_t pages, bytes;
+	r = run_round(&s, true, &pages, &bytes);
+	if (!r)
+		r = send_state(&s, &ctl, round);
+	if (r)
+		goto fail;
+	struct mig_resumed res;
+	r = mig_recv_expect(&ctl, MIG_REC_RESUMED, &res, sizeof(res));
+	if (r) {
+		snprintf(rep->error, sizeof(rep->error), "waiting for the destination: %s",
+			 ctl.why[0] ? ctl.why : strerror(-r));
+		goto fail;
+	}
+	uint64_t t_end = now_ns();
+
+	/* switched over: the guest runs on the destination */
+	senders_stop(&s);
+	vm_dirty_stop(vm);
+	snprintf(rep->status, sizeof(rep->status), "completed");
+	rep->total_ms = (double)(t_end - t_start) / 1e6;
+	rep->downtime_ms = (double)(t_end - t_pause) / 1e6;
+	rep->restore_ms = (double)res.restore_ns / 1e6;
+	rep->rounds = round;
+	rep->bytes = ctl.tx_bytes;
+	for (unsigned i = 0; i < s.n; i++) {
+		rep->bytes += s.snd[i].conn.tx_bytes;
+		rep->pages_sent += s.snd[i].pages;
+		rep->pages_resent += s.snd[i].resent;
+		rep->zero_pages += s.snd[i].zero_pages;
+		mig_conn_close(&s.snd[i].conn);
+	}
+	rep->throughput_mbps = rep->total_ms > 0 ? (double)rep->bytes * 8 / 1e3 / rep->total_ms : 0;
+	rep->dirty_rate_pps = total_round_s > 0 ? (double)total_dirty / total_round_s : 0;
+	rep->throttle_pct = s.throttle_pct;
+	mig_conn_close(&ctl);
+	src_free(&s);
+	return 0;
+
+fail:
+	/* Hand the guest back: it keeps running here. */
+	if (!rep->error[0]) {
+		const char *why = ctl.why[0] ? ctl.why : "";
+		for (unsigned i = 0; i < s.n && !why[0]; i++)
+			why = s.snd[i].conn.why;
+		snprintf(rep->error, sizeof(rep->error), "%s%s%s", strerror(-r), why[0] ? ": " : "",
+			 why);
+	}
+	if (r == -ECANCELED)
+		snprintf(rep->status, sizeof(rep->status), "cancelled");
+	mig_send_error(&ctl, r, "source: %s", rep->error);
+	for (unsigned i = 0; i < s.n; i++)
+		if (s.snd[i].conn.fd >= 0)
+			shutdown(s.snd[i].conn.fd, SHUT_RDWR);
+	throttle_stop(&s);
+	senders_stop(&s);
+	for (unsigned i = 0; i < s.n; i++)
+		mig_conn_close(&s.snd[i].conn);
+	mig_conn_close(&ctl);
+	if (tracking)
+		vm_dirty_stop(vm);
+	if (paused)
+		vm_resume(vm);
+	rep->rounds = round;
+	rep->total_ms = (double)(now_ns() - t_start) / 1e6;
+	src_free(&s);
+	return r;
+}

@@ -1,0 +1,157 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The Flit migration stream, version 1.0 (docs/stream.md has the sequence).
+ *
+ * Every connection of a migration (one control channel, N data channels)
+ * starts with the stream header, then carries records. A record is a
+ * 16-byte header {type, flags, length, crc, seq} in little-endian followed
+ * by 'length' bytes of payload; crc is CRC-32C of the payload. A record
+ * type the reader does not know is skipped if it has MIG_F_OPTIONAL, and is
+ * an error otherwise. Everything read is untrusted: lengths are bounded,
+ * page numbers checked against the layout, checksums verified before use.
+ *
+ *   source                                   destination
+ *   ------ each connection ----------------------------------------------
+ *   stream header, HELLO(role, channel, layout, nonce_s)  ->
+ *                          <-  stream header, CHALLENGE(nonce_d, mac_d)
+ *   AUTH(mac_s)                                           ->
+ *                          <-  ACCEPT (or ERROR, and close)
+ *     mac_d = HMAC-SHA256(token, "flit-dst" || nonce_s || session)
+ *     mac_s = HMAC-SHA256(token, "flit-src" || nonce_d || session)
+ *   ------ data channel k (pages with gfn / 512 % N == k) ---------------
+ *   PAGES* ZERO* ... END(pages, zero pages)               ->
+ *   ------ control channel ----------------------------------------------
+ *   ROUND(n, pages)* ... (vCPUs paused) ...
+ *   CPU(i)*, VMSTATE, DEVICES, COMPLETE(rounds)           ->
+ *                          <-  RESUMED(ns since COMPLETE was read)
+ *   ERROR(code, text) may come from either side at any time; it ends the
+ *   migration. Until RESUMED arrives, the source keeps its guest.
+ */
+#ifndef FLIT_MIGRATE_WIRE_H
+#define FLIT_MIGRATE_WIRE_H
+
+#include <stdint.h>
+
+#define MIG_MAGIC	  0x3147494d54494c46ULL /* "FLITMIG1" */
+#define MIG_VERSION_MAJOR 1
+#define MIG_VERSION_MINOR 0
+
+#define MIG_MAX_RECORD	  (16u << 20) /* any record's payload */
+#define MIG_MAX_RUN_PAGES 64	      /* pages in one PAGES record */
+#define MIG_MAX_CHANNELS  16
+#define MIG_NONCE_LEN	  32
+#define MIG_MAC_LEN	  32
+
+enum mig_rec_type {
+	MIG_REC_HELLO = 1,
+	MIG_REC_CHALLENGE = 2,
+	MIG_REC_AUTH = 3,
+	MIG_REC_ACCEPT = 4,
+	MIG_REC_PAGES = 10,
+	MIG_REC_ZERO = 11,
+	MIG_REC_END = 12,
+	MIG_REC_ROUND = 13,
+	MIG_REC_CPU = 20,
+	MIG_REC_VMSTATE = 21,
+	MIG_REC_DEVICES = 22,
+	MIG_REC_COMPLETE = 30,
+	MIG_REC_RESUMED = 31,
+	MIG_REC_ERROR = 40,
+};
+
+#define MIG_F_OPTIONAL 0x0001 /* reader may skip it if unknown */
+
+enum mig_role { MIG_ROLE_CONTROL = 1, MIG_ROLE_DATA = 2 };
+
+struct mig_stream_hdr {
+	uint64_t magic;
+	uint16_t major, minor;
+	uint32_t flags;
+};
+
+struct mig_rec_hdr {
+	uint16_t type;
+	uint16_t flags;
+	uint32_t len;
+	uint32_t crc;
+	uint32_t seq; /* per connection, from 0: a lost or reordered record is seen */
+};
+
+/* What the destination must build. */
+struct mig_layout {
+	uint64_t mem_size;
+	uint32_t nr_vcpus;
+	uint32_t page_size;
+	uint32_t xsave_size;
+	uint32_t nr_channels;
+};
+
+struct mig_hello {
+	uint32_t role;	     /* enum mig_role */
+	uint32_t channel;    /* 0 for control, 1..N for data */
+	uint8_t session[16]; /* same on every connection of one migration */
+	uint8_t nonce[MIG_NONCE_LEN];
+	struct mig_layout layout;
+};
+
+struct mig_challenge {
+	uint8_t nonce[MIG_NONCE_LEN];
+	uint8_t mac[MIG_MAC_LEN];
+};
+
+struct mig_auth {
+	uint8_t mac[MIG_MAC_LEN];
+};
+
+/* PAGES payload: this header, then count * 4096 bytes. */
+struct mig_pages {
+	uint64_t gfn;
+	uint32_t count;
+	uint32_t pad;
+};
+
+/* ZERO payload: this header, then BITMAP_WORDS(count) words: bit i set means
+ * page gfn + i is all zero. */
+struct mig_zero {
+	uint64_t gfn;
+	uint32_t count;
+	uint32_t pad;
+};
+
+struct mig_end {
+	uint64_t pages;
+	uint64_t zero_pages;
+};
+
+struct mig_round {
+	uint32_t round;
+	uint32_t pad;
+	uint64_t pages;
+};
+
+/* CPU payload: this header, then size bytes of struct x86_cpu_state. */
+struct mig_cpu {
+	uint32_t index;
+	uint32_t size;
+};
+
+struct mig_complete {
+	uint32_t rounds;
+	uint32_t nr_cpus;
+};
+
+struct mig_resumed {
+	uint64_t restore_ns; /* COMPLETE read -> vCPUs running, destination clock */
+};
+
+/* ERROR payload: this header, then a text of up to 200 bytes (not NUL-terminated). */
+struct mig_error {
+	int32_t code; /* -errno */
+	uint32_t pad;
+};
+
+_Static_assert(sizeof(struct mig_rec_hdr) == 16, "record header");
+_Static_assert(sizeof(struct mig_stream_hdr) == 16, "stream header");
+_Static_assert(sizeof(struct mig_hello) == 8 + 16 + 32 + 24, "hello");
+
+#endif

@@ -1,0 +1,384 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Pre-copy migration under real KVM, source and destination in one process
+ * over loopback TCP. After every successful migration the guest keeps
+ * running on the destination, then verifies every page itself, and the VMM
+ * checks every page again from the host side. After every failed one the
+ * source guest must still be running and pass the same checks.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "common/util.h"
+#include "migrate/auth.h"
+#include "migrate/conn.h"
+#include "migrate/handshake.h"
+#include "migrate/migrate.h"
+#include "tests/lib/guest_vm.h"
+#include "tests/lib/test.h"
+
+#define TOKEN "0123456789abcdef-test-token"
+
+struct dest_run {
+	struct mig_dest_params p;
+	pthread_t thread;
+	struct vm *vm;
+	struct mig_report rep;
+	int r;
+};
+
+static void *dest_thread(void *arg)
+{
+	struct dest_run *d = arg;
+	d->r = mig_dest_run(&d->p, &d->vm, &d->rep);
+	return NULL;
+}
+
+static int listen_any(uint16_t *port)
+{
+	int fd = mig_listen("tcp:127.0.0.1:0", port);
+	TEST_ASSERT(fd >= 0, "listen: %s", strerror(-fd));
+	return fd;
+}
+
+static void dest_start(struct dest_run *d, int lfd, const char *token, const char *dirty)
+{
+	mig_dest_params_default(&d->p);
+	d->p.start_paused = true; /* the test compares memory, then resumes */
+	d->p.listen_fd = lfd;
+	d->p.accept_timeout_ms = 30000;
+	d->p.dirty_track = dirty;
+	d->p.token_len = strlen(token);
+	memcpy(d->p.token, token, d->p.token_len);
+	d->vm = NULL;
+	TEST_ASSERT_EQ(pthread_create(&d->thread, NULL, dest_thread, d), 0);
+}
+
+static void params(struct mig_params *p, char *addr, uint16_t port, unsigned channels)
+{
+	mig_params_default(p);
+	sprintf(addr, "tcp:127.0.0.1:%u", port);
+	p->addr = addr;
+	p->channels = channels;
+	p->token_len = strlen(TOKEN);
+	memcpy(p->token, TOKEN, p->token_len);
+	p->timeout_ms = 20000;
+}
+
+/* The guest verifies itself and the host checks every page; exits. */
+static void finish_and_check(struct vm *vm, const char *where)
+{
+	uint32_t p = testdev_slot(&vm->testdev, 0).progress;
+	struct vm_result res;
+	uint64_t checked = 0, bad = 99;
+
+	TEST_ASSERT(testdev_wait_progress(&vm->testdev, vm->nr_vcpus, p + 2, 60000) == 0,
+		    "%s: the guest runs on", where);
+	testdev_command(&vm->testdev, -1, FLIT_CMD_VERIFY_EXIT);
+	vm_wait(vm, 120000, &res);
+	TEST_ASSERT(!res.failed && !res.timed_out, "%s: %s", where, res.reason);
+	TEST_ASSERT(res.exit_status == 0, "%s: the guest found bad pages", where);
+	vm_pause(vm);
+	TEST_ASSERT_EQ(vm_verify_memcheck(vm, &checked, &bad), 0);
+	TEST_ASSERT(bad == 0, "%s: host check found %llu bad pages", where,
+		    (unsigned long long)bad);
+	printf("  %s: guest verified itself, host checked %llu pages: all good\n", where,
+	       (unsigned long long)checked);
+}
+
+/*
+ * At switchover the destination must hold exactly the source's final RAM
+ * (every byte of every page) and the same vCPU registers; the source stays
+ * paused, its copy now stale. Then the destination's guest is let go.
+ */
+static void check_switchover(struct vm *src, struct vm *dst)
+{
+	uint64_t pages = mem_nr_pages(&src->mem), diff = 0;
+	struct x86_cpu_state *a = calloc(1, sizeof(*a)), *b = calloc(1, sizeof(*b));
+
+	TEST_ASSERT_EQ(vcpu_get_run_state(src->vcpus[0]), VCPU_PAUSED);
+	TEST_ASSERT_EQ(dst->mem.size, src->mem.size);
+	for (uint64_t g = 0; g < pages; g++)
+		diff += memcmp(src->mem.regions[0].hva + g * 4096,
+			       dst->mem.regions[0].hva + g * 4096, 4096) != 0;
+	TEST_ASSERT(diff == 0, "%llu of %llu pages differ at switchover", (unsigned long long)diff,
+		    (unsigned long long)pages);
+	for (uint32_t i = 0; i < src->nr_vcpus; i++) {
+		TEST_ASSERT_EQ(vcpu_get_state(src->vcpus[i], a, X86_PART_ALL), 0);
+		TEST_ASSERT_EQ(vcpu_get_state(dst->vcpus[i], b, X86_PART_ALL), 0);
+		TEST_ASSERT(a->rip == b->rip && !memcmp(a->gpr, b->gpr, sizeof(a->gpr)) &&
+				a->cr3 == b->cr3,
+			    "vcpu %u registers moved", i);
+	}
+	free(a);
+	free(b);
+	printf("  switchover: all %llu pages and every vCPU's registers identical\n",
+	       (unsigned long long)pages);
+	vm_destroy(src);
+	TEST_ASSERT_EQ(vm_resume(dst), 0);
+}
+
+static struct vm *start_source(const char *dirty, unsigned vcpus, uint64_t mem, const char *args)
+{
+	struct vm *vm = guest_vm_create(mem, vcpus, dirty, MEM_ANON, "memcheck", args, NULL);
+	TEST_ASSERT_EQ(vm_start(vm), 0);
+	TEST_ASSERT_EQ(testdev_wait_progress(&vm->testdev, vcpus, 2, 60000), 0);
+	return vm;
+}
+
+static void migrate_ok(const char *dirty, unsigned vcpus, uint64_t mem, const char *args,
+		       unsigned channels, uint64_t bw)
+{
+	struct vm *src = start_source(dirty, vcpus, mem, args);
+	struct dest_run d;
+	struct mig_params p;
+	struct mig_report rep;
+	char addr[64];
+	uint16_t port;
+	int lfd = listen_any(&port);
+
+	dest_start(&d, lfd, TOKEN, dirty);
+	params(&p, addr, port, channels);
+	p.bandwidth_limit = bw;
+	int r = mig_source_run(src, &p, &rep);
+	pthread_join(d.thread, NULL);
+	close(lfd);
+	mig_report_json(&rep, stdout);
+	TEST_ASSERT(r == 0, "source: %s", rep.error);
+	TEST_ASSERT(d.r == 0, "destination: %s", d.rep.error);
+	TEST_ASSERT(!strcmp(rep.status, "completed"), "status %s", rep.status);
+	TEST_ASSERT(rep.pages_sent + rep.zero_pages >= mem / 4096 - 512, "every page accounted");
+	TEST_ASSERT_EQ(rep.pages_sent, d.rep.pages_sent);
+	check_switchover(src, d.vm);
+	finish_and_check(d.vm, "destination");
+	vm_destroy(d.vm);
+}
+
+static void idle_guest(void)
+{
+	migrate_ok("bitmap", 2, 128 * MiB, "rounds=0 ws=4k", 1, 0);
+}
+
+static void busy_guest_bitmap_4_channels(void)
+{
+	migrate_ok("bitmap", 2, 128 * MiB, "rounds=0 ws=16m", 4, 0);
+}
+
+static void busy_guest_ring(void)
+{
+	migrate_ok("ring", 2, 128 * MiB, "rounds=0 ws=16m", 2, 0);
+}
+
+/* Capped at 40 MB/s (~9800 pages/s), the guest dirties ~16000 pages/s
+ * spread over 96 MiB: only throttling its vCPUs makes the migration
+ * converge. */
+static void auto_converge(void)
+{
+	struct vm *src = start_source("bitmap", 2, 128 * MiB, "rounds=0 ws=96m rate=8000");
+	struct dest_run d;
+	struct mig_params p;
+	struct mig_report rep;
+	char addr[64];
+	uint16_t port;
+	int lfd = listen_any(&port);
+
+	dest_start(&d, lfd, TOKEN, "bitmap");
+	params(&p, addr, port, 2);
+	p.bandwidth_limit = 40 * 1000 * 1000;
+	p.max_rounds = 100;
+	int r = mig_source_run(src, &p, &rep);
+	pthread_join(d.thread, NULL);
+	close(lfd);
+	mig_report_json(&rep, stdout);
+	TEST_ASSERT(r == 0 && d.r == 0, "%s / %s", rep.error, d.rep.error);
+	TEST_ASSERT(rep.throttle_pct > 0, "converged by throttling (throttle %u%%)",
+		    rep.throttle_pct);
+	TEST_ASSERT(rep.rounds < p.max_rounds, "converged before the round limit (%u rounds)",
+		    rep.rounds);
+	check_switchover(src, d.vm);
+	finish_and_check(d.vm, "destination");
+	vm_destroy(d.vm);
+}
+
+static void failed_migration_keeps_source(struct vm *src, int r, const struct mig_report *rep,
+					  int want)
+{
+	mig_report_json(rep, stdout);
+	TEST_ASSERT(r == want, "migration returned %d (%s), expected %d", r, rep->error, want);
+	TEST_ASSERT(!strcmp(rep->status, want == -ECANCELED ? "cancelled" : "failed"), "status %s",
+		    rep->status);
+	TEST_ASSERT_EQ(vcpu_get_run_state(src->vcpus[0]), VCPU_RUNNING);
+	TEST_ASSERT(!src->dirty_active, "dirty tracking stopped");
+}
+
+static void wrong_token_refused(void)
+{
+	struct vm *src = start_source("bitmap", 1, 64 * MiB, "rounds=0");
+	struct dest_run d;
+	struct mig_params p;
+	struct mig_report rep;
+	char addr[64];
+	uint16_t port;
+	int lfd = listen_any(&port);
+
+	dest_start(&d, lfd, "another-token-entirely", "bitmap");
+	params(&p, addr, port, 2);
+	int r = mig_source_run(src, &p, &rep);
+	pthread_join(d.thread, NULL);
+	close(lfd);
+	failed_migration_keeps_source(src, r, &rep, -EACCES);
+	TEST_ASSERT(strstr(rep.error, "token"), "error names the token: %s", rep.error);
+	TEST_ASSERT(d.r != 0 && d.vm == NULL, "destination built nothing");
+	finish_and_check(src, "source after a refused token");
+	vm_destroy(src);
+}
+
+static void layout_mismatch_refused(void)
+{
+	struct vm *src = start_source("bitmap", 1, 64 * MiB, "rounds=0");
+	struct dest_run d;
+	struct mig_params p;
+	struct mig_report rep;
+	char addr[64];
+	uint16_t port;
+	int lfd = listen_any(&port);
+
+	mig_dest_params_default(&d.p);
+	d.p.listen_fd = lfd;
+	d.p.accept_timeout_ms = 30000;
+	d.p.mem_size = 128 * MiB; /* this destination was told 128 MiB */
+	d.p.token_len = strlen(TOKEN);
+	memcpy(d.p.token, TOKEN, d.p.token_len);
+	d.vm = NULL;
+	TEST_ASSERT_EQ(pthread_create(&d.thread, NULL, dest_thread, &d), 0);
+	params(&p, addr, port, 2);
+	int r = mig_source_run(src, &p, &rep);
+	pthread_join(d.thread, NULL);
+	close(lfd);
+	failed_migration_keeps_source(src, r, &rep, r);
+	TEST_ASSERT(r != 0 && strstr(rep.error, "64 MiB of RAM"), "says why: %s", rep.error);
+	TEST_ASSERT(d.r != 0 && d.vm == NULL, "destination built nothing");
+	finish_and_check(src, "source after a layout mismatch");
+	vm_destroy(src);
+}
+
+/* A destination that authenticates, reads a little, then dies. */
+struct dying_dest {
+	int lfd;
+	unsigned channels;
+	pthread_t thread;
+};
+
+static void *dying_thread(void *arg)
+{
+	struct dying_dest *x = arg;
+	struct mig_conn c[MIG_MAX_CHANNELS + 1];
+	struct mig_hello h;
+	char buf[65536];
+
+	for (unsigned i = 0; i <= x->channels; i++) {
+		if (mig_accept(x->lfd, 10000, &c[i]) ||
+		    mig_handshake_accept(&c[i], (const uint8_t *)TOKEN, strlen(TOKEN), &h, NULL,
+					 NULL))
+			return NULL;
+	}
+	for (int i = 0; i < 20; i++)
+		if (recv(c[1].fd, buf, sizeof(buf), 0) <= 0)
+			break;
+	for (unsigned i = 0; i <= x->channels; i++)
+		mig_conn_close(&c[i]);
+	return NULL;
+}
+
+static void destination_dies_then_retry(void)
+{
+	struct vm *src = start_source("bitmap", 2, 128 * MiB, "rounds=0 ws=8m");
+	struct dying_dest x = {.channels = 2};
+	struct mig_params p;
+	struct mig_report rep;
+	char addr[64];
+	uint16_t port;
+
+	x.lfd = listen_any(&port);
+	pthread_create(&x.thread, NULL, dying_thread, &x);
+	params(&p, addr, port, 2);
+	int r = mig_source_run(src, &p, &rep);
+	pthread_join(x.thread, NULL);
+	close(x.lfd);
+	TEST_ASSERT(r != 0, "the migration failed");
+	failed_migration_keeps_source(src, r, &rep, r);
+	printf("  failed as it should: %s\n", rep.error);
+	/* The same source then migrates for real. */
+	struct dest_run d;
+	int lfd = listen_any(&port);
+	dest_start(&d, lfd, TOKEN, "bitmap");
+	params(&p, addr, port, 2);
+	r = mig_source_run(src, &p, &rep);
+	pthread_join(d.thread, NULL);
+	close(lfd);
+	TEST_ASSERT(r == 0 && d.r == 0, "second attempt: %s / %s", rep.error, d.rep.error);
+	check_switchover(src, d.vm);
+	finish_and_check(d.vm, "destination of the second attempt");
+	vm_destroy(d.vm);
+}
+
+struct canceller {
+	volatile int *flag;
+	int after_ms;
+};
+
+static void *cancel_thread(void *arg)
+{
+	struct canceller *c = arg;
+	usleep((useconds_t)c->after_ms * 1000);
+	__atomic_store_n(c->flag, 1, __ATOMIC_RELAXED);
+	return NULL;
+}
+
+static void cancel_keeps_source(void)
+{
+	struct vm *src = start_source("ring", 2, 128 * MiB, "rounds=0 ws=8m");
+	struct dest_run d;
+	struct mig_params p;
+	struct mig_report rep;
+	char addr[64];
+	uint16_t port;
+	volatile int flag = 0;
+	struct canceller c = {&flag, 300};
+	pthread_t ct;
+	int lfd = listen_any(&port);
+
+	dest_start(&d, lfd, TOKEN, "ring");
+	params(&p, addr, port, 2);
+	p.bandwidth_limit = 50 * 1000 * 1000; /* ~2.7 s for 128 MiB: cancel lands inside */
+	p.cancel = &flag;
+	pthread_create(&ct, NULL, cancel_thread, &c);
+	int r = mig_source_run(src, &p, &rep);
+	pthread_join(ct, NULL);
+	pthread_join(d.thread, NULL);
+	close(lfd);
+	failed_migration_keeps_source(src, r, &rep, -ECANCELED);
+	TEST_ASSERT(d.r != 0 && d.vm == NULL, "the destination discarded its copy: %s",
+		    d.rep.error);
+	printf("  destination said: %s\n", d.rep.error);
+	finish_and_check(src, "source after cancel");
+	vm_destroy(src);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct test_case cases[] = {
+	    TEST_CASE(idle_guest),
+	    TEST_CASE(busy_guest_bitmap_4_channels),
+	    TEST_CASE(busy_guest_ring),
+	    TEST_CASE(auto_converge),
+	    TEST_CASE(wrong_token_refused),
+	    TEST_CASE(layout_mismatch_refused),
+	    TEST_CASE(destination_dies_then_retry),
+	    TEST_CASE(cancel_keeps_source),
+	};
+	return test_main(argc, argv, cases, ARRAY_SIZE(cases));
+}
