@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: MIT
 /*
- * flit: runs one guest under KVM.
+ * flit: runs one guest under KVM, and moves it live to another flit.
  *
  *   flit --guest memcheck --mem 1G --vcpus 2 ws=64m rounds=16 --verify
+ *   flit --incoming tcp:0.0.0.0:7000 --token-file T --verify
+ *   flit --guest memcheck rounds=0 --migrate-to tcp:HOST:7000 --token-file T
  *
  * Words without a leading "--" are the guest's arguments. Exit status: the
  * guest's own status (0-63), or one of the FLIT_EXIT_* codes below.
@@ -19,6 +21,8 @@
 
 #include "common/log.h"
 #include "common/util.h"
+#include "migrate/conn.h"
+#include "migrate/migrate.h"
 #include "vmm/loader.h"
 #include "vmm/vm.h"
 
@@ -30,6 +34,7 @@ enum {
 	FLIT_EXIT_GUEST_CRASH = 70, /* a vCPU failed */
 	FLIT_EXIT_RESOURCES = 71,   /* memory or other host resources */
 	FLIT_EXIT_TIMEOUT = 75,
+	FLIT_EXIT_MIGRATION = 76,   /* migration failed (the guest ran on here) */
 };
 
 struct opts {
@@ -41,6 +46,14 @@ struct opts {
 	uint64_t timeout_s;
 	bool verify;
 	char args[FLIT_ARGS_MAX];
+	bool mem_given, vcpus_given;
+	/* migration */
+	const char *incoming;   /* destination: listen address */
+	const char *migrate_to; /* source: destination address */
+	const char *token_file;
+	uint64_t migrate_after_ms;
+	uint64_t finish_after_ms; /* then command the guest to verify and exit */
+	struct mig_params mig;
 };
 
 static void usage(FILE *f)
@@ -57,13 +70,29 @@ static void usage(FILE *f)
 		"  --verify            after the guest exits, check every memcheck page from\n"
 		"                      the host side too\n"
 		"  --timeout SEC       give up after SEC seconds (default: none)\n"
+		"  --finish-after SEC  then tell the guest to verify its memory and exit\n"
+		"                      (memcheck; decimals allowed)\n\n"
+		"Live migration (pre-copy over TCP; docs/stream.md):\n"
+		"  --incoming tcp:ADDR:PORT  wait for a guest instead of starting one; --mem\n"
+		"                      and --vcpus, if given, must match the source's\n"
+		"  --migrate-to tcp:HOST:PORT  move the running guest there\n"
+		"  --migrate-after SEC start the migration after SEC s (default 1)\n"
+		"  --token-file FILE   shared secret, 16..256 bytes (both sides; required)\n"
+		"  --channels N        data connections, 1..16 (default 2)\n"
+		"  --downtime-limit MS stop iterating under this estimate (default 20)\n"
+		"  --max-rounds N      at most N pre-copy rounds (default 30)\n"
+		"  --bandwidth SIZE    cap, bytes per second, e.g. 100M (default: none)\n"
+		"  --no-auto-converge  never throttle the vCPUs\n"
 		"  -v, --verbose       debug logging (also FLIT_LOG=debug)\n"
 		"  -h, --help          this text\n\n"
 		"Guest arguments are words such as ws=64m rounds=8 (see docs/guests.md).\n"
 		"Exit status: the guest's (0 = success), %d usage, %d bad image, %d image not\n"
-		"found, %d KVM unusable, %d guest crashed, %d host resources, %d timeout.\n",
+		"found, %d KVM unusable, %d guest crashed, %d host resources, %d timeout,\n"
+		"%d migration failed (the guest ran on in this process until it exited).\n"
+		"The source prints the migration report as one JSON line on stdout.\n",
 		FLIT_MAX_VCPUS, FLIT_EXIT_USAGE, FLIT_EXIT_BAD_IMAGE, FLIT_EXIT_NO_IMAGE,
-		FLIT_EXIT_NO_KVM, FLIT_EXIT_GUEST_CRASH, FLIT_EXIT_RESOURCES, FLIT_EXIT_TIMEOUT);
+		FLIT_EXIT_NO_KVM, FLIT_EXIT_GUEST_CRASH, FLIT_EXIT_RESOURCES, FLIT_EXIT_TIMEOUT,
+		FLIT_EXIT_MIGRATION);
 }
 
 __attribute__((format(printf, 1, 2))) static int bad_usage(const char *fmt, ...)
@@ -78,6 +107,21 @@ __attribute__((format(printf, 1, 2))) static int bad_usage(const char *fmt, ...)
 	return FLIT_EXIT_USAGE;
 }
 
+/* "1", "0.25", "2.5": seconds as milliseconds. */
+static int parse_seconds_ms(const char *s, uint64_t *ms)
+{
+	char *end;
+	double d;
+
+	if (!s || !*s || *s == '-')
+		return -EINVAL;
+	d = strtod(s, &end);
+	if (*end || d < 0 || d > 86400)
+		return -EINVAL;
+	*ms = (uint64_t)(d * 1000.0 + 0.5);
+	return 0;
+}
+
 static int parse_opts(int argc, char **argv, struct opts *o)
 {
 	static const struct option longopts[] = {
@@ -90,12 +134,25 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 	    {"timeout", required_argument, NULL, 't'},
 	    {"verbose", no_argument, NULL, 'v'},
 	    {"help", no_argument, NULL, 'h'},
+	    {"incoming", required_argument, NULL, 'I'},
+	    {"migrate-to", required_argument, NULL, 'M'},
+	    {"migrate-after", required_argument, NULL, 'A'},
+	    {"finish-after", required_argument, NULL, 'F'},
+	    {"token-file", required_argument, NULL, 'T'},
+	    {"channels", required_argument, NULL, 'C'},
+	    {"downtime-limit", required_argument, NULL, 'D'},
+	    {"max-rounds", required_argument, NULL, 'R'},
+	    {"bandwidth", required_argument, NULL, 'B'},
+	    {"no-auto-converge", no_argument, NULL, 'N'},
 	    {0},
 	};
+	uint64_t v;
 	int c;
 	size_t alen = 0;
 
-	*o = (struct opts){.mem = 256 * MiB, .vcpus = 1, .dirty = "bitmap"};
+	*o = (struct opts){.mem = 256 * MiB, .vcpus = 1, .dirty = "bitmap",
+			   .migrate_after_ms = 1000};
+	mig_params_default(&o->mig);
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":vh", longopts, NULL)) != -1) {
 		switch (c) {
@@ -111,11 +168,59 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 				return bad_usage("--mem %s: must be a multiple of 2M", optarg);
 			if (o->mem > FLIT_MAX_MEM_GIB * GiB)
 				return bad_usage("--mem %s: at most 64G is supported", optarg);
+			o->mem_given = true;
 			break;
 		case 'c':
 			if (parse_uint(optarg, 1, FLIT_MAX_VCPUS, &o->vcpus))
 				return bad_usage("--vcpus %s: must be a number from 1 to 32",
 						 optarg);
+			o->vcpus_given = true;
+			break;
+		case 'I':
+		case 'M': {
+			char host[256];
+			uint16_t port;
+			if (mig_parse_addr(optarg, host, sizeof(host), &port))
+				return bad_usage("%s: an address is tcp:HOST:PORT", optarg);
+			if (c == 'I')
+				o->incoming = optarg;
+			else
+				o->migrate_to = o->mig.addr = optarg;
+			break;
+		}
+		case 'A':
+		case 'F':
+			if (parse_seconds_ms(optarg, c == 'A' ? &o->migrate_after_ms
+							     : &o->finish_after_ms))
+				return bad_usage("%s: seconds, e.g. 1 or 0.5", optarg);
+			break;
+		case 'T':
+			o->token_file = optarg;
+			break;
+		case 'C':
+			if (parse_uint(optarg, 1, MIG_MAX_CHANNELS, &v))
+				return bad_usage("--channels %s: a number from 1 to 16", optarg);
+			o->mig.channels = (unsigned)v;
+			break;
+		case 'D':
+			if (parse_uint(optarg, 1, 60000, &v))
+				return bad_usage("--downtime-limit %s: milliseconds, 1 to 60000",
+						 optarg);
+			o->mig.downtime_limit_ms = (uint32_t)v;
+			break;
+		case 'R':
+			if (parse_uint(optarg, 1, 10000, &v))
+				return bad_usage("--max-rounds %s: 1 to 10000", optarg);
+			o->mig.max_rounds = (uint32_t)v;
+			break;
+		case 'B':
+			if (parse_size(optarg, &v) || v < 1024 * 1024)
+				return bad_usage("--bandwidth %s: bytes per second, at least 1M",
+						 optarg);
+			o->mig.bandwidth_limit = v;
+			break;
+		case 'N':
+			o->mig.auto_converge = false;
 			break;
 		case 'b':
 			if (mem_backing_parse(optarg, &o->backing))
@@ -146,8 +251,22 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 			return bad_usage("unknown option %s", argv[optind - 1]);
 		}
 	}
-	if (!o->guest)
+	if (o->incoming && (o->guest || o->migrate_to))
+		return bad_usage("%s", "--incoming takes its guest from the source: no --guest, "
+				       "no --migrate-to");
+	if (!o->guest && !o->incoming)
 		return bad_usage("%s", "no guest given: --guest NAME|PATH");
+	if ((o->incoming || o->migrate_to) && !o->token_file)
+		return bad_usage("%s", "a migration needs --token-file (the same on both sides)");
+	if (o->token_file) {
+		int r = mig_read_token(o->token_file, o->mig.token, &o->mig.token_len);
+		if (r == -EINVAL)
+			return bad_usage("--token-file %s: the token must be 16 to 255 bytes "
+					 "(up to the first newline)",
+					 o->token_file);
+		if (r)
+			return bad_usage("--token-file %s: %s", o->token_file, strerror(-r));
+	}
 	for (int i = optind; i < argc; i++) {
 		if (!strncmp(argv[i], "--", 2))
 			return bad_usage("unknown option %s", argv[i]);
@@ -238,13 +357,97 @@ static int exit_code_for(int err)
 	}
 }
 
+/* Runs the guest until it exits (or fails, or the timeout passes), telling it
+ * to verify and exit after --finish-after; then the optional host check.
+ * Returns the process exit status. Destroys the VM. */
+static int run_to_end(struct vm *vm, const struct opts *o, uint64_t t0)
+{
+	struct vm_result res;
+	int timeout = o->timeout_s ? (int)(o->timeout_s * 1000) : -1, r, status;
+
+	if (o->finish_after_ms) {
+		vm_wait(vm, (int)o->finish_after_ms, &res);
+		if (res.timed_out) {
+			log_info("telling the guest to verify its memory and exit");
+			testdev_command(&vm->testdev, -1, FLIT_CMD_VERIFY_EXIT);
+		}
+	}
+	vm_wait(vm, timeout, &res);
+	vm_pause(vm);
+	if (res.failed || res.timed_out) {
+		log_err("%s", res.reason);
+		vm_destroy(vm);
+		return res.failed ? FLIT_EXIT_GUEST_CRASH : FLIT_EXIT_TIMEOUT;
+	}
+	status = (int)(res.exit_status > 63 ? 63 : res.exit_status);
+	log_info("guest exited with status %u after %.3f s", res.exit_status,
+		 (double)(now_ns() - t0) / 1e9);
+	if (o->verify) {
+		uint64_t checked = 0, bad = 0;
+		r = vm_verify_memcheck(vm, &checked, &bad);
+		if (r) {
+			log_err("host check: %s",
+				r == -ENODATA ? "the guest published no memcheck table"
+					      : "the guest's memcheck table is inconsistent");
+			status = status ? status : 1;
+		} else {
+			log_info("host check: %llu pages verified, %llu bad",
+				 (unsigned long long)checked, (unsigned long long)bad);
+			if (bad && !status)
+				status = 1;
+		}
+	}
+	vm_destroy(vm);
+	return status;
+}
+
+static void report_summary(const struct mig_report *rep, bool source)
+{
+	if (strcmp(rep->status, "completed")) {
+		log_err("migration %s: %s", rep->status, rep->error);
+		return;
+	}
+	if (source)
+		log_info("migration completed: %.1f ms total, %.2f ms downtime, %u rounds, "
+			 "%.1f MB sent at %.0f Mbit/s",
+			 rep->total_ms, rep->downtime_ms, rep->rounds, (double)rep->bytes / 1e6,
+			 rep->throughput_mbps);
+	else
+		log_info("migration received: %.1f MB in %.1f ms, %u rounds, state restored in "
+			 "%.2f ms; the guest runs here now",
+			 (double)rep->bytes / 1e6, rep->total_ms, rep->rounds, rep->restore_ms);
+}
+
+static int run_incoming(const struct opts *o)
+{
+	struct mig_dest_params dp;
+	struct mig_report rep;
+	struct vm *vm = NULL;
+
+	mig_dest_params_default(&dp);
+	dp.addr = o->incoming;
+	memcpy(dp.token, o->mig.token, o->mig.token_len);
+	dp.token_len = o->mig.token_len;
+	dp.mem_size = o->mem_given ? o->mem : 0;
+	dp.nr_vcpus = o->vcpus_given ? (uint32_t)o->vcpus : 0;
+	dp.backing = o->backing;
+	dp.dirty_track = o->dirty;
+	dp.accept_timeout_ms = o->timeout_s ? (int)(o->timeout_s * 1000) : -1;
+	log_info("waiting for a migration on %s", o->incoming);
+	int r = mig_dest_run(&dp, &vm, &rep);
+	report_summary(&rep, false);
+	if (r)
+		return r == -ENODEV || r == -ENOENT || r == -EACCES ? FLIT_EXIT_NO_KVM
+								     : FLIT_EXIT_MIGRATION;
+	return run_to_end(vm, o, now_ns());
+}
+
 int main(int argc, char **argv)
 {
 	struct opts o;
 	struct vm *vm = NULL;
-	struct vm_result res;
 	char path[PATH_MAX];
-	int r, status;
+	int r;
 
 	log_set_prefix("flit");
 	if (log_init_from_env())
@@ -252,6 +455,8 @@ int main(int argc, char **argv)
 	r = parse_opts(argc, argv, &o);
 	if (r)
 		return r;
+	if (o.incoming)
+		return run_incoming(&o);
 	if (resolve_guest(o.guest, path, sizeof(path))) {
 		log_err("guest '%s' not found%s", o.guest,
 			strchr(o.guest, '/') ? ""
@@ -291,31 +496,27 @@ int main(int argc, char **argv)
 		vm_destroy(vm);
 		return FLIT_EXIT_RESOURCES;
 	}
-	vm_wait(vm, o.timeout_s ? (int)(o.timeout_s * 1000) : -1, &res);
-	vm_pause(vm);
-	if (res.failed || res.timed_out) {
-		log_err("%s", res.reason);
+	if (!o.migrate_to)
+		return run_to_end(vm, &o, t0);
+
+	struct vm_result res;
+	vm_wait(vm, (int)o.migrate_after_ms, &res);
+	if (!res.timed_out) {
+		log_err("the guest ended before the migration could start");
+		vm_pause(vm);
 		vm_destroy(vm);
-		return res.failed ? FLIT_EXIT_GUEST_CRASH : FLIT_EXIT_TIMEOUT;
+		return res.failed ? FLIT_EXIT_GUEST_CRASH : FLIT_EXIT_MIGRATION;
 	}
-	status = (int)(res.exit_status > 63 ? 63 : res.exit_status);
-	log_info("guest exited with status %u after %.3f s", res.exit_status,
-		 (double)(now_ns() - t0) / 1e9);
-	if (o.verify) {
-		uint64_t checked = 0, bad = 0;
-		r = vm_verify_memcheck(vm, &checked, &bad);
-		if (r) {
-			log_err("host check: %s",
-				r == -ENODATA ? "the guest published no memcheck table"
-					      : "the guest's memcheck table is inconsistent");
-			status = status ? status : 1;
-		} else {
-			log_info("host check: %llu pages verified, %llu bad",
-				 (unsigned long long)checked, (unsigned long long)bad);
-			if (bad && !status)
-				status = 1;
-		}
+	struct mig_report rep;
+	log_info("migrating to %s (%u channels)", o.migrate_to, o.mig.channels);
+	r = mig_source_run(vm, &o.mig, &rep);
+	mig_report_json(&rep, stdout);
+	report_summary(&rep, true);
+	if (!r) {
+		vm_destroy(vm); /* the guest lives on at the destination */
+		return 0;
 	}
-	vm_destroy(vm);
-	return status;
+	/* The guest never left: it runs on here. */
+	int status = run_to_end(vm, &o, t0);
+	return status ? status : FLIT_EXIT_MIGRATION;
 }
