@@ -34,7 +34,7 @@ enum {
 	FLIT_EXIT_GUEST_CRASH = 70, /* a vCPU failed */
 	FLIT_EXIT_RESOURCES = 71,   /* memory or other host resources */
 	FLIT_EXIT_TIMEOUT = 75,
-	FLIT_EXIT_MIGRATION = 76,   /* migration failed (the guest ran on here) */
+	FLIT_EXIT_MIGRATION = 76, /* migration failed (the guest ran on here) */
 };
 
 struct opts {
@@ -48,7 +48,7 @@ struct opts {
 	char args[FLIT_ARGS_MAX];
 	bool mem_given, vcpus_given;
 	/* migration */
-	const char *incoming;   /* destination: listen address */
+	const char *incoming;	/* destination: listen address */
 	const char *migrate_to; /* source: destination address */
 	const char *token_file;
 	uint64_t migrate_after_ms;
@@ -150,8 +150,8 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 	int c;
 	size_t alen = 0;
 
-	*o = (struct opts){.mem = 256 * MiB, .vcpus = 1, .dirty = "bitmap",
-			   .migrate_after_ms = 1000};
+	*o = (struct opts){
+	    .mem = 256 * MiB, .vcpus = 1, .dirty = "bitmap", .migrate_after_ms = 1000};
 	mig_params_default(&o->mig);
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":vh", longopts, NULL)) != -1) {
@@ -190,8 +190,8 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		}
 		case 'A':
 		case 'F':
-			if (parse_seconds_ms(optarg, c == 'A' ? &o->migrate_after_ms
-							     : &o->finish_after_ms))
+			if (parse_seconds_ms(optarg,
+					     c == 'A' ? &o->migrate_after_ms : &o->finish_after_ms))
 				return bad_usage("%s: seconds, e.g. 1 or 0.5", optarg);
 			break;
 		case 'T':
@@ -438,7 +438,7 @@ static int run_incoming(const struct opts *o)
 	report_summary(&rep, false);
 	if (r)
 		return r == -ENODEV || r == -ENOENT || r == -EACCES ? FLIT_EXIT_NO_KVM
-								     : FLIT_EXIT_MIGRATION;
+								    : FLIT_EXIT_MIGRATION;
 	return run_to_end(vm, o, now_ns());
 }
 

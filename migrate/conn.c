@@ -176,14 +176,20 @@ void mig_conn_close(struct mig_conn *c)
 	c->fd = -1;
 }
 
-int mig_conn_set_timeout(struct mig_conn *c, int timeout_ms)
+int mig_conn_set_timeouts(struct mig_conn *c, int recv_ms, int send_ms)
 {
-	struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
+	struct timeval rv = {.tv_sec = recv_ms / 1000, .tv_usec = (recv_ms % 1000) * 1000};
+	struct timeval sv = {.tv_sec = send_ms / 1000, .tv_usec = (send_ms % 1000) * 1000};
 
-	if (setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) ||
-	    setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)))
+	if (setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &rv, sizeof(rv)) ||
+	    setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &sv, sizeof(sv)))
 		return -errno;
 	return 0;
+}
+
+int mig_conn_set_timeout(struct mig_conn *c, int timeout_ms)
+{
+	return mig_conn_set_timeouts(c, timeout_ms, timeout_ms);
 }
 
 /* Sends all of iov (modified as it goes). */
@@ -333,6 +339,7 @@ static bool known_type(uint16_t t)
 	case MIG_REC_ZERO:
 	case MIG_REC_END:
 	case MIG_REC_ROUND:
+	case MIG_REC_HEARTBEAT:
 	case MIG_REC_CPU:
 	case MIG_REC_VMSTATE:
 	case MIG_REC_DEVICES:

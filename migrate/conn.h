@@ -35,6 +35,7 @@ int mig_connect(const char *addr, int timeout_ms, struct mig_conn *c);
 void mig_conn_close(struct mig_conn *c);
 /* Timeout for every later send and receive (ms, 0: none). */
 int mig_conn_set_timeout(struct mig_conn *c, int timeout_ms);
+int mig_conn_set_timeouts(struct mig_conn *c, int recv_ms, int send_ms);
 
 int mig_send_stream_hdr(struct mig_conn *c);
 int mig_recv_stream_hdr(struct mig_conn *c);

@@ -244,6 +244,11 @@ static int recv_state(struct dst *d, struct mig_conn *ctl, uint32_t *rounds)
 			r = mig_recv_payload(ctl, &h, &rr, sizeof(rr));
 			continue;
 		}
+		if (h.type == MIG_REC_HEARTBEAT) {
+			uint64_t sent;
+			r = mig_recv_payload(ctl, &h, &sent, sizeof(sent));
+			continue;
+		}
 		if (h.type == MIG_REC_CPU) {
 			struct mig_cpu c;
 			uint32_t crc = 0;
@@ -406,7 +411,8 @@ int mig_dest_run(const struct mig_dest_params *p, struct vm **out, struct mig_re
 	struct vm_config cfg = {.mem_size = hello.layout.mem_size,
 				.nr_vcpus = hello.layout.nr_vcpus,
 				.backing = p->backing,
-				.dirty_track = p->dirty_track};
+				.dirty_track = p->dirty_track,
+				.hv = p->hv};
 	r = vm_create(&cfg, &d.vm);
 	if (r) {
 		snprintf(rep->error, sizeof(rep->error), "creating the VM: %s", strerror(-r));
@@ -439,8 +445,12 @@ int mig_dest_run(const struct mig_dest_params *p, struct vm **out, struct mig_re
 			mig_conn_close(&c);
 			goto fail;
 		}
-		/* Channels may connect in any order: file each under its number. */
+		/* Channels may connect in any order: file each under its number.
+		 * A data channel may idle through a whole round: the silence
+		 * timeout is the control channel's (the source sends heartbeats
+		 * there); a dead source is seen there, and that stops these. */
 		struct receiver *t = &d.rcv[h2.channel - 1];
+		mig_conn_set_timeouts(&c, 0, p->timeout_ms);
 		t->conn = c;
 		r = -pthread_create(&t->thread, NULL, receiver_thread, t);
 		if (r)

@@ -24,6 +24,7 @@
 
 struct vm;
 struct mig_policy_ops;
+struct hv_ops;
 
 #define MIG_TOKEN_MAX 256
 
@@ -54,8 +55,9 @@ struct mig_dest_params {
 	uint32_t nr_vcpus; /* 0: accept the source's; else must match */
 	enum mem_backing backing;
 	const char *dirty_track;
-	int accept_timeout_ms; /* < 0: wait forever */
-	bool start_paused;     /* restore, tell the source, but leave vCPUs paused */
+	int accept_timeout_ms;	 /* < 0: wait forever */
+	bool start_paused;	 /* restore, tell the source, but leave vCPUs paused */
+	const struct hv_ops *hv; /* NULL: KVM (unit tests use a fake) */
 	int timeout_ms;
 };
 

@@ -56,6 +56,7 @@ struct src {
 	uint64_t *sent; /* pages sent at least once; each sender owns its chunks */
 	struct sender snd[MIG_MAX_CHANNELS];
 	unsigned n;
+	struct mig_conn *ctl; /* the session thread's only */
 
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
@@ -226,13 +227,26 @@ static int run_round(struct src *s, bool final, uint64_t *pages, uint64_t *bytes
 	s->running = s->n;
 	s->gen++;
 	pthread_cond_broadcast(&s->cond);
-	while (s->running)
-		pthread_cond_wait(&s->cond, &s->lock);
+	while (s->running) {
+		struct timespec dl;
+		clock_gettime(CLOCK_MONOTONIC, &dl);
+		dl.tv_sec += 1;
+		if (pthread_cond_timedwait(&s->cond, &s->lock, &dl) == ETIMEDOUT && s->running &&
+		    !err) {
+			/* A long round: tell the destination we are alive. */
+			uint64_t sent = 0;
+			for (unsigned i = 0; i < s->n; i++)
+				sent += s->snd[i].pages;
+			pthread_mutex_unlock(&s->lock);
+			err = mig_send_rec(s->ctl, MIG_REC_HEARTBEAT, &sent, sizeof(sent));
+			pthread_mutex_lock(&s->lock);
+		}
+	}
 	pthread_mutex_unlock(&s->lock);
 	for (unsigned i = 0; i < s->n; i++) {
 		p1 += s->snd[i].pages + s->snd[i].zero_pages;
 		b1 += s->snd[i].bytes;
-		if (s->snd[i].err && !err)
+		if (s->snd[i].err)
 			err = s->snd[i].err;
 	}
 	*pages = p1 - p0;
@@ -394,8 +408,13 @@ int mig_source_run(struct vm *vm, const struct mig_params *p, struct mig_report 
 			 !p->token_len ? "no migration token" : "bad channel count");
 		return -EINVAL;
 	}
+	s.ctl = &ctl;
 	pthread_mutex_init(&s.lock, NULL);
-	pthread_cond_init(&s.cond, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&s.cond, &ca);
+	pthread_condattr_destroy(&ca);
 	for (unsigned i = 0; i < MIG_MAX_CHANNELS; i++)
 		s.snd[i] = (struct sender){.s = &s, .k = i, .conn = {.fd = -1}};
 	s.todo = bitmap_alloc(s.nr_pages);

@@ -21,7 +21,9 @@
  *   ------ data channel k (pages with gfn / 512 % N == k) ---------------
  *   PAGES* ZERO* ... END(pages, zero pages)               ->
  *   ------ control channel ----------------------------------------------
- *   ROUND(n, pages)* ... (vCPUs paused) ...
+ *   ROUND(n, pages)*, HEARTBEAT* ... (vCPUs paused) ...
+ *     (the control channel is never silent for long: the destination's
+ *     silence timeout lives there; data channels may idle through a round)
  *   CPU(i)*, VMSTATE, DEVICES, COMPLETE(rounds)           ->
  *                          <-  RESUMED(ns since COMPLETE was read)
  *   ERROR(code, text) may come from either side at any time; it ends the
@@ -51,6 +53,7 @@ enum mig_rec_type {
 	MIG_REC_ZERO = 11,
 	MIG_REC_END = 12,
 	MIG_REC_ROUND = 13,
+	MIG_REC_HEARTBEAT = 14, /* control, about once a second during a round */
 	MIG_REC_CPU = 20,
 	MIG_REC_VMSTATE = 21,
 	MIG_REC_DEVICES = 22,

@@ -7,7 +7,8 @@
 # usage: demo-migrate.sh BUILD_DIR [MEM] [PORT]
 set -eu
 build=$1
-mem=${2:-1G}
+# Inside the lab everything is emulated (~60 MiB/s over loopback): smaller.
+if [ -n "${FLIT_IN_LAB:-}" ]; then mem=${2:-256M}; else mem=${2:-1G}; fi
 port=${3:-7000}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -18,9 +19,9 @@ echo >>"$tmp/token"
 	--finish-after 2 --timeout 300 >"$tmp/dest.log" 2>&1 &
 dest=$!
 sleep 0.5
-echo "== source: memcheck, $mem, 2 vCPUs, 64 MiB working set; migrating after 1 s"
+echo "== source: memcheck, $mem, 2 vCPUs, 16 MiB working set; migrating after 1 s"
 src=0
-"$build/flit" --guest memcheck --mem "$mem" --vcpus 2 rounds=0 ws=64m \
+"$build/flit" --guest memcheck --mem "$mem" --vcpus 2 rounds=0 ws=16m \
 	--migrate-to "tcp:127.0.0.1:$port" --token-file "$tmp/token" --migrate-after 1 || src=$?
 dst=0
 wait "$dest" || dst=$?
