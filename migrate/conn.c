@@ -117,7 +117,15 @@ static void conn_init(struct mig_conn *c, int fd)
 {
 	memset(c, 0, sizeof(*c));
 	c->fd = fd;
+	c->capture_fd = -1;
 	tune(fd);
+}
+
+void mig_conn_init_fd(struct mig_conn *c, int fd)
+{
+	memset(c, 0, sizeof(*c));
+	c->fd = fd;
+	c->capture_fd = -1;
 }
 
 int mig_accept(int lfd, int timeout_ms, struct mig_conn *c)
@@ -173,7 +181,9 @@ void mig_conn_close(struct mig_conn *c)
 {
 	if (c->fd >= 0)
 		close(c->fd);
-	c->fd = -1;
+	if (c->capture_fd >= 0)
+		close(c->capture_fd);
+	c->fd = c->capture_fd = -1;
 }
 
 int mig_conn_set_timeouts(struct mig_conn *c, int recv_ms, int send_ms)
@@ -195,6 +205,8 @@ int mig_conn_set_timeout(struct mig_conn *c, int timeout_ms)
 /* Sends all of iov (modified as it goes). */
 static int send_all(struct mig_conn *c, struct iovec *iov, int n)
 {
+	if (c->capture_fd >= 0 && writev(c->capture_fd, iov, MIN(n, 1024)) < 0)
+		c->capture_fd = -1; /* capture is best effort; the migration goes on */
 	while (n > 0) {
 		struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)MIN(n, 1024)};
 		ssize_t w = sendmsg(c->fd, &m, MSG_NOSIGNAL);
@@ -222,12 +234,13 @@ static int send_all(struct mig_conn *c, struct iovec *iov, int n)
 	return 0;
 }
 
+/* read(), not recv(): the same code reads a socket or a captured stream. */
 static int recv_all(struct mig_conn *c, void *buf, size_t len)
 {
 	uint8_t *p = buf;
 
 	while (len) {
-		ssize_t r = recv(c->fd, p, len, MSG_WAITALL);
+		ssize_t r = read(c->fd, p, len);
 		if (r < 0) {
 			if (errno == EINTR)
 				continue;

@@ -17,8 +17,14 @@
 
 #include "wire.h"
 
+#define MIG_CONN_INIT                      \
+	{                                  \
+		.fd = -1, .capture_fd = -1 \
+	}
+
 struct mig_conn {
 	int fd;
+	int capture_fd; /* if >= 0, every byte sent is also written here */
 	uint32_t tx_seq, rx_seq;
 	uint64_t tx_bytes, rx_bytes;
 	char why[200];
@@ -33,6 +39,8 @@ int mig_listen(const char *addr, uint16_t *port_out);
 int mig_accept(int lfd, int timeout_ms, struct mig_conn *c);
 int mig_connect(const char *addr, int timeout_ms, struct mig_conn *c);
 void mig_conn_close(struct mig_conn *c);
+/* A connection over any readable fd (a captured stream file, a pipe). */
+void mig_conn_init_fd(struct mig_conn *c, int fd);
 /* Timeout for every later send and receive (ms, 0: none). */
 int mig_conn_set_timeout(struct mig_conn *c, int timeout_ms);
 int mig_conn_set_timeouts(struct mig_conn *c, int recv_ms, int send_ms);

@@ -356,7 +356,7 @@ static int recv_state(struct dst *d, struct mig_conn *ctl, uint32_t *rounds)
 int mig_dest_run(const struct mig_dest_params *p, struct vm **out, struct mig_report *rep)
 {
 	struct dst d = {.p = p};
-	struct mig_conn ctl = {.fd = -1};
+	struct mig_conn ctl = MIG_CONN_INIT;
 	struct mig_hello hello, h2;
 	int lfd = p->listen_fd, r;
 	uint64_t t_start = 0, t_complete;
@@ -367,7 +367,7 @@ int mig_dest_run(const struct mig_dest_params *p, struct vm **out, struct mig_re
 	snprintf(rep->status, sizeof(rep->status), "failed");
 	snprintf(rep->transport, sizeof(rep->transport), "tcp");
 	for (unsigned i = 0; i < MIG_MAX_CHANNELS; i++)
-		d.rcv[i] = (struct receiver){.d = &d, .k = i, .conn = {.fd = -1}};
+		d.rcv[i] = (struct receiver){.d = &d, .k = i, .conn = MIG_CONN_INIT};
 	if (!p->token_len) {
 		snprintf(rep->error, sizeof(rep->error), "no migration token");
 		return -EINVAL;
@@ -427,7 +427,7 @@ int mig_dest_run(const struct mig_dest_params *p, struct vm **out, struct mig_re
 		goto fail;
 	}
 	for (unsigned i = 0; i < d.n; i++) {
-		struct mig_conn c = {.fd = -1};
+		struct mig_conn c = MIG_CONN_INIT;
 		r = mig_accept(lfd, p->timeout_ms, &c);
 		if (!r) {
 			mig_conn_set_timeout(&c, p->timeout_ms);

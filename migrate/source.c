@@ -9,6 +9,7 @@
  * and resumes the vCPUs when auto-converge asks for it.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -322,6 +323,21 @@ static void fill_report_static(struct mig_report *rep, const struct vm *vm,
 	rep->nr_vcpus = vm->nr_vcpus;
 }
 
+/* FLIT_MIGRATION_CAPTURE=DIR: what the source sends on connection i goes to
+ * DIR/channel-i.bin too, for flit-dump. */
+static void capture_open(struct mig_conn *c, unsigned i)
+{
+	const char *dir = getenv("FLIT_MIGRATION_CAPTURE");
+	char path[4096];
+
+	if (!dir || !*dir)
+		return;
+	snprintf(path, sizeof(path), "%s/channel-%u.bin", dir, i);
+	c->capture_fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (c->capture_fd < 0)
+		log_warn("capture %s: %s", path, strerror(errno));
+}
+
 static int connect_all(struct src *s, struct mig_conn *ctl, const struct mig_params *p,
 		       struct mig_report *rep)
 {
@@ -352,6 +368,7 @@ static int connect_all(struct src *s, struct mig_conn *ctl, const struct mig_par
 			return r;
 		}
 		mig_conn_set_timeout(c, p->timeout_ms);
+		capture_open(c, i);
 		r = mig_handshake_connect(c, p->token, p->token_len, &h);
 		if (r) {
 			snprintf(rep->error, sizeof(rep->error), "handshake on channel %u: %s", i,
@@ -395,7 +412,7 @@ int mig_source_run(struct vm *vm, const struct mig_params *p, struct mig_report 
 {
 	struct src s = {.vm = vm, .p = p, .nr_pages = mem_nr_pages(&vm->mem), .n = p->channels};
 	const struct mig_policy_ops *pol = p->policy ? p->policy : &mig_policy_precopy_default;
-	struct mig_conn ctl = {.fd = -1};
+	struct mig_conn ctl = MIG_CONN_INIT;
 	bool paused = false, tracking = false;
 	uint64_t t_start = now_ns(), t_pause = 0, total_dirty = 0;
 	double total_round_s = 0;
@@ -416,7 +433,7 @@ int mig_source_run(struct vm *vm, const struct mig_params *p, struct mig_report 
 	pthread_cond_init(&s.cond, &ca);
 	pthread_condattr_destroy(&ca);
 	for (unsigned i = 0; i < MIG_MAX_CHANNELS; i++)
-		s.snd[i] = (struct sender){.s = &s, .k = i, .conn = {.fd = -1}};
+		s.snd[i] = (struct sender){.s = &s, .k = i, .conn = MIG_CONN_INIT};
 	s.todo = bitmap_alloc(s.nr_pages);
 	s.sent = bitmap_alloc(s.nr_pages);
 	if (!s.todo || !s.sent) {

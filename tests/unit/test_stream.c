@@ -333,7 +333,7 @@ static void cpu_index_out_of_range(void)
 static void record_layer(void)
 {
 	int sv[2];
-	struct mig_conn a = {0}, b = {0};
+	struct mig_conn a = MIG_CONN_INIT, b = MIG_CONN_INIT;
 	uint32_t v = 0;
 
 	TEST_ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
