@@ -138,7 +138,7 @@ static void concurrent_requests(void)
 	for (unsigned i = 0; i < 3; i++) {
 		TEST_ASSERT_EQ(vcpu_get_run_state(vm->vcpus[i]), VCPU_RUNNING);
 		uint64_t r0 = runs(vm, i);
-		for (int t = 0; t < 4000 && runs(vm, i) == r0; t++)
+		for (int w = 0; w < 4000 && runs(vm, i) == r0; w++)
 			usleep(500);
 		TEST_ASSERT(runs(vm, i) > r0, "vcpu %u still running after the storm", i);
 	}
