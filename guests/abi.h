@@ -27,6 +27,9 @@
  *   +0x0c out REPORT_BAD  value = bad pages found by a verify pass
  *   +0x10 in  COMMAND     returns the pending command for this vCPU
  *                         (FLIT_CMD_*) and clears it
+ *   +0x14 out SLEEP       value = microseconds (at most 100000): the vCPU
+ *                         sleeps in the VMM, like HLT (which ring 3 cannot
+ *                         use), so an idle guest leaves the host's CPUs free
  * The serial port (8250, COM1 at 0x3f8) prints to the VMM's log.
  */
 #ifndef FLIT_GUESTS_ABI_H
@@ -53,6 +56,8 @@
 #define FLIT_TD_PROGRESS   0x08
 #define FLIT_TD_REPORT_BAD 0x0c
 #define FLIT_TD_COMMAND	   0x10
+#define FLIT_TD_SLEEP	   0x14
+#define FLIT_SLEEP_MAX_US  100000
 
 #define FLIT_CMD_NONE	     0
 #define FLIT_CMD_VERIFY	     1 /* verify, report, go on */

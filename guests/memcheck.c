@@ -6,7 +6,8 @@
  *
  * Arguments (words "key=value"):
  *   mem=SIZE    memory to check (default: all free RAM minus the table)
- *   ws=SIZE     working set rewritten every round (default 4m, split by vCPU)
+ *   ws=SIZE     working set rewritten every round (default 4m, split by vCPU);
+ *               ws=0 is an idle guest: it sleeps 1 ms between rounds
  *   rounds=N    rounds before the final verify (default 8); 0 = run until
  *               the VMM commands verify-and-exit or exit
  *   rate=N      pages rewritten per second per vCPU, 0 = as fast as it can
@@ -120,6 +121,8 @@ int guest_main(struct guest *g)
 			}
 		}
 		rt_progress((uint32_t)r);
+		if (!my_ws)
+			rt_sleep_us(1000);
 
 		uint32_t cmd = rt_command();
 		if (cmd == FLIT_CMD_EXIT)

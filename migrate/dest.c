@@ -412,7 +412,8 @@ int mig_dest_run(const struct mig_dest_params *p, struct vm **out, struct mig_re
 				.nr_vcpus = hello.layout.nr_vcpus,
 				.backing = p->backing,
 				.dirty_track = p->dirty_track,
-				.hv = p->hv};
+				.hv = p->hv,
+				.prealloc = p->prealloc};
 	r = vm_create(&cfg, &d.vm);
 	if (r) {
 		snprintf(rep->error, sizeof(rep->error), "creating the VM: %s", strerror(-r));

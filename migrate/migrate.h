@@ -58,6 +58,7 @@ struct mig_dest_params {
 	int accept_timeout_ms;	 /* < 0: wait forever */
 	bool start_paused;	 /* restore, tell the source, but leave vCPUs paused */
 	const struct hv_ops *hv; /* NULL: KVM (unit tests use a fake) */
+	bool prealloc;           /* fault in the VM's RAM before pages arrive */
 	int timeout_ms;
 };
 

@@ -37,6 +37,9 @@ const char *mem_backing_name(enum mem_backing b);
 /* Allocate one region covering [0, size). size must be a multiple of 2 MiB.
  * -ENOMEM with a logged reason when the host cannot provide it. */
 int mem_create(struct guest_mem *m, uint64_t size, enum mem_backing backing);
+/* Fault in every page now (like QEMU's -mem-prealloc), so that first writes
+ * later (a migration's incoming pages) do not pay for it. */
+int mem_prealloc(struct guest_mem *m);
 /* Unmap everything; tolerates a half-built or zeroed guest_mem. */
 void mem_destroy(struct guest_mem *m);
 

@@ -85,6 +85,8 @@ int vm_create(const struct vm_config *cfg, struct vm **out)
 	if (r)
 		goto fail;
 	r = mem_create(&vm->mem, cfg->mem_size, cfg->backing);
+	if (!r && cfg->prealloc)
+		r = mem_prealloc(&vm->mem);
 	if (r)
 		goto fail;
 	vm->vmm_dirty = bitmap_alloc(mem_nr_pages(&vm->mem));

@@ -66,6 +66,10 @@ static inline void rt_report_bad(uint32_t n)
 {
 	outl(FLIT_TESTDEV_PORT + FLIT_TD_REPORT_BAD, n);
 }
+static inline void rt_sleep_us(uint32_t us)
+{
+	outl(FLIT_TESTDEV_PORT + FLIT_TD_SLEEP, us);
+}
 static inline uint32_t rt_command(void)
 {
 	return inl(FLIT_TESTDEV_PORT + FLIT_TD_COMMAND);

@@ -60,6 +60,13 @@ static void testdev_pio(void *dev, struct vcpu *vcpu, uint16_t off, bool out, ui
 		if (t->checkpoint)
 			t->checkpoint(t->checkpoint_opaque, vcpu, v);
 		break;
+	case FLIT_TD_SLEEP: {
+		/* Like HLT: a kick (pause, state request) cuts it short. */
+		uint32_t us = v > FLIT_SLEEP_MAX_US ? FLIT_SLEEP_MAX_US : v;
+		struct timespec ts = {.tv_sec = us / 1000000, .tv_nsec = (long)(us % 1000000) * 1000};
+		nanosleep(&ts, NULL);
+		break;
+	}
 	case FLIT_TD_PROGRESS:
 	case FLIT_TD_REPORT_BAD:
 		pthread_mutex_lock(&t->lock);

@@ -1,0 +1,257 @@
+// SPDX-License-Identifier: MIT
+/*
+ * flit-bench-precopy: pre-copy migrations next to the machine's limits,
+ * measured in the same run.
+ *
+ * Limits: memcpy bandwidth, and loopback TCP throughput with 1 and N
+ * connections (the same socket settings and write size as the migration).
+ * Migrations: the memcheck guest (2 vCPUs) of each RAM size, idle or
+ * rewriting a hot set, migrated over loopback inside this process (source
+ * and destination share the machine's cores, as two processes would). Each
+ * destination guest then verifies all of its memory; a run that fails that
+ * is reported as failed, never as a time.
+ *
+ * usage: flit-bench-precopy [--quick] [--out FILE]
+ * CSV on stdout (or FILE); one row per limit and per migration.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/util.h"
+#include "migrate/conn.h"
+#include "migrate/migrate.h"
+#include "vmm/vm.h"
+
+#define TOKEN "benchmark-token-0123456789"
+#define CHUNK (256 * 1024)
+
+static FILE *out;
+
+static double memcpy_gbps(void)
+{
+	size_t n = 512 * MiB;
+	uint8_t *a = malloc(n), *b = malloc(n);
+	memset(a, 1, n);
+	memset(b, 2, n);
+	uint64_t t0 = now_ns();
+	for (int i = 0; i < 4; i++) {
+		memcpy(i % 2 ? a : b, i % 2 ? b : a, n);
+		__asm__ volatile("" : : "r"(a), "r"(b) : "memory"); /* keep the copies */
+	}
+	double s = (double)(now_ns() - t0) / 1e9;
+	volatile uint8_t keep = a[n / 2] ^ b[n / 3];
+	(void)keep;
+	free(a);
+	free(b);
+	return 4.0 * (double)n / s / 1e9;
+}
+
+struct sink {
+	struct mig_conn c;
+	pthread_t t;
+	uint64_t bytes;
+};
+
+static void *sink_thread(void *arg)
+{
+	struct sink *s = arg;
+	static __thread uint8_t buf[CHUNK];
+	ssize_t r;
+	while ((r = read(s->c.fd, buf, sizeof(buf))) > 0)
+		s->bytes += (uint64_t)r;
+	return NULL;
+}
+
+struct source {
+	struct mig_conn c;
+	pthread_t t;
+	uint64_t bytes;
+};
+
+static void *source_thread(void *arg)
+{
+	struct source *s = arg;
+	uint8_t *buf = malloc(CHUNK);
+	memset(buf, 7, CHUNK);
+	for (uint64_t sent = 0; sent < s->bytes;) {
+		ssize_t w = send(s->c.fd, buf, CHUNK, MSG_NOSIGNAL);
+		if (w <= 0)
+			break;
+		sent += (uint64_t)w;
+	}
+	shutdown(s->c.fd, SHUT_WR);
+	free(buf);
+	return NULL;
+}
+
+/* Loopback TCP, n connections, total bytes; GB/s. */
+static double tcp_gbps(unsigned n, uint64_t total)
+{
+	struct sink sk[MIG_MAX_CHANNELS];
+	struct source sr[MIG_MAX_CHANNELS];
+	uint16_t port;
+	char addr[64];
+	int lfd = mig_listen("tcp:127.0.0.1:0", &port);
+
+	snprintf(addr, sizeof(addr), "tcp:127.0.0.1:%u", port);
+	for (unsigned i = 0; i < n; i++) {
+		mig_connect(addr, 5000, &sr[i].c);
+		mig_accept(lfd, 5000, &sk[i].c);
+		sk[i].bytes = 0;
+		sr[i].bytes = total / n;
+	}
+	uint64_t t0 = now_ns();
+	for (unsigned i = 0; i < n; i++) {
+		pthread_create(&sk[i].t, NULL, sink_thread, &sk[i]);
+		pthread_create(&sr[i].t, NULL, source_thread, &sr[i]);
+	}
+	uint64_t got = 0;
+	for (unsigned i = 0; i < n; i++) {
+		pthread_join(sr[i].t, NULL);
+		pthread_join(sk[i].t, NULL);
+		got += sk[i].bytes;
+		mig_conn_close(&sr[i].c);
+		mig_conn_close(&sk[i].c);
+	}
+	close(lfd);
+	return (double)got / ((double)(now_ns() - t0) / 1e9) / 1e9;
+}
+
+struct dest_run {
+	struct mig_dest_params p;
+	pthread_t thread;
+	struct vm *vm;
+	struct mig_report rep;
+	int r;
+};
+
+static void *dest_thread(void *arg)
+{
+	struct dest_run *d = arg;
+	d->r = mig_dest_run(&d->p, &d->vm, &d->rep);
+	return NULL;
+}
+
+static void migrate_one(uint64_t mem, uint64_t hot, unsigned channels, const char *dirty,
+			bool prealloc, double tcp_limit)
+{
+	char args[128], path[4096], addr[64];
+	struct vm_config cfg = {.mem_size = mem, .nr_vcpus = 2, .dirty_track = dirty};
+	struct vm *src = NULL;
+	struct dest_run d = {0};
+	struct mig_params p;
+	struct mig_report rep;
+	struct vm_result res;
+	uint16_t port;
+	int r;
+
+	snprintf(args, sizeof(args), "rounds=0 ws=%llu", (unsigned long long)hot);
+	snprintf(path, sizeof(path), "%s/guests/memcheck.elf", FLIT_BUILD_DIR);
+	if ((r = vm_create(&cfg, &src)) || (r = vm_load_guest(src, path, args)))
+		die("source VM: %s", strerror(-r));
+	src->serial.sink = NULL;
+	vm_start(src);
+	if (testdev_wait_progress(&src->testdev, 2, 2, 600000))
+		die("the guest did not start");
+	uint64_t dirtied0 = 0;
+
+	int lfd = mig_listen("tcp:127.0.0.1:0", &port);
+	mig_dest_params_default(&d.p);
+	d.p.listen_fd = lfd;
+	d.p.dirty_track = dirty;
+	d.p.prealloc = prealloc;
+	d.p.token_len = strlen(TOKEN);
+	memcpy(d.p.token, TOKEN, d.p.token_len);
+	pthread_create(&d.thread, NULL, dest_thread, &d);
+	mig_params_default(&p);
+	snprintf(addr, sizeof(addr), "tcp:127.0.0.1:%u", port);
+	p.addr = addr;
+	p.channels = channels;
+	p.token_len = strlen(TOKEN);
+	memcpy(p.token, TOKEN, p.token_len);
+	p.timeout_ms = 60000;
+	r = mig_source_run(src, &p, &rep);
+	pthread_join(d.thread, NULL);
+	close(lfd);
+	(void)dirtied0;
+	const char *verified = "no";
+	if (!r && !d.r) {
+		vm_destroy(src);
+		src = NULL;
+		testdev_command(&d.vm->testdev, -1, FLIT_CMD_VERIFY_EXIT);
+		vm_wait(d.vm, 600000, &res);
+		verified = !res.failed && !res.timed_out && res.exit_status == 0 ? "yes" : "FAILED";
+		vm_destroy(d.vm);
+	}
+	vm_destroy(src);
+	double mbps = rep.total_ms > 0 ? (double)rep.bytes / 1e3 / rep.total_ms : 0;
+	/* least possible: every non-zero page once, plus what was dirtied */
+	uint64_t need = (rep.pages_sent - rep.pages_resent) * 4096 +
+			(uint64_t)(rep.dirty_rate_pps * rep.total_ms / 1e3) * 4096;
+	fprintf(out,
+		"precopy,%llu,%s,%u,%s,%s,%.1f,%.2f,%u,%llu,%llu,%llu,%llu,%.0f,%.0f,%.2f,%.2f,%u,"
+		"%s,%s\n",
+		(unsigned long long)(mem >> 20), hot ? "hot" : "idle",
+		(unsigned)(hot >> 20), dirty, strcmp(rep.status, "completed") ? rep.status : "ok",
+		rep.total_ms, rep.downtime_ms, rep.rounds, (unsigned long long)rep.bytes,
+		(unsigned long long)rep.pages_sent, (unsigned long long)rep.pages_resent,
+		(unsigned long long)rep.zero_pages, mbps, tcp_limit * 1e3,
+		tcp_limit > 0 ? mbps / (tcp_limit * 1e3) : 0,
+		need ? (double)rep.bytes / (double)need : 0, channels, verified,
+		prealloc ? "yes" : "no");
+	fflush(out);
+	if (r || d.r)
+		log_err("migration failed: %s / %s", rep.error, d.rep.error);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {{"quick", no_argument, NULL, 'q'},
+						 {"out", required_argument, NULL, 'o'},
+						 {0}};
+	bool quick = false;
+	int c;
+
+	log_set_prefix("flit-bench-precopy");
+	out = stdout;
+	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+		if (c == 'q')
+			quick = true;
+		else if (c == 'o' && !(out = fopen(optarg, "w")))
+			die("%s: %s", optarg, strerror(errno));
+		else if (c != 'o')
+			die("usage: flit-bench-precopy [--quick] [--out FILE]");
+	}
+	double mc = memcpy_gbps(), t1 = tcp_gbps(1, 4 * GiB), t2 = tcp_gbps(2, 4 * GiB),
+	       t4 = tcp_gbps(4, 4 * GiB);
+	fprintf(out, "kind,ram_mib,workload,hot_mib,dirty_track,status,total_ms,downtime_ms,rounds,"
+		     "bytes,pages_sent,pages_resent,zero_pages,mb_per_s,tcp_limit_mb_per_s,"
+		     "ratio_to_tcp,bytes_vs_needed,channels,verified,dest_prealloc\n");
+	fprintf(out, "limit_memcpy,,,,,,,,,,,,,%.0f,,,,1,,\n", mc * 1e3);
+	fprintf(out, "limit_tcp,,,,,,,,,,,,,%.0f,,,,1,,\n", t1 * 1e3);
+	fprintf(out, "limit_tcp,,,,,,,,,,,,,%.0f,,,,2,,\n", t2 * 1e3);
+	fprintf(out, "limit_tcp,,,,,,,,,,,,,%.0f,,,,4,,\n", t4 * 1e3);
+	uint64_t sizes_q[] = {1 * GiB}, sizes[] = {1 * GiB, 2 * GiB, 4 * GiB};
+	uint64_t *sz = quick ? sizes_q : sizes;
+	unsigned nsz = quick ? 1 : 3;
+	for (unsigned i = 0; i < nsz; i++) {
+		migrate_one(sz[i], 0, 1, "bitmap", false, t1);
+		migrate_one(sz[i], 0, 2, "bitmap", false, t2);
+		migrate_one(sz[i], 0, 2, "bitmap", true, t2);
+		migrate_one(sz[i], quick ? 64 * MiB : 256 * MiB, 2, "bitmap", false, t2);
+		if (!quick) {
+			migrate_one(sz[i], 256 * MiB, 2, "bitmap", true, t2);
+			migrate_one(sz[i], 256 * MiB, 2, "ring", true, t2);
+		}
+	}
+	if (out != stdout)
+		fclose(out);
+	return 0;
+}
