@@ -124,28 +124,13 @@ static double tcp_gbps(unsigned n, uint64_t total)
 	return (double)got / ((double)(now_ns() - t0) / 1e9) / 1e9;
 }
 
-struct dest_run {
-	struct mig_dest_params p;
-	pthread_t thread;
-	struct vm *vm;
-	struct mig_report rep;
-	int r;
-};
-
-static void *dest_thread(void *arg)
-{
-	struct dest_run *d = arg;
-	d->r = mig_dest_run(&d->p, &d->vm, &d->rep);
-	return NULL;
-}
-
 static void migrate_one(uint64_t mem, uint64_t hot, unsigned channels, const char *dirty,
 			bool prealloc, double tcp_limit)
 {
 	char args[128], path[4096], addr[64];
 	struct vm_config cfg = {.mem_size = mem, .nr_vcpus = 2, .dirty_track = dirty};
 	struct vm *src = NULL;
-	struct dest_run d = {0};
+	struct mig_dest_thread d = {0};
 	struct mig_params p;
 	struct mig_report rep;
 	struct vm_result res;
@@ -169,7 +154,7 @@ static void migrate_one(uint64_t mem, uint64_t hot, unsigned channels, const cha
 	d.p.prealloc = prealloc;
 	d.p.token_len = strlen(TOKEN);
 	memcpy(d.p.token, TOKEN, d.p.token_len);
-	pthread_create(&d.thread, NULL, dest_thread, &d);
+	mig_dest_spawn(&d);
 	mig_params_default(&p);
 	snprintf(addr, sizeof(addr), "tcp:127.0.0.1:%u", port);
 	p.addr = addr;
@@ -178,7 +163,7 @@ static void migrate_one(uint64_t mem, uint64_t hot, unsigned channels, const cha
 	memcpy(p.token, TOKEN, p.token_len);
 	p.timeout_ms = 60000;
 	r = mig_source_run(src, &p, &rep);
-	pthread_join(d.thread, NULL);
+	mig_dest_join(&d);
 	close(lfd);
 	(void)dirtied0;
 	const char *verified = "no";
@@ -198,12 +183,11 @@ static void migrate_one(uint64_t mem, uint64_t hot, unsigned channels, const cha
 	fprintf(out,
 		"precopy,%llu,%s,%u,%s,%s,%.1f,%.2f,%u,%llu,%llu,%llu,%llu,%.0f,%.0f,%.2f,%.2f,%u,"
 		"%s,%s\n",
-		(unsigned long long)(mem >> 20), hot ? "hot" : "idle",
-		(unsigned)(hot >> 20), dirty, strcmp(rep.status, "completed") ? rep.status : "ok",
-		rep.total_ms, rep.downtime_ms, rep.rounds, (unsigned long long)rep.bytes,
-		(unsigned long long)rep.pages_sent, (unsigned long long)rep.pages_resent,
-		(unsigned long long)rep.zero_pages, mbps, tcp_limit * 1e3,
-		tcp_limit > 0 ? mbps / (tcp_limit * 1e3) : 0,
+		(unsigned long long)(mem >> 20), hot ? "hot" : "idle", (unsigned)(hot >> 20), dirty,
+		strcmp(rep.status, "completed") ? rep.status : "ok", rep.total_ms, rep.downtime_ms,
+		rep.rounds, (unsigned long long)rep.bytes, (unsigned long long)rep.pages_sent,
+		(unsigned long long)rep.pages_resent, (unsigned long long)rep.zero_pages, mbps,
+		tcp_limit * 1e3, tcp_limit > 0 ? mbps / (tcp_limit * 1e3) : 0,
 		need ? (double)rep.bytes / (double)need : 0, channels, verified,
 		prealloc ? "yes" : "no");
 	fflush(out);
@@ -213,9 +197,8 @@ static void migrate_one(uint64_t mem, uint64_t hot, unsigned channels, const cha
 
 int main(int argc, char **argv)
 {
-	static const struct option longopts[] = {{"quick", no_argument, NULL, 'q'},
-						 {"out", required_argument, NULL, 'o'},
-						 {0}};
+	static const struct option longopts[] = {
+	    {"quick", no_argument, NULL, 'q'}, {"out", required_argument, NULL, 'o'}, {0}};
 	bool quick = false;
 	int c;
 

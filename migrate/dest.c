@@ -515,3 +515,23 @@ out:
 		close(lfd);
 	return r;
 }
+
+static void *dest_thread_main(void *arg)
+{
+	struct mig_dest_thread *t = arg;
+
+	t->r = mig_dest_run(&t->p, &t->vm, &t->rep);
+	return NULL;
+}
+
+int mig_dest_spawn(struct mig_dest_thread *t)
+{
+	t->vm = NULL;
+	t->r = -EINPROGRESS;
+	return -pthread_create(&t->thread, NULL, dest_thread_main, t);
+}
+
+void mig_dest_join(struct mig_dest_thread *t)
+{
+	pthread_join(t->thread, NULL);
+}

@@ -16,6 +16,7 @@
 #ifndef FLIT_MIGRATE_MIGRATE_H
 #define FLIT_MIGRATE_MIGRATE_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -58,7 +59,7 @@ struct mig_dest_params {
 	int accept_timeout_ms;	 /* < 0: wait forever */
 	bool start_paused;	 /* restore, tell the source, but leave vCPUs paused */
 	const struct hv_ops *hv; /* NULL: KVM (unit tests use a fake) */
-	bool prealloc;           /* fault in the VM's RAM before pages arrive */
+	bool prealloc;		 /* fault in the VM's RAM before pages arrive */
 	int timeout_ms;
 };
 
@@ -84,6 +85,19 @@ struct mig_report {
 
 int mig_source_run(struct vm *vm, const struct mig_params *p, struct mig_report *rep);
 int mig_dest_run(const struct mig_dest_params *p, struct vm **out, struct mig_report *rep);
+
+/* A destination on its own thread (the caller goes on, e.g. to run the
+ * source in the same process: tests, benchmarks). Fill t->p, spawn, join;
+ * then t->r, t->vm and t->rep hold mig_dest_run's results. */
+struct mig_dest_thread {
+	struct mig_dest_params p;
+	pthread_t thread;
+	struct vm *vm;
+	struct mig_report rep;
+	int r;
+};
+int mig_dest_spawn(struct mig_dest_thread *t);
+void mig_dest_join(struct mig_dest_thread *t);
 
 /* One JSON object, one line. */
 void mig_report_json(const struct mig_report *r, FILE *f);

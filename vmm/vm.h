@@ -36,7 +36,7 @@ struct vm_config {
 	enum mem_backing backing;
 	const char *dirty_track;     /* "bitmap" (default) or "ring" */
 	uint32_t dirty_ring_entries; /* ring size per vCPU, power of 2; 0: default */
-	bool prealloc;               /* fault in all of guest RAM at creation */
+	bool prealloc;		     /* fault in all of guest RAM at creation */
 	const struct hv_ops *hv;     /* NULL: KVM */
 };
 

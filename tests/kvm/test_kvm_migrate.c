@@ -22,21 +22,6 @@
 
 #define TOKEN "0123456789abcdef-test-token"
 
-struct dest_run {
-	struct mig_dest_params p;
-	pthread_t thread;
-	struct vm *vm;
-	struct mig_report rep;
-	int r;
-};
-
-static void *dest_thread(void *arg)
-{
-	struct dest_run *d = arg;
-	d->r = mig_dest_run(&d->p, &d->vm, &d->rep);
-	return NULL;
-}
-
 static int listen_any(uint16_t *port)
 {
 	int fd = mig_listen("tcp:127.0.0.1:0", port);
@@ -44,7 +29,7 @@ static int listen_any(uint16_t *port)
 	return fd;
 }
 
-static void dest_start(struct dest_run *d, int lfd, const char *token, const char *dirty)
+static void dest_start(struct mig_dest_thread *d, int lfd, const char *token, const char *dirty)
 {
 	mig_dest_params_default(&d->p);
 	d->p.start_paused = true; /* the test compares memory, then resumes */
@@ -54,7 +39,7 @@ static void dest_start(struct dest_run *d, int lfd, const char *token, const cha
 	d->p.token_len = strlen(token);
 	memcpy(d->p.token, token, d->p.token_len);
 	d->vm = NULL;
-	TEST_ASSERT_EQ(pthread_create(&d->thread, NULL, dest_thread, d), 0);
+	TEST_ASSERT_EQ(mig_dest_spawn(d), 0);
 }
 
 static void params(struct mig_params *p, char *addr, uint16_t port, unsigned channels)
@@ -133,7 +118,7 @@ static void migrate_ok(const char *dirty, unsigned vcpus, uint64_t mem, const ch
 		       unsigned channels, uint64_t bw)
 {
 	struct vm *src = start_source(dirty, vcpus, mem, args);
-	struct dest_run d;
+	struct mig_dest_thread d;
 	struct mig_params p;
 	struct mig_report rep;
 	char addr[64];
@@ -144,7 +129,7 @@ static void migrate_ok(const char *dirty, unsigned vcpus, uint64_t mem, const ch
 	params(&p, addr, port, channels);
 	p.bandwidth_limit = bw;
 	int r = mig_source_run(src, &p, &rep);
-	pthread_join(d.thread, NULL);
+	mig_dest_join(&d);
 	close(lfd);
 	mig_report_json(&rep, stdout);
 	TEST_ASSERT(r == 0, "source: %s", rep.error);
@@ -178,7 +163,7 @@ static void busy_guest_ring(void)
 static void auto_converge(void)
 {
 	struct vm *src = start_source("bitmap", 2, 128 * MiB, "rounds=0 ws=96m rate=8000");
-	struct dest_run d;
+	struct mig_dest_thread d;
 	struct mig_params p;
 	struct mig_report rep;
 	char addr[64];
@@ -190,7 +175,7 @@ static void auto_converge(void)
 	p.bandwidth_limit = 40 * 1000 * 1000;
 	p.max_rounds = 100;
 	int r = mig_source_run(src, &p, &rep);
-	pthread_join(d.thread, NULL);
+	mig_dest_join(&d);
 	close(lfd);
 	mig_report_json(&rep, stdout);
 	TEST_ASSERT(r == 0 && d.r == 0, "%s / %s", rep.error, d.rep.error);
@@ -217,7 +202,7 @@ static void failed_migration_keeps_source(struct vm *src, int r, const struct mi
 static void wrong_token_refused(void)
 {
 	struct vm *src = start_source("bitmap", 1, 64 * MiB, "rounds=0");
-	struct dest_run d;
+	struct mig_dest_thread d;
 	struct mig_params p;
 	struct mig_report rep;
 	char addr[64];
@@ -227,7 +212,7 @@ static void wrong_token_refused(void)
 	dest_start(&d, lfd, "another-token-entirely", "bitmap");
 	params(&p, addr, port, 2);
 	int r = mig_source_run(src, &p, &rep);
-	pthread_join(d.thread, NULL);
+	mig_dest_join(&d);
 	close(lfd);
 	failed_migration_keeps_source(src, r, &rep, -EACCES);
 	TEST_ASSERT(strstr(rep.error, "token"), "error names the token: %s", rep.error);
@@ -239,7 +224,7 @@ static void wrong_token_refused(void)
 static void layout_mismatch_refused(void)
 {
 	struct vm *src = start_source("bitmap", 1, 64 * MiB, "rounds=0");
-	struct dest_run d;
+	struct mig_dest_thread d;
 	struct mig_params p;
 	struct mig_report rep;
 	char addr[64];
@@ -253,10 +238,10 @@ static void layout_mismatch_refused(void)
 	d.p.token_len = strlen(TOKEN);
 	memcpy(d.p.token, TOKEN, d.p.token_len);
 	d.vm = NULL;
-	TEST_ASSERT_EQ(pthread_create(&d.thread, NULL, dest_thread, &d), 0);
+	TEST_ASSERT_EQ(mig_dest_spawn(&d), 0);
 	params(&p, addr, port, 2);
 	int r = mig_source_run(src, &p, &rep);
-	pthread_join(d.thread, NULL);
+	mig_dest_join(&d);
 	close(lfd);
 	failed_migration_keeps_source(src, r, &rep, r);
 	TEST_ASSERT(r != 0 && strstr(rep.error, "64 MiB of RAM"), "says why: %s", rep.error);
@@ -312,12 +297,12 @@ static void destination_dies_then_retry(void)
 	failed_migration_keeps_source(src, r, &rep, r);
 	printf("  failed as it should: %s\n", rep.error);
 	/* The same source then migrates for real. */
-	struct dest_run d;
+	struct mig_dest_thread d;
 	int lfd = listen_any(&port);
 	dest_start(&d, lfd, TOKEN, "bitmap");
 	params(&p, addr, port, 2);
 	r = mig_source_run(src, &p, &rep);
-	pthread_join(d.thread, NULL);
+	mig_dest_join(&d);
 	close(lfd);
 	TEST_ASSERT(r == 0 && d.r == 0, "second attempt: %s / %s", rep.error, d.rep.error);
 	check_switchover(src, d.vm);
@@ -341,7 +326,7 @@ static void *cancel_thread(void *arg)
 static void cancel_keeps_source(void)
 {
 	struct vm *src = start_source("ring", 2, 128 * MiB, "rounds=0 ws=8m");
-	struct dest_run d;
+	struct mig_dest_thread d;
 	struct mig_params p;
 	struct mig_report rep;
 	char addr[64];
@@ -358,7 +343,7 @@ static void cancel_keeps_source(void)
 	pthread_create(&ct, NULL, cancel_thread, &c);
 	int r = mig_source_run(src, &p, &rep);
 	pthread_join(ct, NULL);
-	pthread_join(d.thread, NULL);
+	mig_dest_join(&d);
 	close(lfd);
 	failed_migration_keeps_source(src, r, &rep, -ECANCELED);
 	TEST_ASSERT(d.r != 0 && d.vm == NULL, "the destination discarded its copy: %s",

@@ -28,47 +28,36 @@
 #define TOKEN "a-token-of-sufficient-length"
 
 struct dest_run {
-	struct mig_dest_params p;
-	pthread_t thread;
-	struct vm *vm;
-	struct mig_report rep;
-	int r;
+	struct mig_dest_thread t;
 	uint16_t port;
 	int lfd;
 };
-
-static void *dest_thread(void *arg)
-{
-	struct dest_run *d = arg;
-	d->r = mig_dest_run(&d->p, &d->vm, &d->rep);
-	return NULL;
-}
 
 static void dest_start(struct dest_run *d)
 {
 	memset(d, 0, sizeof(*d));
 	d->lfd = mig_listen("tcp:127.0.0.1:0", &d->port);
 	TEST_ASSERT(d->lfd >= 0, "listen");
-	mig_dest_params_default(&d->p);
-	d->p.listen_fd = d->lfd;
-	d->p.accept_timeout_ms = 5000;
-	d->p.timeout_ms = 3000;
-	d->p.hv = &fake_hv_ops;
-	d->p.token_len = strlen(TOKEN);
-	memcpy(d->p.token, TOKEN, d->p.token_len);
-	TEST_ASSERT_EQ(pthread_create(&d->thread, NULL, dest_thread, d), 0);
+	mig_dest_params_default(&d->t.p);
+	d->t.p.listen_fd = d->lfd;
+	d->t.p.accept_timeout_ms = 5000;
+	d->t.p.timeout_ms = 3000;
+	d->t.p.hv = &fake_hv_ops;
+	d->t.p.token_len = strlen(TOKEN);
+	memcpy(d->t.p.token, TOKEN, d->t.p.token_len);
+	TEST_ASSERT_EQ(mig_dest_spawn(&d->t), 0);
 }
 
 /* Waits for the destination and checks that it refused, saying 'why'. */
 static void dest_refused(struct dest_run *d, const char *why)
 {
-	pthread_join(d->thread, NULL);
+	mig_dest_join(&d->t);
 	close(d->lfd);
-	TEST_ASSERT(d->r != 0, "the destination accepted a bad stream");
-	TEST_ASSERT(d->vm == NULL, "the destination kept a VM");
-	TEST_ASSERT(strstr(d->rep.error, why) != NULL, "reason '%s' does not say '%s'",
-		    d->rep.error, why);
-	printf("  refused: %s\n", d->rep.error);
+	TEST_ASSERT(d->t.r != 0, "the destination accepted a bad stream");
+	TEST_ASSERT(d->t.vm == NULL, "the destination kept a VM");
+	TEST_ASSERT(strstr(d->t.rep.error, why) != NULL, "reason '%s' does not say '%s'",
+		    d->t.rep.error, why);
+	printf("  refused: %s\n", d->t.rep.error);
 }
 
 static void connect_to(struct dest_run *d, struct mig_conn *c)

@@ -63,7 +63,8 @@ static void testdev_pio(void *dev, struct vcpu *vcpu, uint16_t off, bool out, ui
 	case FLIT_TD_SLEEP: {
 		/* Like HLT: a kick (pause, state request) cuts it short. */
 		uint32_t us = v > FLIT_SLEEP_MAX_US ? FLIT_SLEEP_MAX_US : v;
-		struct timespec ts = {.tv_sec = us / 1000000, .tv_nsec = (long)(us % 1000000) * 1000};
+		struct timespec ts = {.tv_sec = us / 1000000,
+				      .tv_nsec = (long)(us % 1000000) * 1000};
 		nanosleep(&ts, NULL);
 		break;
 	}
