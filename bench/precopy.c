@@ -226,6 +226,7 @@ int main(int argc, char **argv)
 	unsigned nsz = quick ? 1 : 3;
 	for (unsigned i = 0; i < nsz; i++) {
 		migrate_one(sz[i], 0, 1, "bitmap", false, t1);
+		migrate_one(sz[i], 0, 1, "bitmap", true, t1);
 		migrate_one(sz[i], 0, 2, "bitmap", false, t2);
 		migrate_one(sz[i], 0, 2, "bitmap", true, t2);
 		migrate_one(sz[i], quick ? 64 * MiB : 256 * MiB, 2, "bitmap", false, t2);

@@ -107,6 +107,8 @@ void *mem_gpa_to_hva(const struct guest_mem *m, uint64_t gpa, uint64_t len)
 
 int mem_prealloc(struct guest_mem *m)
 {
+	uint64_t t0 = now_ns();
+
 	for (unsigned i = 0; i < m->nr_regions; i++) {
 		struct mem_region *r = &m->regions[i];
 		if (!madvise(r->hva, r->size, MADV_POPULATE_WRITE))
@@ -120,5 +122,6 @@ int mem_prealloc(struct guest_mem *m)
 		for (uint64_t off = 0; off < r->size; off += 4096)
 			__atomic_store_n(&r->hva[off], 0, __ATOMIC_RELAXED);
 	}
+	log_debug("guest RAM preallocated in %.1f ms", (double)(now_ns() - t0) / 1e6);
 	return 0;
 }
