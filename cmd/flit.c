@@ -85,8 +85,8 @@ static void usage(FILE *f)
 		"  --bandwidth SIZE    cap, bytes per second, e.g. 100M (default: none)\n"
 		"  --no-auto-converge  never throttle the vCPUs\n"
 		"  --mem-prealloc, --no-mem-prealloc  fault in all guest RAM at creation\n"
-		"                      (default: on for --incoming, where it makes the\n"
-		"                      incoming pages land several times faster)\n"
+		"                      (default: on for --incoming given --mem and --vcpus:\n"
+		"                      the VM is then built before the source connects)\n"
 		"  -v, --verbose       debug logging (also FLIT_LOG=debug)\n"
 		"  -h, --help          this text\n\n"
 		"Guest arguments are words such as ws=64m rounds=8 (see docs/guests.md).\n"
@@ -446,7 +446,9 @@ static int run_incoming(const struct opts *o)
 	dp.backing = o->backing;
 	dp.dirty_track = o->dirty;
 	dp.accept_timeout_ms = o->timeout_s ? (int)(o->timeout_s * 1000) : -1;
-	dp.prealloc = o->prealloc != 0;
+	/* Preallocation pays off when it happens before the source connects,
+	 * which needs the layout up front: on by default with --mem and --vcpus. */
+	dp.prealloc = o->prealloc == 1 || (o->prealloc < 0 && o->mem_given && o->vcpus_given);
 	log_info("waiting for a migration on %s", o->incoming);
 	int r = mig_dest_run(&dp, &vm, &rep);
 	report_summary(&rep, false);

@@ -380,6 +380,23 @@ int mig_dest_run(const struct mig_dest_params *p, struct vm **out, struct mig_re
 			return lfd;
 		}
 	}
+	/* Told the layout in advance: build the VM (and fault in its RAM) now,
+	 * while no source is waiting, rather than inside the migration. */
+	struct vm *early = NULL;
+	if (p->mem_size && p->nr_vcpus) {
+		struct vm_config ec = {.mem_size = p->mem_size,
+				       .nr_vcpus = p->nr_vcpus,
+				       .backing = p->backing,
+				       .dirty_track = p->dirty_track,
+				       .hv = p->hv,
+				       .prealloc = p->prealloc};
+		r = vm_create(&ec, &early);
+		if (r) {
+			snprintf(rep->error, sizeof(rep->error), "creating the VM: %s",
+				 strerror(-r));
+			goto out;
+		}
+	}
 	/* One control connection that authenticates; others are turned away. */
 	for (;;) {
 		r = mig_accept(lfd, p->accept_timeout_ms, &ctl);
@@ -414,7 +431,9 @@ int mig_dest_run(const struct mig_dest_params *p, struct vm **out, struct mig_re
 				.dirty_track = p->dirty_track,
 				.hv = p->hv,
 				.prealloc = p->prealloc};
-	r = vm_create(&cfg, &d.vm);
+	d.vm = early; /* its layout was checked against the source's */
+	early = NULL;
+	r = d.vm ? 0 : vm_create(&cfg, &d.vm);
 	if (r) {
 		snprintf(rep->error, sizeof(rep->error), "creating the VM: %s", strerror(-r));
 		mig_send_error(&ctl, r, "destination cannot create the VM: %s", strerror(-r));
@@ -510,6 +529,7 @@ fail:
 	vm_destroy(d.vm);
 	free(d.touched);
 out:
+	vm_destroy(early);
 	mig_conn_close(&ctl);
 	if (p->listen_fd < 0 && lfd >= 0)
 		close(lfd);
