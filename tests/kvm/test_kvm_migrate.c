@@ -29,7 +29,7 @@ static int listen_any(uint16_t *port)
 	return fd;
 }
 
-static void dest_start(struct mig_dest_thread *d, int lfd, const char *token, const char *dirty)
+static void dest_params(struct mig_dest_thread *d, int lfd, const char *token, const char *dirty)
 {
 	mig_dest_params_default(&d->p);
 	d->p.start_paused = true; /* the test compares memory, then resumes */
@@ -39,7 +39,6 @@ static void dest_start(struct mig_dest_thread *d, int lfd, const char *token, co
 	d->p.token_len = strlen(token);
 	memcpy(d->p.token, token, d->p.token_len);
 	d->vm = NULL;
-	TEST_ASSERT_EQ(mig_dest_spawn(d), 0);
 }
 
 static void params(struct mig_params *p, char *addr, uint16_t port, unsigned channels)
@@ -114,8 +113,10 @@ static struct vm *start_source(const char *dirty, unsigned vcpus, uint64_t mem, 
 	return vm;
 }
 
+/* early: the destination is told the layout, builds its VM and
+ * preallocates RAM before the source connects. */
 static void migrate_ok(const char *dirty, unsigned vcpus, uint64_t mem, const char *args,
-		       unsigned channels, uint64_t bw)
+		       unsigned channels, uint64_t bw, bool early)
 {
 	struct vm *src = start_source(dirty, vcpus, mem, args);
 	struct mig_dest_thread d;
@@ -125,7 +126,13 @@ static void migrate_ok(const char *dirty, unsigned vcpus, uint64_t mem, const ch
 	uint16_t port;
 	int lfd = listen_any(&port);
 
-	dest_start(&d, lfd, TOKEN, dirty);
+	dest_params(&d, lfd, TOKEN, dirty);
+	if (early) {
+		d.p.mem_size = mem;
+		d.p.nr_vcpus = vcpus;
+		d.p.prealloc = true;
+	}
+	TEST_ASSERT_EQ(mig_dest_spawn(&d), 0);
 	params(&p, addr, port, channels);
 	p.bandwidth_limit = bw;
 	int r = mig_source_run(src, &p, &rep);
@@ -144,17 +151,17 @@ static void migrate_ok(const char *dirty, unsigned vcpus, uint64_t mem, const ch
 
 static void idle_guest(void)
 {
-	migrate_ok("bitmap", 2, 128 * MiB, "rounds=0 ws=4k", 1, 0);
+	migrate_ok("bitmap", 2, 128 * MiB, "rounds=0 ws=0", 1, 0, true);
 }
 
 static void busy_guest_bitmap_4_channels(void)
 {
-	migrate_ok("bitmap", 2, 128 * MiB, "rounds=0 ws=16m", 4, 0);
+	migrate_ok("bitmap", 2, 128 * MiB, "rounds=0 ws=16m", 4, 0, false);
 }
 
 static void busy_guest_ring(void)
 {
-	migrate_ok("ring", 2, 128 * MiB, "rounds=0 ws=16m", 2, 0);
+	migrate_ok("ring", 2, 128 * MiB, "rounds=0 ws=16m", 2, 0, false);
 }
 
 /* Capped at 40 MB/s (~9800 pages/s), the guest dirties ~16000 pages/s
@@ -170,7 +177,8 @@ static void auto_converge(void)
 	uint16_t port;
 	int lfd = listen_any(&port);
 
-	dest_start(&d, lfd, TOKEN, "bitmap");
+	dest_params(&d, lfd, TOKEN, "bitmap");
+	TEST_ASSERT_EQ(mig_dest_spawn(&d), 0);
 	params(&p, addr, port, 2);
 	p.bandwidth_limit = 40 * 1000 * 1000;
 	p.max_rounds = 100;
@@ -209,7 +217,8 @@ static void wrong_token_refused(void)
 	uint16_t port;
 	int lfd = listen_any(&port);
 
-	dest_start(&d, lfd, "another-token-entirely", "bitmap");
+	dest_params(&d, lfd, "another-token-entirely", "bitmap");
+	TEST_ASSERT_EQ(mig_dest_spawn(&d), 0);
 	params(&p, addr, port, 2);
 	int r = mig_source_run(src, &p, &rep);
 	mig_dest_join(&d);
@@ -299,7 +308,8 @@ static void destination_dies_then_retry(void)
 	/* The same source then migrates for real. */
 	struct mig_dest_thread d;
 	int lfd = listen_any(&port);
-	dest_start(&d, lfd, TOKEN, "bitmap");
+	dest_params(&d, lfd, TOKEN, "bitmap");
+	TEST_ASSERT_EQ(mig_dest_spawn(&d), 0);
 	params(&p, addr, port, 2);
 	r = mig_source_run(src, &p, &rep);
 	mig_dest_join(&d);
@@ -336,7 +346,8 @@ static void cancel_keeps_source(void)
 	pthread_t ct;
 	int lfd = listen_any(&port);
 
-	dest_start(&d, lfd, TOKEN, "ring");
+	dest_params(&d, lfd, TOKEN, "ring");
+	TEST_ASSERT_EQ(mig_dest_spawn(&d), 0);
 	params(&p, addr, port, 2);
 	p.bandwidth_limit = 50 * 1000 * 1000; /* ~2.7 s for 128 MiB: cancel lands inside */
 	p.cancel = &flag;
