@@ -29,6 +29,29 @@ struct hv_ops;
 
 #define MIG_TOKEN_MAX 256
 
+/* Live progress of a running migration, written by the session thread,
+ * read by anyone (every field read and written atomically). */
+struct mig_progress {
+	uint32_t phase; /* enum mig_phase */
+	uint32_t round;
+	uint64_t pages_sent;
+	uint64_t bytes;
+	uint64_t dirty_pages; /* left after the last round */
+	uint64_t dirty_rate_pps;
+	uint64_t est_downtime_us;
+	uint64_t bandwidth_bps; /* bytes/s, last round */
+	uint32_t throttle_pct;
+	uint32_t pad;
+};
+
+enum mig_phase {
+	MIG_PHASE_NONE,
+	MIG_PHASE_SETUP,
+	MIG_PHASE_ITERATE,
+	MIG_PHASE_STOP_COPY,
+	MIG_PHASE_DONE
+};
+
 struct mig_params {
 	const char *addr;  /* "tcp:HOST:PORT" */
 	unsigned channels; /* data connections, 1..MIG_MAX_CHANNELS */
@@ -41,6 +64,7 @@ struct mig_params {
 	int timeout_ms;			     /* network silence that fails the migration */
 	const struct mig_policy_ops *policy; /* NULL: precopy-default */
 	volatile int *cancel;		     /* set non-zero (any thread) to cancel */
+	struct mig_progress *progress;	     /* optional: updated as the migration goes */
 };
 
 /* Fills p with the defaults: 2 channels, 20 ms, 30 rounds, auto-converge,
@@ -101,6 +125,8 @@ void mig_dest_join(struct mig_dest_thread *t);
 
 /* One JSON object, one line. */
 void mig_report_json(const struct mig_report *r, FILE *f);
+/* The same as a json-c object (the caller puts it). */
+struct json_object *mig_report_to_json(const struct mig_report *r);
 
 /* Reads a token file: its bytes up to the first newline, 16..256 of them. */
 int mig_read_token(const char *path, uint8_t *token, size_t *len);

@@ -8,7 +8,7 @@
 
 #include "migrate.h"
 
-void mig_report_json(const struct mig_report *r, FILE *f)
+json_object *mig_report_to_json(const struct mig_report *r)
 {
 	json_object *o = json_object_new_object();
 
@@ -40,6 +40,13 @@ void mig_report_json(const struct mig_report *r, FILE *f)
 #undef S
 #undef D
 #undef I
+	return o;
+}
+
+void mig_report_json(const struct mig_report *r, FILE *f)
+{
+	json_object *o = mig_report_to_json(r);
+
 	fprintf(f, "%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
 	fflush(f);
 	json_object_put(o);

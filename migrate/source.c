@@ -338,6 +338,12 @@ static void capture_open(struct mig_conn *c, unsigned i)
 		log_warn("capture %s: %s", path, strerror(errno));
 }
 
+#define PROGRESS_SET(p, field, v)                                                       \
+	do {                                                                            \
+		if ((p)->progress)                                                      \
+			__atomic_store_n(&(p)->progress->field, (v), __ATOMIC_RELAXED); \
+	} while (0)
+
 static int connect_all(struct src *s, struct mig_conn *ctl, const struct mig_params *p,
 		       struct mig_report *rep)
 {
@@ -442,6 +448,7 @@ int mig_source_run(struct vm *vm, const struct mig_params *p, struct mig_report 
 	}
 
 	/* setup */
+	PROGRESS_SET(p, phase, MIG_PHASE_SETUP);
 	r = connect_all(&s, &ctl, p, rep);
 	if (r)
 		goto fail;
@@ -499,6 +506,22 @@ int mig_source_run(struct vm *vm, const struct mig_params *p, struct mig_report 
 		    st.bandwidth > 0 ? (double)st.dirty_pages * 4096.0 / st.bandwidth * 1e3 : 1e9;
 		total_dirty += st.dirty_pages;
 		total_round_s += secs;
+		PROGRESS_SET(p, phase, MIG_PHASE_ITERATE);
+		PROGRESS_SET(p, round, round);
+		PROGRESS_SET(p, dirty_pages, st.dirty_pages);
+		PROGRESS_SET(p, dirty_rate_pps, (uint64_t)st.dirty_rate);
+		PROGRESS_SET(p, est_downtime_us, (uint64_t)(st.est_downtime_ms * 1e3));
+		PROGRESS_SET(p, bandwidth_bps, (uint64_t)st.bandwidth);
+		PROGRESS_SET(p, throttle_pct, st.throttle_pct);
+		{
+			uint64_t sent = 0, nbytes = ctl.tx_bytes;
+			for (unsigned i = 0; i < s.n; i++) {
+				sent += s.snd[i].pages;
+				nbytes += s.snd[i].conn.tx_bytes;
+			}
+			PROGRESS_SET(p, pages_sent, sent);
+			PROGRESS_SET(p, bytes, nbytes);
+		}
 		struct mig_round rr = {.round = round, .pages = pages};
 		r = mig_send_rec(&ctl, MIG_REC_ROUND, &rr, sizeof(rr));
 		if (r)
@@ -523,12 +546,22 @@ int mig_source_run(struct vm *vm, const struct mig_params *p, struct mig_report 
 	}
 
 	/* stop and copy */
+	PROGRESS_SET(p, phase, MIG_PHASE_STOP_COPY);
 	throttle_stop(&s);
 	t_pause = now_ns();
 	r = vm_pause(vm);
 	if (r)
 		goto fail;
 	paused = true;
+	for (uint32_t i = 0; i < vm->nr_vcpus; i++) {
+		if (vcpu_get_run_state(vm->vcpus[i]) == VCPU_FAILED) {
+			snprintf(rep->error, sizeof(rep->error),
+				 "vCPU %u of the guest failed during the migration: %.150s", i,
+				 vm->vcpus[i]->fail_reason);
+			r = -EIO;
+			goto fail;
+		}
+	}
 	uint64_t *more = bitmap_alloc(s.nr_pages);
 	r = more ? vm_dirty_collect(vm, more) : -ENOMEM;
 	if (!r)
@@ -557,6 +590,7 @@ int mig_source_run(struct vm *vm, const struct mig_params *p, struct mig_report 
 	senders_stop(&s);
 	vm_dirty_stop(vm);
 	snprintf(rep->status, sizeof(rep->status), "completed");
+	PROGRESS_SET(p, phase, MIG_PHASE_DONE);
 	rep->total_ms = (double)(t_end - t_start) / 1e6;
 	rep->downtime_ms = (double)(t_end - t_pause) / 1e6;
 	rep->restore_ms = (double)res.restore_ns / 1e6;
@@ -602,6 +636,7 @@ fail:
 		vm_resume(vm);
 	rep->rounds = round;
 	rep->total_ms = (double)(now_ns() - t_start) / 1e6;
+	PROGRESS_SET(p, phase, MIG_PHASE_DONE);
 	src_free(&s);
 	return r;
 }

@@ -73,6 +73,11 @@ struct hv_ops {
 	void (*vcpu_destroy)(struct hv_vcpu *vcpu);
 	/* Enter the guest until it exits; fills *exit. -errno on failure. */
 	int (*vcpu_run)(struct hv_vcpu *vcpu, struct hv_exit *exit);
+	/* Finish an operation the last exit left pending (the data of a port
+	 * read, the rest of a string I/O) without running any guest code, so
+	 * that the state read next is consistent. The vCPU's thread; NULL if the
+	 * backend never leaves operations pending. */
+	int (*vcpu_complete)(struct hv_vcpu *vcpu);
 	/* Make a running or about-to-run vcpu_run return HV_EXIT_INTR soon. The
 	 * caller also signals the vCPU thread (vcpu.c does). */
 	void (*vcpu_kick)(struct hv_vcpu *vcpu);

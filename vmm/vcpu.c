@@ -89,6 +89,14 @@ static void vcpu_serve(struct vcpu *v)
 
 	if (!m)
 		return;
+	/* Before the guest stops or its state is read, finish what the last
+	 * exit left half done (KVM completes I/O only on re-entry). */
+	if (v->op_pending && v->vm->hv->vcpu_complete) {
+		int e = v->vm->hv->vcpu_complete(v->hv);
+		if (e)
+			log_warn("vcpu %u: completing a pending I/O: %s", v->index, strerror(-e));
+		v->op_pending = false;
+	}
 	switch (m->req) {
 	case VCPU_REQ_PAUSE:
 		if (v->state == VCPU_RUNNING)
@@ -183,13 +191,14 @@ static void *vcpu_thread(void *arg)
 		}
 		pthread_mutex_unlock(&v->lock);
 		__atomic_store_n(&v->where, VCPU_IN_GUEST, __ATOMIC_RELAXED);
-		int r = v->vm->hv->vcpu_run(v->hv, &ex);
+		int r = v->vm->hv->vcpu_run(v->hv, &ex); /* also completes a pending op */
 		__atomic_store_n(&v->where, VCPU_IN_EXIT, __ATOMIC_RELAXED);
 		__atomic_add_fetch(&v->nr_exits, 1, __ATOMIC_RELAXED);
 		if (r)
 			vcpu_mark_failed(v, "entering the guest: %s", strerror(-r));
 		else
 			vcpu_handle_exit(v, &ex);
+		v->op_pending = !r && (ex.reason == HV_EXIT_IO || ex.reason == HV_EXIT_MMIO);
 		__atomic_store_n(&v->where, VCPU_IN_MAILBOX, __ATOMIC_RELAXED);
 		pthread_mutex_lock(&v->lock);
 	}

@@ -65,7 +65,8 @@ struct vcpu {
 
 	/* written by the vCPU thread, read by anyone (atomics): where the
 	 * thread is, for the diagnostics of a request left unanswered */
-	int where; /* enum vcpu_where */
+	int where;	 /* enum vcpu_where */
+	bool op_pending; /* owner thread: the last exit left an I/O to complete */
 	uint64_t nr_exits;
 };
 

@@ -457,6 +457,19 @@ static int kvm_vcpu_run(struct hv_vcpu *v, struct hv_exit *ex)
 	return 0;
 }
 
+/* KVM finishes a pending I/O on the next KVM_RUN before it looks at
+ * immediate_exit: enter with it set, and no guest instruction runs. */
+static int kvm_vcpu_complete(struct hv_vcpu *v)
+{
+	__atomic_store_n(&v->run->immediate_exit, 1, __ATOMIC_RELEASE);
+	int r = ioctl(v->fd, KVM_RUN, 0);
+	int err = errno;
+	__atomic_store_n(&v->run->immediate_exit, 0, __ATOMIC_RELAXED);
+	if (r < 0 && err != EINTR && err != EAGAIN)
+		return -err;
+	return 0;
+}
+
 static void kvm_vcpu_kick(struct hv_vcpu *v)
 {
 	__atomic_store_n(&v->run->immediate_exit, 1, __ATOMIC_RELEASE);
@@ -919,6 +932,7 @@ const struct hv_ops kvm_hv_ops = {
     .vcpu_create = kvm_vcpu_create,
     .vcpu_destroy = kvm_vcpu_destroy,
     .vcpu_run = kvm_vcpu_run,
+    .vcpu_complete = kvm_vcpu_complete,
     .vcpu_kick = kvm_vcpu_kick,
     .vcpu_get_state = kvm_vcpu_get_state,
     .vcpu_set_state = kvm_vcpu_set_state,
