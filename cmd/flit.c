@@ -21,6 +21,7 @@
 
 #include "common/log.h"
 #include "common/util.h"
+#include "api/api.h"
 #include "migrate/conn.h"
 #include "migrate/migrate.h"
 #include "vmm/loader.h"
@@ -52,6 +53,7 @@ struct opts {
 	const char *incoming;	/* destination: listen address */
 	const char *migrate_to; /* source: destination address */
 	const char *token_file;
+	const char *api; /* control socket path */
 	uint64_t migrate_after_ms;
 	uint64_t finish_after_ms; /* then command the guest to verify and exit */
 	struct mig_params mig;
@@ -71,6 +73,8 @@ static void usage(FILE *f)
 		"  --verify            after the guest exits, check every memcheck page from\n"
 		"                      the host side too\n"
 		"  --timeout SEC       give up after SEC seconds (default: none)\n"
+		"  --api PATH          serve the control API on a unix socket (flitctl;\n"
+		"                      docs/api.md): status, pause, resume, migrate, ...\n"
 		"  --finish-after SEC  then tell the guest to verify its memory and exit\n"
 		"                      (memcheck; decimals allowed)\n\n"
 		"Live migration (pre-copy over TCP; docs/stream.md):\n"
@@ -149,6 +153,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 	    {"bandwidth", required_argument, NULL, 'B'},
 	    {"no-auto-converge", no_argument, NULL, 'N'},
 	    {"mem-prealloc", no_argument, NULL, 'P'},
+	    {"api", required_argument, NULL, 'S'},
 	    {"no-mem-prealloc", no_argument, NULL, 'Q'},
 	    {0},
 	};
@@ -231,6 +236,9 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		case 'N':
 			o->mig.auto_converge = false;
 			break;
+		case 'S':
+			o->api = optarg;
+			break;
 		case 'P':
 		case 'Q':
 			o->prealloc = c == 'P' ? 1 : 0;
@@ -269,6 +277,9 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 				       "no --migrate-to");
 	if (!o->guest && !o->incoming)
 		return bad_usage("%s", "no guest given: --guest NAME|PATH");
+	if (o->api && (o->incoming || o->migrate_to))
+		return bad_usage("%s", "--api goes with a running guest (not yet with "
+				       "--incoming or --migrate-to)");
 	if ((o->incoming || o->migrate_to) && !o->token_file)
 		return bad_usage("%s", "a migration needs --token-file (the same on both sides)");
 	if (o->token_file) {
@@ -373,19 +384,51 @@ static int exit_code_for(int err)
 /* Runs the guest until it exits (or fails, or the timeout passes), telling it
  * to verify and exit after --finish-after; then the optional host check.
  * Returns the process exit status. Destroys the VM. */
-static int run_to_end(struct vm *vm, const struct opts *o, uint64_t t0)
+enum { WAIT_DONE, WAIT_MIGRATED, WAIT_QUIT };
+
+/* vm_wait, but also ending when the API says the guest left or to quit. */
+static int wait_guest(struct vm *vm, struct api_server *api, int timeout_ms, struct vm_result *res)
+{
+	uint64_t end = timeout_ms < 0 ? UINT64_MAX : now_ns() + (uint64_t)timeout_ms * 1000000ULL;
+
+	if (!api) {
+		vm_wait(vm, timeout_ms, res);
+		return WAIT_DONE;
+	}
+	for (;;) {
+		uint64_t now = now_ns();
+		int slice = now >= end ? 0 : (int)MIN((end - now) / 1000000ULL, 200);
+		vm_wait(vm, slice, res);
+		if (api_migrated(api))
+			return WAIT_MIGRATED;
+		if (api_quit_requested(api))
+			return WAIT_QUIT;
+		if (!res->timed_out || now_ns() >= end)
+			return WAIT_DONE;
+	}
+}
+
+static int run_to_end(struct vm *vm, const struct opts *o, uint64_t t0, struct api_server *api)
 {
 	struct vm_result res;
-	int timeout = o->timeout_s ? (int)(o->timeout_s * 1000) : -1, r, status;
+	int timeout = o->timeout_s ? (int)(o->timeout_s * 1000) : -1, r, status, w;
 
 	if (o->finish_after_ms) {
-		vm_wait(vm, (int)o->finish_after_ms, &res);
-		if (res.timed_out) {
+		w = wait_guest(vm, api, (int)o->finish_after_ms, &res);
+		if (w == WAIT_DONE && res.timed_out) {
 			log_info("telling the guest to verify its memory and exit");
 			testdev_command(&vm->testdev, -1, FLIT_CMD_VERIFY_EXIT);
 		}
 	}
-	vm_wait(vm, timeout, &res);
+	w = wait_guest(vm, api, timeout, &res);
+	api_stop(api); /* waits for a migration still running */
+	if (w == WAIT_MIGRATED || (api && w == WAIT_QUIT)) {
+		log_info("%s", w == WAIT_MIGRATED ? "the guest runs at the destination now; "
+						    "leaving"
+						  : "quitting as asked");
+		vm_destroy(vm);
+		return 0;
+	}
 	vm_pause(vm);
 	if (res.failed || res.timed_out) {
 		log_err("%s", res.reason);
@@ -455,7 +498,7 @@ static int run_incoming(const struct opts *o)
 	if (r)
 		return r == -ENODEV || r == -ENOENT || r == -EACCES ? FLIT_EXIT_NO_KVM
 								    : FLIT_EXIT_MIGRATION;
-	return run_to_end(vm, o, now_ns());
+	return run_to_end(vm, o, now_ns(), NULL);
 }
 
 int main(int argc, char **argv)
@@ -513,8 +556,18 @@ int main(int argc, char **argv)
 		vm_destroy(vm);
 		return FLIT_EXIT_RESOURCES;
 	}
-	if (!o.migrate_to)
-		return run_to_end(vm, &o, t0);
+	if (!o.migrate_to) {
+		struct api_server *api = NULL;
+		if (o.api) {
+			r = api_start(o.api, vm, &o.mig, &api);
+			if (r) {
+				vm_destroy(vm);
+				return FLIT_EXIT_RESOURCES;
+			}
+			log_info("API on %s", o.api);
+		}
+		return run_to_end(vm, &o, t0, api);
+	}
 
 	struct vm_result res;
 	vm_wait(vm, (int)o.migrate_after_ms, &res);
@@ -534,6 +587,6 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	/* The guest never left: it runs on here. */
-	int status = run_to_end(vm, &o, t0);
+	int status = run_to_end(vm, &o, t0, NULL);
 	return status ? status : FLIT_EXIT_MIGRATION;
 }

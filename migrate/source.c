@@ -150,8 +150,11 @@ static int send_chunk(struct sender *t, uint64_t chunk, uint64_t t0, uint64_t b0
 			else
 				bitmap_set(s->sent, x);
 		}
-		t->pages += run - g;
-		t->bytes += sizeof(ph) + (run - g) * 4096 + sizeof(struct mig_rec_hdr);
+		__atomic_store_n(&t->pages, t->pages + (run - g), __ATOMIC_RELAXED);
+		__atomic_store_n(&t->bytes,
+				 t->bytes + sizeof(ph) + (run - g) * 4096 +
+				     sizeof(struct mig_rec_hdr),
+				 __ATOMIC_RELAXED);
 		pace(t, t0, t->bytes - b0);
 		g = run;
 	}
@@ -228,16 +231,31 @@ static int run_round(struct src *s, bool final, uint64_t *pages, uint64_t *bytes
 	s->running = s->n;
 	s->gen++;
 	pthread_cond_broadcast(&s->cond);
+	uint64_t next_beat = now_ns() + 1000000000ULL;
 	while (s->running) {
 		struct timespec dl;
 		clock_gettime(CLOCK_MONOTONIC, &dl);
-		dl.tv_sec += 1;
-		if (pthread_cond_timedwait(&s->cond, &s->lock, &dl) == ETIMEDOUT && s->running &&
-		    !err) {
-			/* A long round: tell the destination we are alive. */
-			uint64_t sent = 0;
-			for (unsigned i = 0; i < s->n; i++)
-				sent += s->snd[i].pages;
+		dl.tv_nsec += 200000000L;
+		if (dl.tv_nsec >= 1000000000L) {
+			dl.tv_sec++;
+			dl.tv_nsec -= 1000000000L;
+		}
+		if (pthread_cond_timedwait(&s->cond, &s->lock, &dl) != ETIMEDOUT || !s->running)
+			continue;
+		/* A long round: show progress (the counters are the senders';
+		 * a slightly stale read is fine) and keep the control channel
+		 * alive for the destination. */
+		uint64_t sent = 0, nbytes = 0;
+		for (unsigned i = 0; i < s->n; i++) {
+			sent += __atomic_load_n(&s->snd[i].pages, __ATOMIC_RELAXED);
+			nbytes += __atomic_load_n(&s->snd[i].bytes, __ATOMIC_RELAXED);
+		}
+		if (s->p->progress) {
+			__atomic_store_n(&s->p->progress->pages_sent, sent, __ATOMIC_RELAXED);
+			__atomic_store_n(&s->p->progress->bytes, nbytes, __ATOMIC_RELAXED);
+		}
+		if (now_ns() >= next_beat && !err) {
+			next_beat += 1000000000ULL;
 			pthread_mutex_unlock(&s->lock);
 			err = mig_send_rec(s->ctl, MIG_REC_HEARTBEAT, &sent, sizeof(sent));
 			pthread_mutex_lock(&s->lock);
@@ -473,6 +491,8 @@ int mig_source_run(struct vm *vm, const struct mig_params *p, struct mig_report 
 	rep->setup_ms = (double)(now_ns() - t_start) / 1e6;
 
 	/* iterate: round 1 sends everything */
+	PROGRESS_SET(p, phase, MIG_PHASE_ITERATE);
+	PROGRESS_SET(p, round, 1);
 	memset(s.todo, 0xff, BITMAP_WORDS(s.nr_pages) * 8);
 	if (s.nr_pages % 64)
 		s.todo[s.nr_pages / 64] = (1ULL << (s.nr_pages % 64)) - 1;
@@ -506,8 +526,7 @@ int mig_source_run(struct vm *vm, const struct mig_params *p, struct mig_report 
 		    st.bandwidth > 0 ? (double)st.dirty_pages * 4096.0 / st.bandwidth * 1e3 : 1e9;
 		total_dirty += st.dirty_pages;
 		total_round_s += secs;
-		PROGRESS_SET(p, phase, MIG_PHASE_ITERATE);
-		PROGRESS_SET(p, round, round);
+		PROGRESS_SET(p, round, round + 1);
 		PROGRESS_SET(p, dirty_pages, st.dirty_pages);
 		PROGRESS_SET(p, dirty_rate_pps, (uint64_t)st.dirty_rate);
 		PROGRESS_SET(p, est_downtime_us, (uint64_t)(st.est_downtime_ms * 1e3));
