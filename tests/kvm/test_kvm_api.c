@@ -4,7 +4,8 @@
  * flit serving --api, a destination flit --incoming, flitctl in between.
  * A migration requested through the API completes, the source process
  * leaves, the destination guest verifies every page; a cancelled migration
- * leaves the source guest running; bad requests get clear refusals.
+ * leaves the source guest running; bad requests get clear refusals; a
+ * source killed mid-migration makes the destination give up cleanly.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -182,11 +183,58 @@ static void cancel_keeps_source(void)
 	TEST_ASSERT(wait_exit(dst, 60) != 0, "the destination gave up");
 }
 
+/* The source process dies in the middle: the destination discards what it
+ * had and exits with the migration-failed status and a reason. */
+static void source_killed(void)
+{
+	char out[8192], dlog[300], slog[300];
+	snprintf(dlog, sizeof(dlog), "%s/dest3.log", tmpdir);
+	snprintf(slog, sizeof(slog), "%s/source3.log", tmpdir);
+	const char *dargv[] = {test_build_path("flit"),
+			       "--incoming",
+			       "tcp:127.0.0.1:7343",
+			       "--token-file",
+			       token,
+			       "--timeout",
+			       "300",
+			       NULL};
+	const char *sargv[] = {test_build_path("flit"),
+			       "--guest",
+			       "memcheck",
+			       "--mem",
+			       "128M",
+			       "rounds=0",
+			       "--migrate-to",
+			       "tcp:127.0.0.1:7343",
+			       "--token-file",
+			       token,
+			       "--migrate-after",
+			       "0.2",
+			       "--bandwidth",
+			       "10M",
+			       NULL};
+	pid_t dst = spawn(dlog, dargv);
+	usleep(200000);
+	pid_t src = spawn(slog, sargv);
+	usleep(1500000); /* inside the ~13 s the capped migration would take */
+	kill(src, SIGKILL);
+	waitpid(src, NULL, 0);
+	TEST_ASSERT_EQ(wait_exit(dst, 60), 76);
+	int fd = open(dlog, O_RDONLY);
+	ssize_t got = read(fd, out, sizeof(out) - 1);
+	out[got > 0 ? got : 0] = 0;
+	close(fd);
+	TEST_ASSERT(strstr(out, "migration failed") && strstr(out, "closed"),
+		    "the destination says why: %s", out);
+	printf("  destination: %.300s\n", strstr(out, "migration failed"));
+}
+
 int main(int argc, char **argv)
 {
 	static const struct test_case cases[] = {
 	    TEST_CASE(migrate_through_api),
 	    TEST_CASE(cancel_keeps_source),
+	    TEST_CASE(source_killed),
 	};
 	int fd = open("/dev/kvm", O_RDWR);
 	if (fd < 0) {
