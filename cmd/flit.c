@@ -438,6 +438,11 @@ static int run_to_end(struct vm *vm, const struct opts *o, uint64_t t0, struct a
 	status = (int)(res.exit_status > 63 ? 63 : res.exit_status);
 	log_info("guest exited with status %u after %.3f s", res.exit_status,
 		 (double)(now_ns() - t0) / 1e9);
+	uint64_t stall = vm_memcheck_max_stall_us(vm);
+	if (stall)
+		log_info("the guest's longest stall between two rounds: %.2f ms (host wall time, "
+			 "as the guest saw it)",
+			 (double)stall / 1e3);
 	if (o->verify) {
 		uint64_t checked = 0, bad = 0;
 		r = vm_verify_memcheck(vm, &checked, &bad);

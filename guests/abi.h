@@ -27,6 +27,11 @@
  *   +0x0c out REPORT_BAD  value = bad pages found by a verify pass
  *   +0x10 in  COMMAND     returns the pending command for this vCPU
  *                         (FLIT_CMD_*) and clears it
+ *   +0x18 in  TIME_LO     the host's wall clock (CLOCK_REALTIME) in
+ *   +0x1c in  TIME_HI     microseconds: low half (latches the high half),
+ *                         then high half. Wall time, so that a guest sees
+ *                         the time a migration stopped it (its TSC does not:
+ *                         it is restored where it stopped)
  *   +0x14 out SLEEP       value = microseconds (at most 100000): the vCPU
  *                         sleeps in the VMM, like HLT (which ring 3 cannot
  *                         use), so an idle guest leaves the host's CPUs free
@@ -56,6 +61,8 @@
 #define FLIT_TD_PROGRESS   0x08
 #define FLIT_TD_REPORT_BAD 0x0c
 #define FLIT_TD_COMMAND	   0x10
+#define FLIT_TD_TIME_LO	   0x18
+#define FLIT_TD_TIME_HI	   0x1c
 #define FLIT_TD_SLEEP	   0x14
 #define FLIT_SLEEP_MAX_US  100000
 
@@ -83,6 +90,10 @@ struct flit_check_desc {
 	/* Page each vCPU is rewriting right now, or FLIT_CHECK_IDLE: it may
 	 * hold a mix of generation g and g + 1. */
 	uint64_t busy_page[FLIT_MAX_VCPUS];
+	/* The longest gap each vCPU saw between two of its rounds, in
+	 * microseconds of host wall time: what a pause or a migration cost the
+	 * guest, as the guest sees it. */
+	uint64_t max_stall_us[FLIT_MAX_VCPUS];
 };
 
 struct flit_bootinfo {

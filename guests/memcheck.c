@@ -18,7 +18,8 @@
  *               check can fail)
  * Exit status: 0 if every page verified, 1 if any was bad.
  * Each vCPU owns a contiguous slice of the pages; the table and the busy
- * page of each vCPU are published in the boot info for the host-side check.
+ * page of each vCPU are published in the boot info for the host-side check,
+ * with the longest stall each vCPU saw between two rounds (host wall time).
  */
 #include "../guests/pattern.h"
 #include "rt/rt.h"
@@ -106,7 +107,8 @@ int guest_main(struct guest *g)
 	}
 
 	uint32_t gen = 1;
-	uint64_t next = rdtsc();
+	uint64_t next = rdtsc(), last_us = rt_host_time_us();
+	g->bi->check.max_stall_us[g->vcpu] = 0;
 	for (uint64_t r = 1;; r++) {
 		gen++;
 		for (uint64_t i = lo; i < lo + my_ws; i++) {
@@ -120,6 +122,10 @@ int guest_main(struct guest *g)
 					cpu_relax();
 			}
 		}
+		uint64_t now_us = rt_host_time_us();
+		if (now_us - last_us > g->bi->check.max_stall_us[g->vcpu])
+			g->bi->check.max_stall_us[g->vcpu] = now_us - last_us;
+		last_us = now_us;
 		rt_progress((uint32_t)r);
 		if (!my_ws)
 			rt_sleep_us(1000);

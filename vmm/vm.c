@@ -462,3 +462,15 @@ int vm_verify_memcheck(struct vm *vm, uint64_t *checked, uint64_t *bad)
 	}
 	return 0;
 }
+
+uint64_t vm_memcheck_max_stall_us(struct vm *vm)
+{
+	const struct flit_bootinfo *bi = mem_gpa_to_hva(&vm->mem, FLIT_BOOTINFO_GPA, sizeof(*bi));
+	uint64_t m = 0;
+
+	if (bi->check.magic != FLIT_CHECK_MAGIC)
+		return 0;
+	for (uint32_t v = 0; v < vm->nr_vcpus && v < FLIT_MAX_VCPUS; v++)
+		m = MAX(m, bi->check.max_stall_us[v]);
+	return m;
+}

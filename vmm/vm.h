@@ -139,4 +139,8 @@ int vm_restore_devices(struct vm *vm, const void *buf);
  * published is inconsistent. */
 int vm_verify_memcheck(struct vm *vm, uint64_t *checked, uint64_t *bad);
 
+/* The longest stall any vCPU of the memcheck guest saw between two of its
+ * rounds (host wall time, microseconds), or 0 if it published none. */
+uint64_t vm_memcheck_max_stall_us(struct vm *vm);
+
 #endif

@@ -70,6 +70,12 @@ static inline void rt_sleep_us(uint32_t us)
 {
 	outl(FLIT_TESTDEV_PORT + FLIT_TD_SLEEP, us);
 }
+/* Host wall-clock time in microseconds. */
+static inline uint64_t rt_host_time_us(void)
+{
+	uint64_t lo = inl(FLIT_TESTDEV_PORT + FLIT_TD_TIME_LO);
+	return (uint64_t)inl(FLIT_TESTDEV_PORT + FLIT_TD_TIME_HI) << 32 | lo;
+}
 static inline uint32_t rt_command(void)
 {
 	return inl(FLIT_TESTDEV_PORT + FLIT_TD_COMMAND);

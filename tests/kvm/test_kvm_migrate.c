@@ -69,8 +69,10 @@ static void finish_and_check(struct vm *vm, const char *where)
 	TEST_ASSERT_EQ(vm_verify_memcheck(vm, &checked, &bad), 0);
 	TEST_ASSERT(bad == 0, "%s: host check found %llu bad pages", where,
 		    (unsigned long long)bad);
-	printf("  %s: guest verified itself, host checked %llu pages: all good\n", where,
-	       (unsigned long long)checked);
+	printf("  %s: guest verified itself, host checked %llu pages: all good; longest stall "
+	       "the guest saw: %.2f ms\n",
+	       where, (unsigned long long)checked, (double)vm_memcheck_max_stall_us(vm) / 1e3);
+	TEST_ASSERT(vm_memcheck_max_stall_us(vm) > 0, "the guest published its stall");
 }
 
 /*

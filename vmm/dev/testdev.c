@@ -44,6 +44,16 @@ static void testdev_pio(void *dev, struct vcpu *vcpu, uint16_t off, bool out, ui
 		v = off == FLIT_TD_COMMAND ? s->command : 0;
 		if (off == FLIT_TD_COMMAND)
 			s->command = FLIT_CMD_NONE;
+		if (off == FLIT_TD_TIME_LO) {
+			struct timespec ts;
+			clock_gettime(CLOCK_REALTIME, &ts);
+			uint64_t us =
+			    (uint64_t)ts.tv_sec * 1000000ULL + (uint64_t)ts.tv_nsec / 1000;
+			v = (uint32_t)us;
+			s->time_hi = (uint32_t)(us >> 32);
+		}
+		if (off == FLIT_TD_TIME_HI)
+			v = s->time_hi;
 		pthread_mutex_unlock(&t->lock);
 		memcpy(data, &v, 4);
 		return;
