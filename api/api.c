@@ -37,6 +37,7 @@ struct api_server {
 	struct mig_report rep;
 	int mig_r;
 	bool migrated, quit;
+	bool final_read; /* a client got the ended migration's status */
 	pthread_t mig_thread;
 	bool mig_thread_started;
 	/* atomics */
@@ -178,6 +179,7 @@ static json_object *do_migrate(struct api_server *s, json_object *req)
 	s->mp = p;
 	memset(&s->rep, 0, sizeof(s->rep));
 	s->mig = MIG_ACTIVE;
+	s->final_read = false;
 	int r = -pthread_create(&s->mig_thread, NULL, mig_thread, s);
 	if (r) {
 		s->mig = MIG_NONE;
@@ -200,8 +202,10 @@ static json_object *do_migrate_status(struct api_server *s)
 	enum mig_state m = s->mig;
 	const char *status = m == MIG_NONE ? "none" : m == MIG_ACTIVE ? "active" : s->rep.status;
 	json_object_object_add(o, "status", json_object_new_string(status));
-	if (m == MIG_ENDED)
+	if (m == MIG_ENDED) {
 		json_object_object_add(o, "report", mig_report_to_json(&s->rep));
+		s->final_read = true;
+	}
 	pthread_mutex_unlock(&s->lock);
 	pg.phase = __atomic_load_n(&s->progress.phase, __ATOMIC_RELAXED);
 	pg.round = __atomic_load_n(&s->progress.round, __ATOMIC_RELAXED);
@@ -312,14 +316,19 @@ static void serve_client(struct api_server *s, int fd)
 			json_object *reply = handle(s, buf);
 			const char *t =
 			    json_object_to_json_string_ext(reply, JSON_C_TO_STRING_PLAIN);
-			dprintf(fd, "%s\n", t);
+			size_t tn = strlen(t);
+			if (send(fd, t, tn, MSG_NOSIGNAL) != (ssize_t)tn ||
+			    send(fd, "\n", 1, MSG_NOSIGNAL) != 1) {
+				json_object_put(reply);
+				return; /* the client left */
+			}
 			json_object_put(reply);
 			len -= (size_t)(nl + 1 - buf);
 			memmove(buf, nl + 1, len);
 		}
 		if (len == REQ_MAX) {
-			dprintf(fd, "{\"ok\":false,\"error\":\"request longer than %d bytes\"}\n",
-				REQ_MAX);
+			static const char msg[] = "{\"ok\":false,\"error\":\"request too long\"}\n";
+			(void)!send(fd, msg, sizeof(msg) - 1, MSG_NOSIGNAL);
 			return;
 		}
 	}
@@ -425,4 +434,16 @@ bool api_quit_requested(struct api_server *s)
 	bool r = s->quit;
 	pthread_mutex_unlock(&s->lock);
 	return r;
+}
+
+void api_wait_final_read(struct api_server *s, int timeout_ms)
+{
+	for (int waited = 0; waited < timeout_ms; waited += 20) {
+		pthread_mutex_lock(&s->lock);
+		bool done = s->final_read;
+		pthread_mutex_unlock(&s->lock);
+		if (done)
+			return;
+		usleep(20000);
+	}
 }

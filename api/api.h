@@ -26,6 +26,11 @@ void api_stop(struct api_server *s);
 
 /* The guest has migrated away: this process should end. */
 bool api_migrated(struct api_server *s);
+/* After a migration ended: wait (up to timeout_ms) until a client has read
+ * its final status, so that `flitctl migrate` sees the report before this
+ * process leaves. */
+void api_wait_final_read(struct api_server *s, int timeout_ms);
+
 /* A client asked this flit to quit. */
 bool api_quit_requested(struct api_server *s);
 

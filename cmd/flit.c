@@ -421,7 +421,9 @@ static int run_to_end(struct vm *vm, const struct opts *o, uint64_t t0, struct a
 		}
 	}
 	w = wait_guest(vm, api, timeout, &res);
-	api_stop(api); /* waits for a migration still running */
+	if (w == WAIT_MIGRATED)
+		api_wait_final_read(api, 3000); /* let flitctl read the report */
+	api_stop(api);				/* waits for a migration still running */
 	if (w == WAIT_MIGRATED || (api && w == WAIT_QUIT)) {
 		log_info("%s", w == WAIT_MIGRATED ? "the guest runs at the destination now; "
 						    "leaving"

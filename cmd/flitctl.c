@@ -45,7 +45,9 @@ static json_object *call(int fd, json_object *req)
 	size_t len = 0;
 	const char *t = json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN);
 
-	if (dprintf(fd, "%s\n", t) < 0)
+	size_t tlen = strlen(t);
+	if (send(fd, t, tlen, MSG_NOSIGNAL) != (ssize_t)tlen ||
+	    send(fd, "\n", 1, MSG_NOSIGNAL) != 1)
 		return NULL;
 	for (;;) {
 		ssize_t n = read(fd, buf + len, sizeof(buf) - 1 - len);
@@ -87,7 +89,8 @@ static int follow(int fd, bool tty)
 	for (;;) {
 		json_object *r = call(fd, req);
 		if (!reply_ok(r)) {
-			fprintf(stderr, "flitctl: the API stopped answering\n");
+			fprintf(stderr, "flitctl: the API went away before the migration's end "
+					"was seen\n");
 			json_object_put(req);
 			return 2;
 		}

@@ -64,8 +64,13 @@ static int flitctl(char *out, size_t len, ...)
 	argv[n] = NULL;
 	snprintf(log, sizeof(log), "%s/flitctl.out", tmpdir);
 	int rc = wait_exit(spawn(log, argv), 120);
+	/* The end of the output: a followed migration prints many progress
+	 * lines before its report. */
 	int fd = open(log, O_RDONLY);
-	ssize_t got = read(fd, out, len - 1);
+	struct stat st;
+	fstat(fd, &st);
+	off_t from = st.st_size > (off_t)len - 1 ? st.st_size - ((off_t)len - 1) : 0;
+	ssize_t got = pread(fd, out, len - 1, from);
 	out[got > 0 ? got : 0] = 0;
 	close(fd);
 	printf("  flitctl %s -> %d: %.200s\n", argv[3], rc, out);
