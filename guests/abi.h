@@ -13,6 +13,8 @@
  *
  * Guest physical layout:
  *   0x001000  GDT            0x002000  TSS with an all-ports I/O bitmap (to 0x4069)
+ *   0x005000  IDT (exceptions 0-31, when the image has the stubs)
+ *   0x006000  the exception stack (ring 0), up to 0x9000
  *   0x009000  boot info (one page; the guest may write its 'check' part)
  *   0x010000  page tables (PML4, PDPT, one page directory per GiB)
  *   0x100000  vCPU stacks, FLIT_STACK_SIZE each, up to FLIT_MAX_VCPUS
@@ -35,6 +37,9 @@
  *   +0x14 out SLEEP       value = microseconds (at most 100000): the vCPU
  *                         sleeps in the VMM, like HLT (which ring 3 cannot
  *                         use), so an idle guest leaves the host's CPUs free
+ *   +0x20..0x2c out EXC   written by the runtime's exception stubs: vector,
+ *                         error code, rip low, rip high; the VMM then fails
+ *                         the vCPU, naming the exception
  * The serial port (8250, COM1 at 0x3f8) prints to the VMM's log.
  */
 #ifndef FLIT_GUESTS_ABI_H
@@ -55,7 +60,7 @@
 #define FLIT_PAGE_SHIFT	  12
 
 #define FLIT_TESTDEV_PORT  0x500
-#define FLIT_TESTDEV_SIZE  0x20
+#define FLIT_TESTDEV_SIZE  0x40
 #define FLIT_TD_EXIT	   0x00
 #define FLIT_TD_CHECKPOINT 0x04
 #define FLIT_TD_PROGRESS   0x08
@@ -63,8 +68,19 @@
 #define FLIT_TD_COMMAND	   0x10
 #define FLIT_TD_TIME_LO	   0x18
 #define FLIT_TD_TIME_HI	   0x1c
-#define FLIT_TD_SLEEP	   0x14
-#define FLIT_SLEEP_MAX_US  100000
+#define FLIT_TD_EXC_VECTOR 0x20 /* then error (+0x24), rip low (+0x28), high (+0x2c) */
+#define FLIT_TD_EXC_RIP_HI 0x2c
+
+/* Exception stubs in the guest image (see guests/rt/start.S), and where the
+ * VMM puts the IDT and the ring-0 stack the stubs run on. */
+#define FLIT_EXC_MARKER_OFF 0xf8
+#define FLIT_EXC_MARKER	    0x3143584554494c46ULL /* "FLITEXC1" */
+#define FLIT_EXC_STUBS_OFF  0x100
+#define FLIT_EXC_STUB_SIZE  16
+#define FLIT_IDT_GPA	    0x5000ULL
+#define FLIT_EXC_STACK_TOP  0x9000ULL /* grows down from the boot info page */
+#define FLIT_TD_SLEEP	    0x14
+#define FLIT_SLEEP_MAX_US   100000
 
 #define FLIT_CMD_NONE	     0
 #define FLIT_CMD_VERIFY	     1 /* verify, report, go on */

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: MIT
 /*
  * hello: every vCPU says hello; exits 0. The smallest proof that a guest ran.
- * With the argument "crash" it executes an invalid opcode instead: with no
- * IDT that is a triple fault, which the VMM must report as a guest crash.
+ * With the argument "crash" it executes an invalid opcode instead: the
+ * runtime's exception stub reports it, and the VMM must fail the guest
+ * naming #UD and the rip.
  */
 #include "rt/rt.h"
 

@@ -173,6 +173,7 @@ int vm_load_guest(struct vm *vm, const char *path, const char *args)
 	r = x86_boot_build_tables(&vm->mem);
 	if (r)
 		return r;
+	bool idt = x86_boot_build_idt(&vm->mem);
 	bi = mem_gpa_to_hva(&vm->mem, FLIT_BOOTINFO_GPA, sizeof(*bi));
 	memset(bi, 0, sizeof(*bi));
 	vm->hv->vm_caps(vm->hv_vm, &caps);
@@ -193,7 +194,7 @@ int vm_load_guest(struct vm *vm, const char *path, const char *args)
 		r = vcpu_get_state(vm->vcpus[i], st, X86_PART_REGS | X86_PART_SREGS);
 		if (r)
 			break;
-		x86_boot_vcpu_state(st, info.entry, i);
+		x86_boot_vcpu_state(st, info.entry, i, idt);
 		r = vcpu_set_state(vm->vcpus[i], st, X86_PART_REGS | X86_PART_SREGS);
 	}
 	free(st);

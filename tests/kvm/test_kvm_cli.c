@@ -70,7 +70,7 @@ static void crash_is_70(void)
 {
 	const char *a[] = {"--guest", "hello", "--mem", "16M", "crash", NULL};
 	TEST_ASSERT_EQ(run_flit(out, sizeof(out), a), 70);
-	TEST_ASSERT(strstr(out, "triple fault"), "%s", out);
+	TEST_ASSERT(strstr(out, "guest exception #UD"), "%s", out);
 }
 
 static void timeout_is_75(void)

@@ -70,6 +70,22 @@ static void testdev_pio(void *dev, struct vcpu *vcpu, uint16_t off, bool out, ui
 		if (t->checkpoint)
 			t->checkpoint(t->checkpoint_opaque, vcpu, v);
 		break;
+	case FLIT_TD_EXC_VECTOR:
+	case FLIT_TD_EXC_VECTOR + 4:
+	case FLIT_TD_EXC_VECTOR + 8:
+		s->exc[(off - FLIT_TD_EXC_VECTOR) / 4] = v;
+		break;
+	case FLIT_TD_EXC_RIP_HI: {
+		static const char *const names[32] = {
+		    "#DE", "#DB", "NMI", "#BP", "#OF", "#BR", "#UD", "#NM", "#DF", "?",	  "#TS",
+		    "#NP", "#SS", "#GP", "#PF", "?",   "#MF", "#AC", "#MC", "#XM", "#VE", "#CP"};
+		uint32_t vec = s->exc[0] % 32;
+		vcpu_mark_failed(vcpu,
+				 "guest exception %s (vector %u, error code 0x%x) at rip 0x%llx",
+				 names[vec] ? names[vec] : "?", s->exc[0], s->exc[1],
+				 (unsigned long long)((uint64_t)v << 32 | s->exc[2]));
+		break;
+	}
 	case FLIT_TD_SLEEP: {
 		/* Like HLT: a kick (pause, state request) cuts it short. */
 		uint32_t us = v > FLIT_SLEEP_MAX_US ? FLIT_SLEEP_MAX_US : v;

@@ -14,8 +14,8 @@
 #include "guests/abi.h"
 
 struct testdev_slot {
-	uint32_t time_hi; /* latched by a TIME_LO read */
-	uint32_t pad;
+	uint32_t time_hi;     /* latched by a TIME_LO read */
+	uint32_t exc[3];      /* exception vector, error code, rip low */
 	uint32_t progress;    /* last PROGRESS value */
 	uint32_t command;     /* pending FLIT_CMD_*, 0 if none */
 	uint32_t reports;     /* REPORT_BAD writes so far */

@@ -29,6 +29,7 @@
 #define RFLAGS_FIXED   0x2ULL
 #define RFLAGS_IOPL3   0x3000ULL
 
+#define SEL_KCODE   0x08
 #define SEL_UCODE   0x18
 #define SEL_UDATA   0x20
 #define SEL_TSS	    0x28
@@ -89,6 +90,27 @@ int x86_boot_build_tables(struct guest_mem *mem)
 	return 0;
 }
 
+bool x86_boot_build_idt(struct guest_mem *mem)
+{
+	const uint64_t *marker =
+	    mem_gpa_to_hva(mem, FLIT_IMAGE_GPA + FLIT_EXC_MARKER_OFF, sizeof(uint64_t));
+	uint64_t *idt = mem_gpa_to_hva(mem, FLIT_IDT_GPA, 32 * 16);
+	uint8_t *tss = mem_gpa_to_hva(mem, FLIT_TSS_GPA, 0x68);
+
+	if (!marker || *marker != FLIT_EXC_MARKER || !idt || !tss)
+		return false;
+	for (unsigned v = 0; v < 32; v++) {
+		uint64_t off = FLIT_IMAGE_GPA + FLIT_EXC_STUBS_OFF + v * FLIT_EXC_STUB_SIZE;
+		/* 64-bit interrupt gate: present, DPL 0, type 0xe, kernel code. */
+		idt[2 * v] = (off & 0xffff) | (uint64_t)SEL_KCODE << 16 | 0x8eULL << 40 |
+			     ((off >> 16) & 0xffff) << 48;
+		idt[2 * v + 1] = off >> 32;
+	}
+	uint64_t rsp0 = FLIT_EXC_STACK_TOP;
+	memcpy(tss + 4, &rsp0, sizeof(rsp0)); /* TSS.RSP0: the stubs' stack */
+	return true;
+}
+
 static struct x86_segment seg_flat(uint16_t sel, uint8_t type, uint8_t l, uint8_t db)
 {
 	return (struct x86_segment){.base = 0,
@@ -103,7 +125,7 @@ static struct x86_segment seg_flat(uint16_t sel, uint8_t type, uint8_t l, uint8_
 				    .g = 1};
 }
 
-void x86_boot_vcpu_state(struct x86_cpu_state *st, uint64_t entry, uint32_t index)
+void x86_boot_vcpu_state(struct x86_cpu_state *st, uint64_t entry, uint32_t index, bool idt)
 {
 	memset(st->gpr, 0, sizeof(st->gpr));
 	st->gpr[X86_RDI] = index;
@@ -121,7 +143,8 @@ void x86_boot_vcpu_state(struct x86_cpu_state *st, uint64_t entry, uint32_t inde
 				      .present = 1};
 	st->ldt = (struct x86_segment){.type = 0x2, .unusable = 1};
 	st->gdt = (struct x86_dtable){.base = FLIT_GDT_GPA, .limit = GDT_ENTRIES * 8 - 1};
-	st->idt = (struct x86_dtable){.base = 0, .limit = 0};
+	st->idt = idt ? (struct x86_dtable){.base = FLIT_IDT_GPA, .limit = 32 * 16 - 1}
+		      : (struct x86_dtable){.base = 0, .limit = 0};
 	st->cr0 = CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_PG;
 	st->cr2 = 0;
 	st->cr3 = FLIT_PGTABLE_GPA;
