@@ -587,6 +587,9 @@ int mig_source_run(struct vm *vm, const struct mig_params *p, struct mig_report 
 		for (uint64_t w = 0; w < BITMAP_WORDS(s.nr_pages); w++)
 			s.todo[w] |= more[w];
 	free(more);
+	/* The untracked boot area goes again, whole: its changes are not logged. */
+	for (uint64_t g = 0; g < VM_UNTRACKED_BYTES / 4096 && g < s.nr_pages; g++)
+		bitmap_set(s.todo, g);
 	if (r)
 		goto fail;
 	round++;

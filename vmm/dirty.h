@@ -6,7 +6,9 @@
  * VMM itself made into guest RAM (vm_mark_dirty), so a collected bitmap is
  * the complete set of changed pages.
  *
- * Page numbers are guest-physical (gpa >> 12) over [0, nr_pages).
+ * Page numbers are guest-physical (gpa >> 12) over [0, nr_pages). Pages
+ * below VM_UNTRACKED_BYTES (vmm/vm.h) are not logged: only the VMM's own
+ * writes there are reported.
  */
 #ifndef FLIT_VMM_DIRTY_H
 #define FLIT_VMM_DIRTY_H

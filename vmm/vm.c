@@ -94,12 +94,19 @@ int vm_create(const struct vm_config *cfg, struct vm **out)
 		r = -ENOMEM;
 		goto fail;
 	}
-	for (unsigned i = 0; i < vm->mem.nr_regions; i++) {
-		struct mem_region *mr = &vm->mem.regions[i];
-		r = vm->hv->vm_map_memory(vm->hv_vm, i, mr->gpa, mr->size, mr->hva, true);
-		if (r)
-			goto fail;
-	}
+	/* Two slots over the one host mapping: the VMM's boot structures below
+	 * VM_UNTRACKED_BYTES (GDT, TSS, IDT, page tables, boot info) are never
+	 * dirty-logged, so the CPU's own accesses there never write-protect
+	 * them (nested hypervisors have been seen to choke on that); the rest is.
+	 * A migration sends that first MiB again in its final round. */
+	struct mem_region *mr = &vm->mem.regions[0];
+	r = vm->hv->vm_map_memory(vm->hv_vm, 0, 0, VM_UNTRACKED_BYTES, mr->hva, false);
+	if (!r)
+		r = vm->hv->vm_map_memory(vm->hv_vm, 1, VM_UNTRACKED_BYTES,
+					  mr->size - VM_UNTRACKED_BYTES,
+					  mr->hva + VM_UNTRACKED_BYTES, true);
+	if (r)
+		goto fail;
 	for (uint32_t i = 0; i < cfg->nr_vcpus; i++) {
 		r = vcpu_create(vm, i, &vm->vcpus[i]);
 		if (r)

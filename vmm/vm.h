@@ -27,7 +27,10 @@ struct hv_ops;
 struct hv_vm;
 struct dirty_ops;
 
-#define VM_MAX_DEVS	      4
+#define VM_MAX_DEVS 4
+/* Guest RAM below this is never dirty-logged (boot structures, boot info):
+ * whoever needs every change there (a migration's last round) copies it. */
+#define VM_UNTRACKED_BYTES    (1ULL << 20)
 #define VM_DIRTY_RING_ENTRIES 65536 /* per vCPU: 1 MiB, so a round rarely fills it */
 
 struct vm_config {

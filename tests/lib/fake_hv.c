@@ -47,10 +47,17 @@ static void fake_vm_caps(struct hv_vm *vm, struct hv_caps *caps)
 static int fake_map(struct hv_vm *vm, uint32_t slot, uint64_t gpa, uint64_t size, void *hva,
 		    bool log_dirty)
 {
-	if (slot != 0 || gpa != 0)
+	uint64_t end = (gpa + size) >> 12;
+
+	if (slot > 1)
 		return -EINVAL;
-	vm->nr_pages = size >> 12;
-	vm->dirty = bitmap_alloc(vm->nr_pages);
+	if (!log_dirty)
+		vm->unlogged_pages = MAX(vm->unlogged_pages, end);
+	if (end > vm->nr_pages) {
+		free(vm->dirty);
+		vm->nr_pages = end;
+		vm->dirty = bitmap_alloc(end);
+	}
 	return vm->dirty ? 0 : -ENOMEM;
 }
 
@@ -174,7 +181,7 @@ static int fake_set_state(struct hv_vcpu *v, const struct x86_cpu_state *st, uns
 void fake_guest_write(struct hv_vm *vm, uint64_t page)
 {
 	pthread_mutex_lock(&vm->lock);
-	if (vm->logging && page < vm->nr_pages)
+	if (vm->logging && page < vm->nr_pages && page >= vm->unlogged_pages)
 		bitmap_set(vm->dirty, page);
 	pthread_mutex_unlock(&vm->lock);
 }

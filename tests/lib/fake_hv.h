@@ -24,6 +24,7 @@ struct hv_vm {
 	pthread_mutex_t lock;
 	uint64_t *dirty; /* protected by lock */
 	uint64_t nr_pages;
+	uint64_t unlogged_pages; /* pages below this are in a slot not logged */
 	int logging;
 	uint64_t exit_after; /* 0: never exit */
 	uint32_t exit_status;
@@ -44,7 +45,8 @@ extern const struct hv_ops fake_hv_ops;
 
 /* The most recent fake VM created (tests create one at a time). */
 struct hv_vm *fake_hv_last_vm(void);
-/* A "guest" write to page: reported by the next collect while logging. */
+/* A "guest" write to page: reported by the next collect while logging,
+ * unless the page lies in a slot mapped without dirty logging. */
 void fake_guest_write(struct hv_vm *vm, uint64_t page);
 
 #endif
