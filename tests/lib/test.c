@@ -137,3 +137,16 @@ int test_main(int argc, char **argv, const struct test_case *cases, unsigned n)
 		return 1;
 	return skipped ? 77 : 0;
 }
+
+bool test_have_dev_kvm(void)
+{
+	int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+
+	if (fd < 0) {
+		printf("no /dev/kvm here: run through tools/flit-lab\n0 passed, 0 failed, 1 "
+		       "skipped\n");
+		return false;
+	}
+	close(fd);
+	return true;
+}

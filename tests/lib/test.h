@@ -9,6 +9,7 @@
 #ifndef FLIT_TESTS_TEST_H
 #define FLIT_TESTS_TEST_H
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -44,6 +45,10 @@ int test_main(int argc, char **argv, const struct test_case *cases, unsigned n);
 void test_fail_current(void) __attribute__((noreturn));
 /* Ends the current case as skipped, with a reason. */
 void test_skip(const char *why) __attribute__((noreturn));
+
+/* For test programs that run other programs under KVM: true if /dev/kvm
+ * opens; otherwise prints why and the skip line (the caller exits 77). */
+bool test_have_dev_kvm(void);
 
 /* A path in the build tree (FLIT_BUILD_DIR is compiled in). */
 const char *test_build_path(const char *rel);
