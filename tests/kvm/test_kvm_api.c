@@ -143,11 +143,12 @@ static void migrate_through_api(void)
 	    flitctl(out, sizeof(out), "migrate", "tcp:127.0.0.1:7341", "channels=2", NULL), 0);
 	TEST_ASSERT(strstr(out, "\"status\":\"completed\""), "completed");
 	TEST_ASSERT_EQ(wait_exit(src, 60), 0);
-	TEST_ASSERT_EQ(wait_exit(dst, 120), 0);
+	int drc = wait_exit(dst, 120);
 	int fd = open(dlog, O_RDONLY);
 	ssize_t got = read(fd, out, sizeof(out) - 1);
 	out[got > 0 ? got : 0] = 0;
 	close(fd);
+	TEST_ASSERT(drc == 0, "destination exit %d, its log:\n%s", drc, out);
 	TEST_ASSERT(strstr(out, "pages verified, 0 bad"), "destination verified: %s", out);
 }
 
