@@ -52,6 +52,37 @@ static void params(struct mig_params *p, char *addr, uint16_t port, unsigned cha
 	p->timeout_ms = 20000;
 }
 
+/* One migration inside this process: run_setup prepares a destination on a
+ * fresh loopback port and the source's parameters (tests adjust m->d.p and
+ * m->p after it), run_go runs the destination on its thread and the source
+ * on this one, and prints the source's report. */
+struct mig_run {
+	struct mig_dest_thread d;
+	struct mig_params p;
+	struct mig_report rep;
+	char addr[64];
+	int lfd;
+};
+
+static void run_setup(struct mig_run *m, const char *token, const char *dirty, unsigned channels)
+{
+	uint16_t port;
+
+	m->lfd = listen_any(&port);
+	dest_params(&m->d, m->lfd, token, dirty);
+	params(&m->p, m->addr, port, channels);
+}
+
+static int run_go(struct mig_run *m, struct vm *src)
+{
+	TEST_ASSERT_EQ(mig_dest_spawn(&m->d), 0);
+	int r = mig_source_run(src, &m->p, &m->rep);
+	mig_dest_join(&m->d);
+	close(m->lfd);
+	mig_report_json(&m->rep, stdout);
+	return r;
+}
+
 /* The guest verifies itself and the host checks every page; exits. */
 static void finish_and_check(struct vm *vm, const char *where)
 {
@@ -121,34 +152,25 @@ static void migrate_ok(const char *dirty, unsigned vcpus, uint64_t mem, const ch
 		       unsigned channels, uint64_t bw, bool early)
 {
 	struct vm *src = start_source(dirty, vcpus, mem, args);
-	struct mig_dest_thread d;
-	struct mig_params p;
-	struct mig_report rep;
-	char addr[64];
-	uint16_t port;
-	int lfd = listen_any(&port);
+	struct mig_run m;
 
-	dest_params(&d, lfd, TOKEN, dirty);
+	run_setup(&m, TOKEN, dirty, channels);
 	if (early) {
-		d.p.mem_size = mem;
-		d.p.nr_vcpus = vcpus;
-		d.p.prealloc = true;
+		m.d.p.mem_size = mem;
+		m.d.p.nr_vcpus = vcpus;
+		m.d.p.prealloc = true;
 	}
-	TEST_ASSERT_EQ(mig_dest_spawn(&d), 0);
-	params(&p, addr, port, channels);
-	p.bandwidth_limit = bw;
-	int r = mig_source_run(src, &p, &rep);
-	mig_dest_join(&d);
-	close(lfd);
-	mig_report_json(&rep, stdout);
-	TEST_ASSERT(r == 0, "source: %s", rep.error);
-	TEST_ASSERT(d.r == 0, "destination: %s", d.rep.error);
-	TEST_ASSERT(!strcmp(rep.status, "completed"), "status %s", rep.status);
-	TEST_ASSERT(rep.pages_sent + rep.zero_pages >= mem / 4096 - 512, "every page accounted");
-	TEST_ASSERT_EQ(rep.pages_sent, d.rep.pages_sent);
-	check_switchover(src, d.vm);
-	finish_and_check(d.vm, "destination");
-	vm_destroy(d.vm);
+	m.p.bandwidth_limit = bw;
+	int r = run_go(&m, src);
+	TEST_ASSERT(r == 0, "source: %s", m.rep.error);
+	TEST_ASSERT(m.d.r == 0, "destination: %s", m.d.rep.error);
+	TEST_ASSERT(!strcmp(m.rep.status, "completed"), "status %s", m.rep.status);
+	TEST_ASSERT(m.rep.pages_sent + m.rep.zero_pages >= mem / 4096 - 512,
+		    "every page accounted");
+	TEST_ASSERT_EQ(m.rep.pages_sent, m.d.rep.pages_sent);
+	check_switchover(src, m.d.vm);
+	finish_and_check(m.d.vm, "destination");
+	vm_destroy(m.d.vm);
 }
 
 static void idle_guest(void)
@@ -172,37 +194,29 @@ static void busy_guest_ring(void)
 static void auto_converge(void)
 {
 	struct vm *src = start_source("bitmap", 2, 128 * MiB, "rounds=0 ws=96m rate=8000");
-	struct mig_dest_thread d;
-	struct mig_params p;
-	struct mig_report rep;
-	char addr[64];
-	uint16_t port;
-	int lfd = listen_any(&port);
+	struct mig_run m;
 
-	dest_params(&d, lfd, TOKEN, "bitmap");
-	TEST_ASSERT_EQ(mig_dest_spawn(&d), 0);
-	params(&p, addr, port, 2);
-	p.bandwidth_limit = 40 * 1000 * 1000;
-	p.max_rounds = 100;
-	int r = mig_source_run(src, &p, &rep);
-	mig_dest_join(&d);
-	close(lfd);
-	mig_report_json(&rep, stdout);
-	TEST_ASSERT(r == 0 && d.r == 0, "%s / %s", rep.error, d.rep.error);
-	TEST_ASSERT(rep.throttle_pct > 0, "converged by throttling (throttle %u%%)",
-		    rep.throttle_pct);
-	TEST_ASSERT(rep.rounds < p.max_rounds, "converged before the round limit (%u rounds)",
-		    rep.rounds);
-	check_switchover(src, d.vm);
-	finish_and_check(d.vm, "destination");
-	vm_destroy(d.vm);
+	run_setup(&m, TOKEN, "bitmap", 2);
+	m.p.bandwidth_limit = 40 * 1000 * 1000;
+	m.p.max_rounds = 100;
+	int r = run_go(&m, src);
+	TEST_ASSERT(r == 0 && m.d.r == 0, "%s / %s", m.rep.error, m.d.rep.error);
+	TEST_ASSERT(m.rep.throttle_pct > 0, "converged by throttling (throttle %u%%)",
+		    m.rep.throttle_pct);
+	TEST_ASSERT(m.rep.rounds < m.p.max_rounds, "converged before the round limit (%u rounds)",
+		    m.rep.rounds);
+	check_switchover(src, m.d.vm);
+	finish_and_check(m.d.vm, "destination");
+	vm_destroy(m.d.vm);
 }
 
+/* want: the error expected, or 0 for any error. */
 static void failed_migration_keeps_source(struct vm *src, int r, const struct mig_report *rep,
 					  int want)
 {
-	mig_report_json(rep, stdout);
-	TEST_ASSERT(r == want, "migration returned %d (%s), expected %d", r, rep->error, want);
+	TEST_ASSERT(r != 0, "the migration failed");
+	TEST_ASSERT(r == want || !want, "migration returned %d (%s), expected %d", r, rep->error,
+		    want);
 	TEST_ASSERT(!strcmp(rep->status, want == -ECANCELED ? "cancelled" : "failed"), "status %s",
 		    rep->status);
 	TEST_ASSERT_EQ(vcpu_get_run_state(src->vcpus[0]), VCPU_RUNNING);
@@ -212,22 +226,13 @@ static void failed_migration_keeps_source(struct vm *src, int r, const struct mi
 static void wrong_token_refused(void)
 {
 	struct vm *src = start_source("bitmap", 1, 64 * MiB, "rounds=0");
-	struct mig_dest_thread d;
-	struct mig_params p;
-	struct mig_report rep;
-	char addr[64];
-	uint16_t port;
-	int lfd = listen_any(&port);
+	struct mig_run m;
 
-	dest_params(&d, lfd, "another-token-entirely", "bitmap");
-	TEST_ASSERT_EQ(mig_dest_spawn(&d), 0);
-	params(&p, addr, port, 2);
-	int r = mig_source_run(src, &p, &rep);
-	mig_dest_join(&d);
-	close(lfd);
-	failed_migration_keeps_source(src, r, &rep, -EACCES);
-	TEST_ASSERT(strstr(rep.error, "token"), "error names the token: %s", rep.error);
-	TEST_ASSERT(d.r != 0 && d.vm == NULL, "destination built nothing");
+	run_setup(&m, "another-token-entirely", "bitmap", 2);
+	int r = run_go(&m, src);
+	failed_migration_keeps_source(src, r, &m.rep, -EACCES);
+	TEST_ASSERT(strstr(m.rep.error, "token"), "error names the token: %s", m.rep.error);
+	TEST_ASSERT(m.d.r != 0 && m.d.vm == NULL, "destination built nothing");
 	finish_and_check(src, "source after a refused token");
 	vm_destroy(src);
 }
@@ -235,28 +240,14 @@ static void wrong_token_refused(void)
 static void layout_mismatch_refused(void)
 {
 	struct vm *src = start_source("bitmap", 1, 64 * MiB, "rounds=0");
-	struct mig_dest_thread d;
-	struct mig_params p;
-	struct mig_report rep;
-	char addr[64];
-	uint16_t port;
-	int lfd = listen_any(&port);
+	struct mig_run m;
 
-	mig_dest_params_default(&d.p);
-	d.p.listen_fd = lfd;
-	d.p.accept_timeout_ms = 30000;
-	d.p.mem_size = 128 * MiB; /* this destination was told 128 MiB */
-	d.p.token_len = strlen(TOKEN);
-	memcpy(d.p.token, TOKEN, d.p.token_len);
-	d.vm = NULL;
-	TEST_ASSERT_EQ(mig_dest_spawn(&d), 0);
-	params(&p, addr, port, 2);
-	int r = mig_source_run(src, &p, &rep);
-	mig_dest_join(&d);
-	close(lfd);
-	failed_migration_keeps_source(src, r, &rep, r);
-	TEST_ASSERT(r != 0 && strstr(rep.error, "64 MiB of RAM"), "says why: %s", rep.error);
-	TEST_ASSERT(d.r != 0 && d.vm == NULL, "destination built nothing");
+	run_setup(&m, TOKEN, "bitmap", 2);
+	m.d.p.mem_size = 128 * MiB; /* this destination was told 128 MiB */
+	int r = run_go(&m, src);
+	failed_migration_keeps_source(src, r, &m.rep, 0);
+	TEST_ASSERT(strstr(m.rep.error, "64 MiB of RAM"), "says why: %s", m.rep.error);
+	TEST_ASSERT(m.d.r != 0 && m.d.vm == NULL, "destination built nothing");
 	finish_and_check(src, "source after a layout mismatch");
 	vm_destroy(src);
 }
@@ -304,22 +295,17 @@ static void destination_dies_then_retry(void)
 	int r = mig_source_run(src, &p, &rep);
 	pthread_join(x.thread, NULL);
 	close(x.lfd);
-	TEST_ASSERT(r != 0, "the migration failed");
-	failed_migration_keeps_source(src, r, &rep, r);
+	mig_report_json(&rep, stdout);
+	failed_migration_keeps_source(src, r, &rep, 0);
 	printf("  failed as it should: %s\n", rep.error);
 	/* The same source then migrates for real. */
-	struct mig_dest_thread d;
-	int lfd = listen_any(&port);
-	dest_params(&d, lfd, TOKEN, "bitmap");
-	TEST_ASSERT_EQ(mig_dest_spawn(&d), 0);
-	params(&p, addr, port, 2);
-	r = mig_source_run(src, &p, &rep);
-	mig_dest_join(&d);
-	close(lfd);
-	TEST_ASSERT(r == 0 && d.r == 0, "second attempt: %s / %s", rep.error, d.rep.error);
-	check_switchover(src, d.vm);
-	finish_and_check(d.vm, "destination of the second attempt");
-	vm_destroy(d.vm);
+	struct mig_run m;
+	run_setup(&m, TOKEN, "bitmap", 2);
+	r = run_go(&m, src);
+	TEST_ASSERT(r == 0 && m.d.r == 0, "second attempt: %s / %s", m.rep.error, m.d.rep.error);
+	check_switchover(src, m.d.vm);
+	finish_and_check(m.d.vm, "destination of the second attempt");
+	vm_destroy(m.d.vm);
 }
 
 struct canceller {
@@ -338,30 +324,21 @@ static void *cancel_thread(void *arg)
 static void cancel_keeps_source(void)
 {
 	struct vm *src = start_source("ring", 2, 128 * MiB, "rounds=0 ws=8m");
-	struct mig_dest_thread d;
-	struct mig_params p;
-	struct mig_report rep;
-	char addr[64];
-	uint16_t port;
+	struct mig_run m;
 	volatile int flag = 0;
 	struct canceller c = {&flag, 300};
 	pthread_t ct;
-	int lfd = listen_any(&port);
 
-	dest_params(&d, lfd, TOKEN, "ring");
-	TEST_ASSERT_EQ(mig_dest_spawn(&d), 0);
-	params(&p, addr, port, 2);
-	p.bandwidth_limit = 50 * 1000 * 1000; /* ~2.7 s for 128 MiB: cancel lands inside */
-	p.cancel = &flag;
+	run_setup(&m, TOKEN, "ring", 2);
+	m.p.bandwidth_limit = 50 * 1000 * 1000; /* ~2.7 s for 128 MiB: cancel lands inside */
+	m.p.cancel = &flag;
 	pthread_create(&ct, NULL, cancel_thread, &c);
-	int r = mig_source_run(src, &p, &rep);
+	int r = run_go(&m, src);
 	pthread_join(ct, NULL);
-	mig_dest_join(&d);
-	close(lfd);
-	failed_migration_keeps_source(src, r, &rep, -ECANCELED);
-	TEST_ASSERT(d.r != 0 && d.vm == NULL, "the destination discarded its copy: %s",
-		    d.rep.error);
-	printf("  destination said: %s\n", d.rep.error);
+	failed_migration_keeps_source(src, r, &m.rep, -ECANCELED);
+	TEST_ASSERT(m.d.r != 0 && m.d.vm == NULL, "the destination discarded its copy: %s",
+		    m.d.rep.error);
+	printf("  destination said: %s\n", m.d.rep.error);
 	finish_and_check(src, "source after cancel");
 	vm_destroy(src);
 }
