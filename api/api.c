@@ -314,8 +314,8 @@ static void serve_client(struct api_server *s, int fd)
 		while ((nl = memchr(buf, '\n', len))) {
 			*nl = 0;
 			json_object *reply = handle(s, buf);
-			const char *t =
-			    json_object_to_json_string_ext(reply, JSON_C_TO_STRING_PLAIN);
+			const char *t = json_object_to_json_string_ext(
+			    reply, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
 			size_t tn = strlen(t);
 			if (send(fd, t, tn, MSG_NOSIGNAL) != (ssize_t)tn ||
 			    send(fd, "\n", 1, MSG_NOSIGNAL) != 1) {

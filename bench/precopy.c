@@ -7,7 +7,10 @@
  * connections (the same socket settings and write size as the migration).
  * Migrations: the memcheck guest (2 vCPUs) of each RAM size, idle or
  * rewriting a hot set, migrated over loopback inside this process (source
- * and destination share the machine's cores, as two processes would). Each
+ * and destination share the machine's cores, as two processes would), each
+ * case once per transport: plain blocking sends (sync), io_uring with its
+ * own zero-copy choice (uring), and io_uring forced to zero-copy sends
+ * (uring-zc, where the kernel has them). Each
  * destination guest then verifies all of its memory; a run that fails that
  * is reported as failed, never as a time.
  *
@@ -27,6 +30,7 @@
 #include "common/util.h"
 #include "migrate/conn.h"
 #include "migrate/migrate.h"
+#include "transport/transport.h"
 #include "vmm/vm.h"
 
 #define TOKEN "benchmark-token-0123456789"
@@ -124,8 +128,22 @@ static double tcp_gbps(unsigned n, uint64_t total)
 	return (double)got / ((double)(now_ns() - t0) / 1e9) / 1e9;
 }
 
+/* How the data channels send: a transport and, for io_uring, whether its
+ * zero-copy choice is forced (FLIT_TRANSPORT_ZC). */
+struct tx_variant {
+	const char *name;
+	const struct transport_ops *ops;
+	const char *zc; /* NULL: the transport decides */
+};
+
+static const struct tx_variant variants[] = {
+    {"sync", &transport_sync, NULL},
+    {"uring", &transport_uring, NULL},
+    {"uring-zc", &transport_uring, "1"},
+};
+
 static void migrate_one(uint64_t mem, uint64_t hot, unsigned channels, const char *dirty,
-			bool prealloc, double tcp_limit)
+			bool prealloc, double tcp_limit, const struct tx_variant *tx)
 {
 	char args[128], path[4096], addr[64];
 	struct vm_config cfg = {.mem_size = mem, .nr_vcpus = 2, .dirty_track = dirty};
@@ -162,6 +180,11 @@ static void migrate_one(uint64_t mem, uint64_t hot, unsigned channels, const cha
 	p.token_len = strlen(TOKEN);
 	memcpy(p.token, TOKEN, p.token_len);
 	p.timeout_ms = 60000;
+	p.transport = tx->ops;
+	if (tx->zc)
+		setenv("FLIT_TRANSPORT_ZC", tx->zc, 1);
+	else
+		unsetenv("FLIT_TRANSPORT_ZC");
 	r = mig_source_run(src, &p, &rep);
 	mig_dest_join(&d);
 	close(lfd);
@@ -182,14 +205,14 @@ static void migrate_one(uint64_t mem, uint64_t hot, unsigned channels, const cha
 			(uint64_t)(rep.dirty_rate_pps * rep.total_ms / 1e3) * 4096;
 	fprintf(out,
 		"precopy,%llu,%s,%u,%s,%s,%.1f,%.2f,%u,%llu,%llu,%llu,%llu,%.0f,%.0f,%.2f,%.2f,%u,"
-		"%s,%s\n",
+		"%s,%s,%s,%s\n",
 		(unsigned long long)(mem >> 20), hot ? "hot" : "idle", (unsigned)(hot >> 20), dirty,
 		strcmp(rep.status, "completed") ? rep.status : "ok", rep.total_ms, rep.downtime_ms,
 		rep.rounds, (unsigned long long)rep.bytes, (unsigned long long)rep.pages_sent,
 		(unsigned long long)rep.pages_resent, (unsigned long long)rep.zero_pages, mbps,
 		tcp_limit * 1e3, tcp_limit > 0 ? mbps / (tcp_limit * 1e3) : 0,
 		need ? (double)rep.bytes / (double)need : 0, channels, verified,
-		prealloc ? "yes" : "no");
+		prealloc ? "yes" : "no", tx->name, rep.send_mode);
 	fflush(out);
 	if (r || d.r)
 		log_err("migration failed: %s / %s", rep.error, d.rep.error);
@@ -214,9 +237,11 @@ int main(int argc, char **argv)
 	}
 	double mc = memcpy_gbps(), t1 = tcp_gbps(1, 4 * GiB), t2 = tcp_gbps(2, 4 * GiB),
 	       t4 = tcp_gbps(4, 4 * GiB);
-	fprintf(out, "kind,ram_mib,workload,hot_mib,dirty_track,status,total_ms,downtime_ms,rounds,"
-		     "bytes,pages_sent,pages_resent,zero_pages,mb_per_s,tcp_limit_mb_per_s,"
-		     "ratio_to_tcp,bytes_vs_needed,channels,verified,dest_prealloc\n");
+	fprintf(
+	    out,
+	    "kind,ram_mib,workload,hot_mib,dirty_track,status,total_ms,downtime_ms,rounds,"
+	    "bytes,pages_sent,pages_resent,zero_pages,mb_per_s,tcp_limit_mb_per_s,"
+	    "ratio_to_tcp,bytes_vs_needed,channels,verified,dest_prealloc,transport,send_mode\n");
 	fprintf(out, "limit_memcpy,,,,,,,,,,,,,%.0f,,,,1,,\n", mc * 1e3);
 	fprintf(out, "limit_tcp,,,,,,,,,,,,,%.0f,,,,1,,\n", t1 * 1e3);
 	fprintf(out, "limit_tcp,,,,,,,,,,,,,%.0f,,,,2,,\n", t2 * 1e3);
@@ -224,15 +249,18 @@ int main(int argc, char **argv)
 	uint64_t sizes_q[] = {1 * GiB}, sizes[] = {1 * GiB, 2 * GiB, 4 * GiB};
 	uint64_t *sz = quick ? sizes_q : sizes;
 	unsigned nsz = quick ? 1 : 3;
+	/* Each case with every transport, one after the other. */
 	for (unsigned i = 0; i < nsz; i++) {
-		migrate_one(sz[i], 0, 1, "bitmap", false, t1);
-		migrate_one(sz[i], 0, 1, "bitmap", true, t1);
-		migrate_one(sz[i], 0, 2, "bitmap", false, t2);
-		migrate_one(sz[i], 0, 2, "bitmap", true, t2);
-		migrate_one(sz[i], quick ? 64 * MiB : 256 * MiB, 2, "bitmap", false, t2);
-		if (!quick) {
-			migrate_one(sz[i], 256 * MiB, 2, "bitmap", true, t2);
-			migrate_one(sz[i], 256 * MiB, 2, "ring", true, t2);
+		for (unsigned v = 0; v < 3; v++) {
+			migrate_one(sz[i], 0, 1, "bitmap", true, t1, &variants[v]);
+			migrate_one(sz[i], 0, 2, "bitmap", true, t2, &variants[v]);
+			migrate_one(sz[i], 0, 4, "bitmap", true, t4, &variants[v]);
+			migrate_one(sz[i], quick ? 64 * MiB : 256 * MiB, 2, "bitmap", true, t2,
+				    &variants[v]);
+			if (!quick) {
+				migrate_one(sz[i], 0, 2, "bitmap", false, t2, &variants[v]);
+				migrate_one(sz[i], 256 * MiB, 2, "ring", true, t2, &variants[v]);
+			}
 		}
 	}
 	if (out != stdout)

@@ -43,7 +43,8 @@ static json_object *call(int fd, json_object *req)
 {
 	static char buf[65536];
 	size_t len = 0;
-	const char *t = json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN);
+	const char *t = json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN |
+								JSON_C_TO_STRING_NOSLASHESCAPE);
 
 	size_t tlen = strlen(t);
 	if (send(fd, t, tlen, MSG_NOSIGNAL) != (ssize_t)tlen ||
@@ -100,8 +101,9 @@ static int follow(int fd, bool tty)
 			if (tty)
 				fputc('\n', stderr);
 			if (json_object_object_get_ex(r, "report", &rep))
-				printf("%s\n",
-				       json_object_to_json_string_ext(rep, JSON_C_TO_STRING_PLAIN));
+				printf("%s\n", json_object_to_json_string_ext(
+						   rep, JSON_C_TO_STRING_PLAIN |
+							    JSON_C_TO_STRING_NOSLASHESCAPE));
 			int rc = !strcmp(status, "completed") ? 0 : 1;
 			if (rc)
 				fprintf(stderr, "flitctl: migration %s: %s\n", status,
@@ -122,7 +124,9 @@ static int follow(int fd, bool tty)
 				num(r, "dirty_rate_pps"), num(r, "est_downtime_ms"),
 				num(r, "throttle_pct"));
 		else
-			printf("%s\n", json_object_to_json_string_ext(r, JSON_C_TO_STRING_PLAIN));
+			printf("%s\n",
+			       json_object_to_json_string_ext(
+				   r, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
 		fflush(stdout);
 		json_object_put(r);
 		usleep(200000);
@@ -189,7 +193,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "flitctl: no answer from %s\n", path);
 		return 2;
 	}
-	printf("%s\n", json_object_to_json_string_ext(r, JSON_C_TO_STRING_PLAIN));
+	printf("%s\n", json_object_to_json_string_ext(r, JSON_C_TO_STRING_PLAIN |
+							     JSON_C_TO_STRING_NOSLASHESCAPE));
 	fflush(stdout);
 	int rc = reply_ok(r) ? 0 : 1;
 	if (!rc && !strcmp(cmd, "migrate") && wait)

@@ -18,6 +18,7 @@
 
 #include "common/crc32c.h"
 #include "common/util.h"
+#include "transport/transport.h"
 
 int mig_parse_addr(const char *addr, char *host, size_t hostlen, uint16_t *port)
 {
@@ -179,6 +180,9 @@ int mig_connect(const char *addr, int timeout_ms, struct mig_conn *c)
 
 void mig_conn_close(struct mig_conn *c)
 {
+	if (c->tx)
+		c->tx->ops->close(c->tx);
+	c->tx = NULL;
 	if (c->fd >= 0)
 		close(c->fd);
 	if (c->capture_fd >= 0)
@@ -295,6 +299,67 @@ int mig_recv_stream_hdr(struct mig_conn *c)
 	return 0;
 }
 
+int mig_conn_attach(struct mig_conn *c, const struct transport_ops *ops, int timeout_ms)
+{
+	return ops->open(c->fd, timeout_ms, &c->tx);
+}
+
+static int tx_error(struct mig_conn *c)
+{
+	if (c->tx->why[0])
+		snprintf(c->why, sizeof(c->why), "%s", c->tx->why);
+	return c->tx->err ? c->tx->err : -EIO;
+}
+
+int mig_conn_flush(struct mig_conn *c)
+{
+	if (c->tx && c->tx->ops->flush(c->tx))
+		return tx_error(c);
+	return 0;
+}
+
+/* Room for a record with a payload of len in the transport's buffer (not
+ * necessarily aligned: records follow each other byte for byte). */
+static uint8_t *tx_reserve(struct mig_conn *c, uint64_t len)
+{
+	if (sizeof(struct mig_rec_hdr) + len > TRANSPORT_MAX_RECORD)
+		return NULL;
+	return c->tx->ops->reserve(c->tx, sizeof(struct mig_rec_hdr) + len);
+}
+
+/* The record at rec, its payload in place after the header, goes out. */
+static int tx_commit(struct mig_conn *c, uint8_t *rec, uint16_t type, uint32_t len)
+{
+	struct mig_rec_hdr h = {
+	    .type = type, .len = len, .crc = crc32c(0, rec + sizeof(h), len), .seq = c->tx_seq++};
+	size_t total = sizeof(h) + len;
+
+	memcpy(rec, &h, sizeof(h));
+	if (c->capture_fd >= 0 && write(c->capture_fd, rec, total) != (ssize_t)total)
+		c->capture_fd = -1;
+	if (c->tx->ops->commit(c->tx, total))
+		return tx_error(c);
+	c->tx_bytes += total;
+	return 0;
+}
+
+int mig_send_pages(struct mig_conn *c, uint64_t gfn, const void *src, uint32_t count)
+{
+	struct mig_pages ph = {.gfn = gfn, .count = count};
+	size_t len = sizeof(ph) + (size_t)count * 4096;
+
+	if (!c->tx) {
+		struct iovec iov[2] = {{&ph, sizeof(ph)}, {(void *)src, (size_t)count * 4096}};
+		return mig_send_iov(c, MIG_REC_PAGES, iov, 2);
+	}
+	uint8_t *rec = tx_reserve(c, len);
+	if (!rec)
+		return c->tx->err ? tx_error(c) : -EMSGSIZE;
+	memcpy(rec + sizeof(struct mig_rec_hdr), &ph, sizeof(ph));
+	memcpy(rec + sizeof(struct mig_rec_hdr) + sizeof(ph), src, (size_t)count * 4096);
+	return tx_commit(c, rec, MIG_REC_PAGES, (uint32_t)len);
+}
+
 int mig_send_iov(struct mig_conn *c, uint16_t type, const struct iovec *iov, int n)
 {
 	struct iovec v[8];
@@ -304,6 +369,19 @@ int mig_send_iov(struct mig_conn *c, uint16_t type, const struct iovec *iov, int
 
 	if (n > 7)
 		return -EINVAL;
+	if (c->tx) {
+		for (int i = 0; i < n; i++)
+			len += iov[i].iov_len;
+		uint8_t *rec = tx_reserve(c, len);
+		if (!rec)
+			return c->tx->err ? tx_error(c) : -EMSGSIZE;
+		uint8_t *p = rec + sizeof(struct mig_rec_hdr);
+		for (int i = 0; i < n; i++) {
+			memcpy(p, iov[i].iov_base, iov[i].iov_len);
+			p += iov[i].iov_len;
+		}
+		return tx_commit(c, rec, type, (uint32_t)len);
+	}
 	for (int i = 0; i < n; i++) {
 		len += iov[i].iov_len;
 		crc = crc32c(crc, iov[i].iov_base, iov[i].iov_len);

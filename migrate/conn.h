@@ -17,6 +17,9 @@
 
 #include "wire.h"
 
+struct transport;
+struct transport_ops;
+
 #define MIG_CONN_INIT                      \
 	{                                  \
 		.fd = -1, .capture_fd = -1 \
@@ -27,6 +30,9 @@ struct mig_conn {
 	int capture_fd; /* if >= 0, every byte sent is also written here */
 	uint32_t tx_seq, rx_seq;
 	uint64_t tx_bytes, rx_bytes;
+	/* If set, records go out through this transport (data channels);
+	 * otherwise by gathered sendmsg (control channel, tests). */
+	struct transport *tx;
 	char why[200];
 };
 
@@ -45,12 +51,22 @@ void mig_conn_init_fd(struct mig_conn *c, int fd);
 int mig_conn_set_timeout(struct mig_conn *c, int timeout_ms);
 int mig_conn_set_timeouts(struct mig_conn *c, int recv_ms, int send_ms);
 
+/* From here on, records go out through a transport of kind ops. */
+int mig_conn_attach(struct mig_conn *c, const struct transport_ops *ops, int timeout_ms);
+/* Everything sent is with the kernel (a no-op without a transport). */
+int mig_conn_flush(struct mig_conn *c);
+
 int mig_send_stream_hdr(struct mig_conn *c);
 int mig_recv_stream_hdr(struct mig_conn *c);
 
 /* A record whose payload is the concatenation of iov[0..n). */
 int mig_send_iov(struct mig_conn *c, uint16_t type, const struct iovec *iov, int n);
 int mig_send_rec(struct mig_conn *c, uint16_t type, const void *payload, uint32_t len);
+/* A PAGES record of count pages from src (guest RAM) at gfn. With a
+ * transport the pages are copied into its buffer and the checksum is taken
+ * of the copy, so a guest writing them meanwhile cannot make the record
+ * lie; without one, src must not change while this runs. */
+int mig_send_pages(struct mig_conn *c, uint64_t gfn, const void *src, uint32_t count);
 /* An ERROR record with a printf-style text; best effort. */
 void mig_send_error(struct mig_conn *c, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

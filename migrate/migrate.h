@@ -25,6 +25,7 @@
 
 struct vm;
 struct mig_policy_ops;
+struct transport_ops;
 struct hv_ops;
 
 #define MIG_TOKEN_MAX 256
@@ -63,8 +64,11 @@ struct mig_params {
 	bool auto_converge;
 	int timeout_ms;			     /* network silence that fails the migration */
 	const struct mig_policy_ops *policy; /* NULL: precopy-default */
-	volatile int *cancel;		     /* set non-zero (any thread) to cancel */
-	struct mig_progress *progress;	     /* optional: updated as the migration goes */
+	/* How data channels send: NULL is io_uring, falling back to plain
+	 * sends where io_uring is missing; set, that one or fail. */
+	const struct transport_ops *transport;
+	volatile int *cancel;	       /* set non-zero (any thread) to cancel */
+	struct mig_progress *progress; /* optional: updated as the migration goes */
 };
 
 /* Fills p with the defaults: 2 channels, 20 ms, 30 rounds, auto-converge,
@@ -99,7 +103,8 @@ struct mig_report {
 	uint64_t bytes, pages_sent, pages_resent, zero_pages;
 	double throughput_mbps, dirty_rate_pps;
 	uint32_t throttle_pct; /* auto-converge level at the end */
-	char transport[16];
+	char transport[16];    /* "tcp/uring", "tcp/sync" */
+	char send_mode[32];    /* how the data channels sent, e.g. "send-zc" */
 	uint32_t channels;
 	char dirty_track[16];
 	char backend[16];

@@ -32,6 +32,8 @@ json_object *mig_report_to_json(const struct mig_report *r)
 	D("dirty_rate_pps", r->dirty_rate_pps);
 	I("throttle_pct", r->throttle_pct);
 	S("transport", r->transport);
+	if (r->send_mode[0])
+		S("send_mode", r->send_mode);
 	I("channels", r->channels);
 	S("dirty_track", r->dirty_track);
 	S("backend", r->backend);
@@ -47,7 +49,9 @@ void mig_report_json(const struct mig_report *r, FILE *f)
 {
 	json_object *o = mig_report_to_json(r);
 
-	fprintf(f, "%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+	fprintf(f, "%s\n",
+		json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
+						      JSON_C_TO_STRING_NOSLASHESCAPE));
 	fflush(f);
 	json_object_put(o);
 }

@@ -25,6 +25,7 @@
 #include "handshake.h"
 #include "migrate.h"
 #include "policy.h"
+#include "transport/transport.h"
 #include "vmm/dirty.h"
 #include "vmm/hv.h"
 #include "vmm/vm.h"
@@ -39,11 +40,6 @@ struct sender {
 	struct mig_conn conn;
 	pthread_t thread;
 	bool started;
-	/* Pages are copied here before they are checksummed and sent: the
-	 * guest keeps writing them while we send (a changed page is dirty
-	 * and goes again next round), and the checksum must match what goes
-	 * on the wire. */
-	uint8_t *bounce;
 	/* this round's counts, written by the sender, read after the barrier */
 	uint64_t pages, zero_pages, resent, bytes;
 	int err;
@@ -138,10 +134,11 @@ static int send_chunk(struct sender *t, uint64_t chunk, uint64_t t0, uint64_t b0
 		while (run < end && run - g < MIG_MAX_RUN_PAGES && bitmap_test(s->todo, run) &&
 		       !page_is_zero(ram + run * 4096))
 			run++;
-		struct mig_pages ph = {.gfn = g, .count = (uint32_t)(run - g)};
-		memcpy(t->bounce, ram + g * 4096, (run - g) * 4096);
-		struct iovec iov[2] = {{&ph, sizeof(ph)}, {t->bounce, (run - g) * 4096}};
-		r = mig_send_iov(&t->conn, MIG_REC_PAGES, iov, 2);
+		/* Copied into the transport's buffer and checksummed there:
+		 * the guest keeps writing while we send (a changed page is
+		 * dirty and goes again next round), and the checksum must
+		 * match what goes on the wire. */
+		r = mig_send_pages(&t->conn, g, ram + g * 4096, (uint32_t)(run - g));
 		if (r)
 			return r;
 		for (uint64_t x = g; x < run; x++) {
@@ -152,7 +149,7 @@ static int send_chunk(struct sender *t, uint64_t chunk, uint64_t t0, uint64_t b0
 		}
 		__atomic_store_n(&t->pages, t->pages + (run - g), __ATOMIC_RELAXED);
 		__atomic_store_n(&t->bytes,
-				 t->bytes + sizeof(ph) + (run - g) * 4096 +
+				 t->bytes + sizeof(struct mig_pages) + (run - g) * 4096 +
 				     sizeof(struct mig_rec_hdr),
 				 __ATOMIC_RELAXED);
 		pace(t, t0, t->bytes - b0);
@@ -206,6 +203,9 @@ static void *sender_thread(void *arg)
 			struct mig_end e = {.pages = t->pages, .zero_pages = t->zero_pages};
 			r = mig_send_rec(&t->conn, MIG_REC_END, &e, sizeof(e));
 		}
+		/* A round ends with its pages on their way, not in a buffer. */
+		if (!r)
+			r = mig_conn_flush(&t->conn);
 		pthread_mutex_lock(&s->lock);
 		if (r && !t->err)
 			t->err = r;
@@ -321,8 +321,6 @@ static void senders_stop(struct src *s)
 
 static void src_free(struct src *s)
 {
-	for (unsigned i = 0; i < MIG_MAX_CHANNELS; i++)
-		free(s->snd[i].bounce);
 	free(s->todo);
 	free(s->sent);
 }
@@ -362,6 +360,27 @@ static void capture_open(struct mig_conn *c, unsigned i)
 			__atomic_store_n(&(p)->progress->field, (v), __ATOMIC_RELAXED); \
 	} while (0)
 
+/* Data channels send through p->transport; by default through io_uring,
+ * or plain sends where this kernel has no io_uring (or it is disabled). */
+static int attach_transport(struct mig_conn *c, const struct mig_params *p, struct mig_report *rep)
+{
+	const struct transport_ops *ops = p->transport ? p->transport : &transport_uring;
+	int r = mig_conn_attach(c, ops, p->timeout_ms);
+
+	if (r && !p->transport) {
+		log_info("io_uring transport unavailable (%s): plain sends", strerror(-r));
+		ops = &transport_sync;
+		r = mig_conn_attach(c, ops, p->timeout_ms);
+	}
+	if (r) {
+		snprintf(rep->error, sizeof(rep->error), "%s transport: %s", ops->name,
+			 strerror(-r));
+		return r;
+	}
+	snprintf(rep->transport, sizeof(rep->transport), "tcp/%s", ops->name);
+	return 0;
+}
+
 static int connect_all(struct src *s, struct mig_conn *ctl, const struct mig_params *p,
 		       struct mig_report *rep)
 {
@@ -398,6 +417,11 @@ static int connect_all(struct src *s, struct mig_conn *ctl, const struct mig_par
 			snprintf(rep->error, sizeof(rep->error), "handshake on channel %u: %s", i,
 				 c->why[0] ? c->why : strerror(-r));
 			return r;
+		}
+		if (i) {
+			r = attach_transport(c, p, rep);
+			if (r)
+				return r;
 		}
 	}
 	return 0;
@@ -471,11 +495,6 @@ int mig_source_run(struct vm *vm, const struct mig_params *p, struct mig_report 
 	if (r)
 		goto fail;
 	for (unsigned i = 0; i < s.n; i++) {
-		s.snd[i].bounce = malloc(MIG_MAX_RUN_PAGES * 4096);
-		if (!s.snd[i].bounce) {
-			r = -ENOMEM;
-			goto fail;
-		}
 		r = -pthread_create(&s.snd[i].thread, NULL, sender_thread, &s.snd[i]);
 		if (r)
 			goto fail;
@@ -618,6 +637,8 @@ int mig_source_run(struct vm *vm, const struct mig_params *p, struct mig_report 
 	rep->restore_ms = (double)res.restore_ns / 1e6;
 	rep->rounds = round;
 	rep->bytes = ctl.tx_bytes;
+	if (s.n && s.snd[0].conn.tx)
+		snprintf(rep->send_mode, sizeof(rep->send_mode), "%s", s.snd[0].conn.tx->mode);
 	for (unsigned i = 0; i < s.n; i++) {
 		rep->bytes += s.snd[i].conn.tx_bytes;
 		rep->pages_sent += s.snd[i].pages;

@@ -103,9 +103,13 @@ int test_main(int argc, char **argv, const struct test_case *cases, unsigned n)
 	const char *t = getenv("FLIT_TEST_CASE_TIMEOUT");
 	if (t && atoi(t) > 0)
 		test_case_timeout_s = (unsigned)atoi(t);
+	/* FLIT_TEST_REPEAT=N runs the chosen cases N times (stress runs). */
+	const char *r = getenv("FLIT_TEST_REPEAT");
+	unsigned repeat = r && atoi(r) > 0 ? (unsigned)atoi(r) : 1;
 	signal(SIGALRM, on_case_timeout);
 	setvbuf(stdout, NULL, _IOLBF, 0);
-	for (unsigned i = 0; i < n; i++) {
+	for (unsigned k = 0; k < n * repeat; k++) {
+		unsigned i = k % n;
 		bool wanted = argc < 2;
 		for (int a = 1; a < argc; a++)
 			wanted |= !strcmp(argv[a], cases[i].name);

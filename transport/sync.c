@@ -1,0 +1,86 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The plain transport: each commit is one blocking send() of the record,
+ * from a staging buffer of one record. The reference the io_uring
+ * transport is measured against, and the fallback where io_uring is off.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+
+#include "transport.h"
+
+struct sync_tx {
+	struct transport t;
+	uint8_t buf[TRANSPORT_MAX_RECORD];
+};
+
+static int sync_open(int fd, int timeout_ms, struct transport **out)
+{
+	struct sync_tx *s = calloc(1, sizeof(*s));
+	struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
+
+	if (!s)
+		return -ENOMEM;
+	if (timeout_ms > 0 && setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv))) {
+		free(s);
+		return -errno;
+	}
+	s->t = (struct transport){.ops = &transport_sync, .fd = fd, .timeout_ms = timeout_ms};
+	snprintf(s->t.mode, sizeof(s->t.mode), "send");
+	*out = &s->t;
+	return 0;
+}
+
+static void *sync_reserve(struct transport *t, size_t len)
+{
+	return t->err || len > TRANSPORT_MAX_RECORD ? NULL : ((struct sync_tx *)t)->buf;
+}
+
+static int sync_commit(struct transport *t, size_t len)
+{
+	const uint8_t *p = ((struct sync_tx *)t)->buf;
+
+	if (t->err)
+		return t->err;
+	while (len) {
+		ssize_t w = send(t->fd, p, len, MSG_NOSIGNAL);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0) {
+			t->err = -errno;
+			if (errno == EAGAIN || errno == EWOULDBLOCK) {
+				snprintf(t->why, sizeof(t->why),
+					 "peer not reading past the timeout");
+				t->err = -ETIMEDOUT;
+			}
+			return t->err;
+		}
+		t->sends++;
+		p += w;
+		len -= (size_t)w;
+	}
+	return 0;
+}
+
+static int sync_flush(struct transport *t)
+{
+	return t->err;
+}
+
+static void sync_close(struct transport *t)
+{
+	free(t);
+}
+
+const struct transport_ops transport_sync = {
+    .name = "sync",
+    .open = sync_open,
+    .reserve = sync_reserve,
+    .commit = sync_commit,
+    .flush = sync_flush,
+    .close = sync_close,
+};

@@ -1,0 +1,60 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The send side of a migration data connection, behind an ops table so
+ * that the way bytes reach the wire can change (blocking sendmsg, io_uring,
+ * RDMA later) without the migration engine knowing.
+ *
+ * A sender builds each record in place: reserve(len) gives len bytes of the
+ * transport's own (for io_uring: registered) memory, the caller fills them
+ * (copying guest pages straight in, then checksumming the copy), and
+ * commit(len) queues them behind everything committed before. Records leave
+ * in commit order on the one socket. flush() returns when every committed
+ * byte is with the kernel; a transport may send earlier. Errors are sticky:
+ * after one, every call returns it, with the reason in t->why.
+ *
+ * The connection itself (TCP connect, accept, handshake) and receiving stay
+ * in migrate/conn.c, which is the same for every transport so far; RDMA
+ * will add connect and receive ops here.
+ */
+#ifndef FLIT_TRANSPORT_TRANSPORT_H
+#define FLIT_TRANSPORT_TRANSPORT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct transport_ops;
+
+/* The largest record a transport takes in one reserve. */
+#define TRANSPORT_MAX_RECORD (300u << 10)
+
+struct transport {
+	const struct transport_ops *ops;
+	int fd;		/* the connected socket (not the transport's to close) */
+	int timeout_ms; /* a send that makes no progress this long fails */
+	int err;	/* sticky: 0 or -errno */
+	char mode[32];	/* how it sends, for the report ("sendmsg", "send-zc", ...) */
+	uint64_t sends; /* system calls or SQEs that carried data */
+	char why[160];
+};
+
+struct transport_ops {
+	const char *name;
+	/* A transport sending on fd. 0 or -errno (-ENOSYS, -EPERM: this
+	 * kernel has no such transport). */
+	int (*open)(int fd, int timeout_ms, struct transport **out);
+	void *(*reserve)(struct transport *t, size_t len);
+	int (*commit)(struct transport *t, size_t len);
+	int (*flush)(struct transport *t);
+	/* Waits (bounded) for anything in flight, then frees t. */
+	void (*close)(struct transport *t);
+};
+
+extern const struct transport_ops transport_sync;
+extern const struct transport_ops transport_uring;
+
+/* By name ("sync", "uring"); NULL if there is none. */
+const struct transport_ops *transport_find(const char *name);
+/* The names, comma-separated, for help texts. */
+const char *transport_names(void);
+
+#endif

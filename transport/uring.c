@@ -1,0 +1,320 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The io_uring transport. Records are built in SLOTS slots of SLOT_BYTES,
+ * registered with the ring as fixed buffers. A full slot is sealed and sent
+ * while the sender fills the next one, so checksumming and copying the next
+ * batch overlaps the kernel (and the peer) taking the last one. One send is
+ * in flight per socket at a time (a second could overtake a short first),
+ * slots go in seal order, and a short send is continued from where it
+ * stopped.
+ *
+ * Zero copy (IORING_OP_SEND_ZC from the registered slot) is a measured
+ * choice: the first sends ask the kernel to report whether it really
+ * avoided the copy (IORING_SEND_ZC_REPORT_USAGE). Where it copied anyway
+ * (loopback, or a device without scatter-gather) or cannot report (before
+ * 6.2), the transport drops to plain IORING_OP_SEND, which costs less than a
+ * zero-copy send that copies. FLIT_TRANSPORT_ZC=0 or 1 forces the choice.
+ */
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+
+#include "common/loop.h"
+#include "common/util.h"
+#include "transport.h"
+
+#ifndef IORING_SEND_ZC_REPORT_USAGE
+#define IORING_SEND_ZC_REPORT_USAGE (1U << 3) /* kernel 6.2 */
+#endif
+#ifndef IORING_NOTIF_USAGE_ZC_COPIED
+#define IORING_NOTIF_USAGE_ZC_COPIED (1U << 31)
+#endif
+
+#define SLOTS	   4
+#define SLOT_BYTES (1u << 20)
+#define ZC_PROBES  4 /* notifications looked at before the choice is final */
+
+struct uring_tx;
+
+struct slot {
+	struct loop_op op; /* first: the CQE callback finds the slot */
+	struct uring_tx *u;
+	unsigned idx;
+	uint8_t *buf;
+	size_t used; /* bytes of records in it */
+	size_t off;  /* bytes of them the kernel has taken */
+	bool sealed; /* full: waits to be sent, or being sent */
+};
+
+enum zc_mode { ZC_OFF, ZC_PROBE, ZC_ON };
+
+struct uring_tx {
+	struct transport t;
+	struct loop loop;
+	struct slot slot[SLOTS];
+	uint8_t *mem;
+	bool fixed;	   /* slots registered as fixed buffers */
+	unsigned cur;	   /* slot being filled */
+	unsigned head;	   /* oldest sealed slot not yet fully sent */
+	bool sending;	   /* a send of slot[head] is in flight */
+	enum zc_mode zc;   /* how the next send goes */
+	unsigned probes;   /* zero-copy notifications seen */
+	unsigned copied;   /* ... of which the kernel copied anyway */
+	uint64_t progress; /* bytes the kernel took, for the timeout */
+};
+
+static bool slot_free(const struct slot *s)
+{
+	return !s->sealed && !s->op.inflight && !s->used;
+}
+
+static void set_err(struct uring_tx *u, int err, const char *why)
+{
+	if (u->t.err)
+		return;
+	u->t.err = err;
+	if (why)
+		snprintf(u->t.why, sizeof(u->t.why), "%s", why);
+}
+
+/* Starts the send of slot[head] if none is in flight. */
+static void pump(struct uring_tx *u)
+{
+	struct slot *s = &u->slot[u->head];
+
+	if (u->sending || u->t.err || !s->sealed)
+		return;
+	struct io_uring_sqe *sqe = loop_sqe(&u->loop, &s->op);
+	if (!sqe) {
+		set_err(u, -EIO, "io_uring submission queue broken");
+		return;
+	}
+	size_t len = s->used - s->off;
+	if (u->zc != ZC_OFF) {
+		unsigned zflags = u->zc == ZC_PROBE ? IORING_SEND_ZC_REPORT_USAGE : 0;
+		if (u->fixed)
+			io_uring_prep_send_zc_fixed(sqe, u->t.fd, s->buf + s->off, len,
+						    MSG_WAITALL | MSG_NOSIGNAL, zflags, s->idx);
+		else
+			io_uring_prep_send_zc(sqe, u->t.fd, s->buf + s->off, len,
+					      MSG_WAITALL | MSG_NOSIGNAL, zflags);
+	} else {
+		io_uring_prep_send(sqe, u->t.fd, s->buf + s->off, len, MSG_WAITALL | MSG_NOSIGNAL);
+	}
+	u->sending = true;
+	u->t.sends++;
+}
+
+static void zc_notified(struct uring_tx *u, const struct io_uring_cqe *cqe)
+{
+	if (u->zc != ZC_PROBE)
+		return;
+	u->probes++;
+	if ((uint32_t)cqe->res & IORING_NOTIF_USAGE_ZC_COPIED)
+		u->copied++;
+	if (u->copied) {
+		u->zc = ZC_OFF;
+		snprintf(u->t.mode, sizeof(u->t.mode), "send (zero-copy copied)");
+	} else if (u->probes >= ZC_PROBES) {
+		u->zc = ZC_ON;
+		snprintf(u->t.mode, sizeof(u->t.mode), "send-zc");
+	}
+}
+
+static void on_cqe(struct loop *l, struct loop_op *op, const struct io_uring_cqe *cqe)
+{
+	struct slot *s = (struct slot *)op;
+	struct uring_tx *u = s->u;
+
+	(void)l;
+	if (cqe->flags & IORING_CQE_F_NOTIF) {
+		zc_notified(u, cqe);
+		goto done;
+	}
+	u->sending = false;
+	if (cqe->res == -EINVAL && u->zc == ZC_PROBE && s->off == 0 && u->probes == 0) {
+		/* This kernel has no zero-copy usage report: plain sends. */
+		u->zc = ZC_OFF;
+		snprintf(u->t.mode, sizeof(u->t.mode), "send (no zero-copy report)");
+		goto done;
+	}
+	if (cqe->res < 0) {
+		char why[96];
+		snprintf(why, sizeof(why), "send: %s", strerror(-cqe->res));
+		set_err(u, cqe->res, why);
+		goto done;
+	}
+	if (cqe->res == 0) {
+		set_err(u, -ECONNRESET, "send: the peer took nothing");
+		goto done;
+	}
+	s->off += (size_t)cqe->res;
+	u->progress += (uint64_t)cqe->res;
+	if (s->off == s->used) {
+		/* All taken: the slot is free once its notification is in. */
+		s->sealed = false;
+		s->used = s->off = 0;
+		u->head = (u->head + 1) % SLOTS;
+	}
+done:
+	pump(u);
+}
+
+/* Runs the ring until cond holds; fails after timeout_ms without progress. */
+static int wait_for(struct uring_tx *u, bool (*cond)(struct uring_tx *u))
+{
+	uint64_t last = u->progress, since = now_ns();
+	int64_t limit = u->t.timeout_ms > 0 ? (int64_t)u->t.timeout_ms * 1000000 : -1;
+
+	while (!u->t.err && !cond(u)) {
+		int r = loop_run_once(&u->loop, limit < 0 ? -1 : limit / 4 + 1);
+		if (r < 0) {
+			set_err(u, r, "io_uring wait failed");
+			break;
+		}
+		if (u->progress != last) {
+			last = u->progress;
+			since = now_ns();
+		} else if (limit >= 0 && now_ns() - since > (uint64_t)limit) {
+			set_err(u, -ETIMEDOUT, "peer not reading past the timeout");
+		}
+	}
+	return u->t.err;
+}
+
+static bool cur_free(struct uring_tx *u)
+{
+	return slot_free(&u->slot[u->cur]);
+}
+
+static bool all_sent(struct uring_tx *u)
+{
+	return !u->sending && !u->slot[u->head].sealed;
+}
+
+/* The current slot joins the send queue and the next one becomes current.
+ * The kernel gets it at once, and what has completed is taken without
+ * waiting: the kernel sends while the caller fills the next slot. */
+static int advance(struct uring_tx *u)
+{
+	u->slot[u->cur].sealed = true;
+	pump(u);
+	int r = loop_run_once(&u->loop, 0);
+	if (r < 0)
+		set_err(u, r, "io_uring submit failed");
+	u->cur = (u->cur + 1) % SLOTS;
+	return u->t.err;
+}
+
+static void *uring_reserve(struct transport *t, size_t len)
+{
+	struct uring_tx *u = (struct uring_tx *)t;
+	struct slot *s = &u->slot[u->cur];
+
+	if (t->err || len > TRANSPORT_MAX_RECORD)
+		return NULL;
+	if (s->used + len > SLOT_BYTES) {
+		if (advance(u))
+			return NULL;
+		s = &u->slot[u->cur];
+	}
+	/* A slot is written only when no send and no zero-copy
+	 * notification of it is outstanding: a slot just come round again
+	 * may still be queued or on its way out. */
+	if ((s->sealed || !s->used) && wait_for(u, cur_free))
+		return NULL;
+	return s->buf + s->used;
+}
+
+static int uring_commit(struct transport *t, size_t len)
+{
+	struct uring_tx *u = (struct uring_tx *)t;
+
+	if (!t->err)
+		u->slot[u->cur].used += len;
+	return t->err;
+}
+
+static int uring_flush(struct transport *t)
+{
+	struct uring_tx *u = (struct uring_tx *)t;
+
+	if (!t->err && u->slot[u->cur].used)
+		advance(u);
+	return t->err ? t->err : wait_for(u, all_sent);
+}
+
+static void uring_close(struct transport *t)
+{
+	struct uring_tx *u = (struct uring_tx *)t;
+
+	if (!u)
+		return;
+	if (u->loop.ring.ring_fd > 0) {
+		/* Nothing may still read the slots when they are unmapped. */
+		for (unsigned i = 0; i < SLOTS; i++)
+			if (u->slot[i].op.inflight)
+				loop_cancel(&u->loop, &u->slot[i].op);
+		for (unsigned i = 0; i < SLOTS; i++)
+			loop_drain(&u->loop, &u->slot[i].op, 2000000000LL);
+		loop_fini(&u->loop);
+	}
+	if (u->mem)
+		munmap(u->mem, (size_t)SLOTS * SLOT_BYTES);
+	free(u);
+}
+
+static int uring_open(int fd, int timeout_ms, struct transport **out)
+{
+	struct uring_tx *u = calloc(1, sizeof(*u));
+	struct iovec iov[SLOTS];
+	int r;
+
+	if (!u)
+		return -ENOMEM;
+	u->t = (struct transport){.ops = &transport_uring, .fd = fd, .timeout_ms = timeout_ms};
+	r = loop_init(&u->loop, 64);
+	if (r) {
+		u->loop.ring.ring_fd = -1;
+		uring_close(&u->t);
+		return r;
+	}
+	u->mem = mmap(NULL, (size_t)SLOTS * SLOT_BYTES, PROT_READ | PROT_WRITE,
+		      MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+	if (u->mem == MAP_FAILED) {
+		r = -errno;
+		u->mem = NULL;
+		uring_close(&u->t);
+		return r;
+	}
+	for (unsigned i = 0; i < SLOTS; i++) {
+		u->slot[i] = (struct slot){
+		    .op.cb = on_cqe, .u = u, .idx = i, .buf = u->mem + (size_t)i * SLOT_BYTES};
+		iov[i] = (struct iovec){u->slot[i].buf, SLOT_BYTES};
+	}
+	/* Fixed buffers spare the kernel pinning pages on every zero-copy
+	 * send; where locked memory is short, the sends still work without. */
+	u->fixed = io_uring_register_buffers(&u->loop.ring, iov, SLOTS) == 0;
+
+	const char *zc = getenv("FLIT_TRANSPORT_ZC");
+	u->zc = zc && !strcmp(zc, "0") ? ZC_OFF : zc && !strcmp(zc, "1") ? ZC_ON : ZC_PROBE;
+	snprintf(u->t.mode, sizeof(u->t.mode), "%s",
+		 u->zc == ZC_OFF  ? "send"
+		 : u->zc == ZC_ON ? "send-zc"
+				  : "send-zc (probing)");
+	*out = &u->t;
+	return 0;
+}
+
+const struct transport_ops transport_uring = {
+    .name = "uring",
+    .open = uring_open,
+    .reserve = uring_reserve,
+    .commit = uring_commit,
+    .flush = uring_flush,
+    .close = uring_close,
+};
