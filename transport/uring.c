@@ -255,12 +255,20 @@ static void uring_close(struct transport *t)
 	if (!u)
 		return;
 	if (u->loop.ring.ring_fd > 0) {
-		/* Nothing may still read the slots when they are unmapped. */
+		/* No send may still read the slots when they are unmapped.
+		 * Zero-copy notifications need not be waited for: those pages
+		 * stay pinned by the kernel until it lets them go, and a peer
+		 * that stopped reading would hold them forever. */
 		for (unsigned i = 0; i < SLOTS; i++)
 			if (u->slot[i].op.inflight)
 				loop_cancel(&u->loop, &u->slot[i].op);
-		for (unsigned i = 0; i < SLOTS; i++)
-			loop_drain(&u->loop, &u->slot[i].op, 2000000000LL);
+		if (!u->t.err)
+			set_err(u, -ECANCELED, "closed");
+		u->t.timeout_ms = 2000;
+		uint64_t end = now_ns() + 2000000000ULL;
+		while (u->sending && now_ns() < end)
+			if (loop_run_once(&u->loop, 100000000) < 0)
+				break;
 		loop_fini(&u->loop);
 	}
 	if (u->mem)
