@@ -15,8 +15,10 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/loop.h"
 #include "common/util.h"
 #include "migrate/conn.h"
+#include "transport/transport.h"
 #include "vmm/vm.h"
 
 #define REQ_MAX 4096
@@ -158,6 +160,11 @@ static json_object *do_migrate(struct api_server *s, json_object *req)
 			return error_reply("'auto_converge' must be true or false");
 		p.auto_converge = json_object_get_boolean(v);
 	}
+	if (json_object_object_get_ex(req, "transport", &v)) {
+		if (!json_object_is_type(v, json_type_string) ||
+		    !(p.transport = transport_find(json_object_get_string(v))))
+			return error_reply("'transport' must be one of %s", transport_names());
+	}
 	pthread_mutex_lock(&s->lock);
 	if (s->mig == MIG_ACTIVE || s->migrated) {
 		pthread_mutex_unlock(&s->lock);
@@ -228,10 +235,12 @@ static json_object *do_migrate_status(struct api_server *s)
 	json_object_object_add(o, "bandwidth_mbps",
 			       json_object_new_double((double)pg.bandwidth_bps * 8 / 1e6));
 	json_object_object_add(o, "throttle_pct", json_object_new_int64(pg.throttle_pct));
+	json_object_object_add(o, "mem_bytes", json_object_new_int64((int64_t)s->vm->mem.size));
 	return o;
 }
 
-static json_object *handle(struct api_server *s, const char *line)
+/* One request line; *subscribe is set if it asks for the event stream. */
+static json_object *handle(struct api_server *s, const char *line, bool *subscribe)
 {
 	json_object *req = json_tokener_parse(line), *v, *reply;
 	const char *cmd;
@@ -275,6 +284,9 @@ static json_object *handle(struct api_server *s, const char *line)
 			__atomic_store_n(&s->cancel, 1, __ATOMIC_RELAXED);
 			reply = ok_reply();
 		}
+	} else if (!strcmp(cmd, "subscribe")) {
+		*subscribe = true;
+		reply = ok_reply();
 	} else if (!strcmp(cmd, "quit")) {
 		pthread_mutex_lock(&s->lock);
 		s->quit = true;
@@ -284,75 +296,243 @@ static json_object *handle(struct api_server *s, const char *line)
 		reply = ok_reply();
 	} else {
 		reply = error_reply("unknown command '%.40s' (status, pause, resume, migrate, "
-				    "migrate-status, migrate-cancel, quit)",
+				    "migrate-status, migrate-cancel, subscribe, quit)",
 				    cmd);
 	}
 	json_object_put(req);
 	return reply;
 }
 
-/* One client: lines in, lines out, until it closes or the server stops. */
-static void serve_client(struct api_server *s, int fd)
-{
+/*
+ * Serving: one io_uring loop on the API thread (common/loop.h). Ops: a poll
+ * on the listening socket (accepts, re-armed), a read of the stop eventfd,
+ * a 200 ms timer for the event stream, and a recv per client. Replies and
+ * events are small and go out with a non-blocking send; a client that does
+ * not read them (its socket buffer full) is dropped.
+ */
+struct client {
+	struct loop_op op; /* first: the recv's CQE finds the client */
+	struct api_server *s;
+	int fd;
+	bool events; /* subscribed to the event stream */
+	bool dead;
+	size_t len;
 	char buf[REQ_MAX + 1];
-	size_t len = 0;
+	struct client *next;
+};
 
+struct serve {
+	struct api_server *s;
+	struct loop loop;
+	struct loop_op accept_op, stop_op, tick_op;
+	struct __kernel_timespec tick;
+	uint64_t stop_val;
+	struct client *clients;
+	/* what the event stream last told */
+	const char *last_state;
+	enum mig_state last_mig;
+};
+
+static bool send_line(struct client *c, json_object *o)
+{
+	const char *t = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
+							      JSON_C_TO_STRING_NOSLASHESCAPE);
+	size_t n = strlen(t);
+	struct iovec iov[2] = {{(void *)t, n}, {(void *)"\n", 1}};
+	struct msghdr m = {.msg_iov = iov, .msg_iovlen = 2};
+
+	if (c->dead)
+		return false;
+	if (sendmsg(c->fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT) != (ssize_t)(n + 1))
+		c->dead = true; /* gone, or not reading what it asked for */
+	return !c->dead;
+}
+
+static void client_recv(struct serve *sv, struct client *c)
+{
+	struct io_uring_sqe *sqe = loop_sqe(&sv->loop, &c->op);
+
+	if (!sqe) {
+		c->dead = true;
+		return;
+	}
+	io_uring_prep_recv(sqe, c->fd, c->buf + c->len, REQ_MAX - c->len, 0);
+}
+
+static void on_client(struct loop *l, struct loop_op *op, const struct io_uring_cqe *cqe)
+{
+	struct client *c = (struct client *)op;
+	struct serve *sv = (struct serve *)l->opaque;
+	char *nl;
+
+	if (cqe->res <= 0 || c->dead) {
+		c->dead = true;
+		return;
+	}
+	c->len += (size_t)cqe->res;
+	while (!c->dead && (nl = memchr(c->buf, '\n', c->len))) {
+		*nl = 0;
+		json_object *reply = handle(c->s, c->buf, &c->events);
+		send_line(c, reply);
+		json_object_put(reply);
+		c->len -= (size_t)(nl + 1 - c->buf);
+		memmove(c->buf, nl + 1, c->len);
+	}
+	if (c->len == REQ_MAX) {
+		json_object *e = error_reply("request too long");
+		send_line(c, e);
+		json_object_put(e);
+		c->dead = true;
+	}
+	if (!c->dead)
+		client_recv(sv, c);
+}
+
+static void on_accept(struct loop *l, struct loop_op *op, const struct io_uring_cqe *cqe)
+{
+	struct serve *sv = (struct serve *)l->opaque;
+
+	(void)op;
+	/* The listening socket is non-blocking (accept until EAGAIN); a
+	 * client's is not: io_uring's recv then waits for data itself, where
+	 * on an O_NONBLOCK socket it would fail with EAGAIN. */
 	for (;;) {
-		struct pollfd p[2] = {{.fd = fd, .events = POLLIN},
-				      {.fd = s->stop_fd, .events = POLLIN}};
-		if (poll(p, 2, -1) < 0 && errno != EINTR)
-			return;
-		if (p[1].revents)
-			return;
-		if (!p[0].revents)
+		int fd = accept4(sv->s->lfd, NULL, NULL, SOCK_CLOEXEC);
+		if (fd < 0)
+			break;
+		struct client *c = calloc(1, sizeof(*c));
+		if (!c) {
+			close(fd);
+			break;
+		}
+		*c = (struct client){.op.cb = on_client, .s = sv->s, .fd = fd, .next = sv->clients};
+		sv->clients = c;
+		client_recv(sv, c);
+	}
+	if (cqe->res >= 0)
+		loop_poll(l, &sv->accept_op, sv->s->lfd, POLLIN);
+	else if (cqe->res != -ECANCELED)
+		log_warn("API socket: %s", strerror(-cqe->res));
+}
+
+static void on_stop(struct loop *l, struct loop_op *op, const struct io_uring_cqe *cqe)
+{
+	(void)op;
+	(void)cqe;
+	loop_stop(l);
+}
+
+static void broadcast(struct serve *sv, json_object *ev)
+{
+	for (struct client *c = sv->clients; c; c = c->next)
+		if (c->events)
+			send_line(c, ev);
+	json_object_put(ev);
+}
+
+static json_object *event(const char *name)
+{
+	json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "event", json_object_new_string(name));
+	return o;
+}
+
+/* The event stream: the VM's state when it changes, the migration's
+ * progress while it runs, and its end with the report. */
+static void on_tick(struct loop *l, struct loop_op *op, const struct io_uring_cqe *cqe)
+{
+	struct serve *sv = (struct serve *)l->opaque;
+	struct api_server *s = sv->s;
+	bool any = false;
+
+	(void)op;
+	(void)cqe;
+	for (struct client *c = sv->clients; c; c = c->next)
+		any |= c->events && !c->dead;
+	pthread_mutex_lock(&s->lock);
+	enum mig_state m = s->mig;
+	pthread_mutex_unlock(&s->lock);
+	if (any) {
+		const char *st = vm_state(s);
+		if (st != sv->last_state) {
+			json_object *ev = event("state");
+			json_object_object_add(ev, "state", json_object_new_string(st));
+			broadcast(sv, ev);
+			sv->last_state = st;
+		}
+		if (m == MIG_ACTIVE) {
+			json_object *ev = do_migrate_status(s);
+			json_object_object_del(ev, "ok");
+			json_object_object_add(ev, "event", json_object_new_string("progress"));
+			broadcast(sv, ev);
+		} else if (m == MIG_ENDED && sv->last_mig != MIG_ENDED) {
+			/* migrate-status with the report: a subscriber has read it */
+			json_object *ev = do_migrate_status(s);
+			json_object_object_del(ev, "ok");
+			json_object_object_add(ev, "event", json_object_new_string("migration"));
+			broadcast(sv, ev);
+		}
+	}
+	sv->last_mig = m;
+	loop_timer(l, &sv->tick_op, &sv->tick);
+}
+
+/* Frees the clients that left; runs before the loop sleeps. */
+static void reap(struct loop *l, void *opaque)
+{
+	struct serve *sv = opaque;
+
+	(void)l;
+	for (struct client **pc = &sv->clients; *pc;) {
+		struct client *c = *pc;
+		if (!c->dead || c->op.inflight) {
+			if (c->dead && c->op.inflight)
+				shutdown(c->fd, SHUT_RDWR); /* its recv ends now */
+			pc = &c->next;
 			continue;
-		ssize_t n = read(fd, buf + len, REQ_MAX - len);
-		if (n <= 0)
-			return;
-		len += (size_t)n;
-		char *nl;
-		while ((nl = memchr(buf, '\n', len))) {
-			*nl = 0;
-			json_object *reply = handle(s, buf);
-			const char *t = json_object_to_json_string_ext(
-			    reply, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
-			size_t tn = strlen(t);
-			if (send(fd, t, tn, MSG_NOSIGNAL) != (ssize_t)tn ||
-			    send(fd, "\n", 1, MSG_NOSIGNAL) != 1) {
-				json_object_put(reply);
-				return; /* the client left */
-			}
-			json_object_put(reply);
-			len -= (size_t)(nl + 1 - buf);
-			memmove(buf, nl + 1, len);
 		}
-		if (len == REQ_MAX) {
-			static const char msg[] = "{\"ok\":false,\"error\":\"request too long\"}\n";
-			(void)!send(fd, msg, sizeof(msg) - 1, MSG_NOSIGNAL);
-			return;
-		}
+		*pc = c->next;
+		close(c->fd);
+		free(c);
 	}
 }
 
 static void *api_thread(void *arg)
 {
-	struct api_server *s = arg;
+	struct serve sv = {.s = arg, .tick = {.tv_nsec = 200000000}};
+	int r = loop_init(&sv.loop, 64);
 
-	for (;;) {
-		struct pollfd p[2] = {{.fd = s->lfd, .events = POLLIN},
-				      {.fd = s->stop_fd, .events = POLLIN}};
-		if (poll(p, 2, -1) < 0 && errno != EINTR)
-			break;
-		if (p[1].revents)
-			break;
-		if (!p[0].revents)
-			continue;
-		int fd = accept4(s->lfd, NULL, NULL, SOCK_CLOEXEC);
-		if (fd < 0)
-			continue;
-		serve_client(s, fd);
-		close(fd);
+	if (r) {
+		log_err("API: io_uring: %s", strerror(-r));
+		return NULL;
 	}
+	sv.loop.opaque = &sv;
+	sv.loop.before_sleep = reap;
+	sv.accept_op.cb = on_accept;
+	sv.stop_op.cb = on_stop;
+	sv.tick_op.cb = on_tick;
+	loop_poll(&sv.loop, &sv.accept_op, sv.s->lfd, POLLIN);
+	struct io_uring_sqe *sqe = loop_sqe(&sv.loop, &sv.stop_op);
+	if (sqe)
+		io_uring_prep_read(sqe, sv.s->stop_fd, &sv.stop_val, sizeof(sv.stop_val), 0);
+	loop_timer(&sv.loop, &sv.tick_op, &sv.tick);
+	r = loop_run(&sv.loop);
+	if (r)
+		log_err("API loop: %s", strerror(-r));
+	/* Nothing the kernel may still write into is freed before its CQE. */
+	for (struct client *c = sv.clients; c; c = c->next) {
+		c->dead = true;
+		shutdown(c->fd, SHUT_RDWR);
+	}
+	for (struct client *c = sv.clients; c; c = c->next)
+		loop_drain(&sv.loop, &c->op, 1000000000);
+	loop_cancel(&sv.loop, &sv.accept_op);
+	loop_cancel(&sv.loop, &sv.tick_op);
+	loop_drain(&sv.loop, &sv.accept_op, 1000000000);
+	loop_drain(&sv.loop, &sv.tick_op, 1000000000);
+	reap(&sv.loop, &sv);
+	loop_fini(&sv.loop);
 	return NULL;
 }
 
@@ -376,7 +556,7 @@ int api_start(const char *path, struct vm *vm, const struct mig_params *defaults
 	s->defaults = *defaults;
 	pthread_mutex_init(&s->lock, NULL);
 	s->stop_fd = eventfd(0, EFD_CLOEXEC);
-	s->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	s->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (s->stop_fd < 0 || s->lfd < 0) {
 		r = -errno;
 		goto fail;

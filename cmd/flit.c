@@ -24,6 +24,7 @@
 #include "api/api.h"
 #include "migrate/conn.h"
 #include "migrate/migrate.h"
+#include "transport/transport.h"
 #include "vmm/loader.h"
 #include "vmm/vm.h"
 
@@ -84,6 +85,8 @@ static void usage(FILE *f)
 		"  --migrate-after SEC start the migration after SEC s (default 1)\n"
 		"  --token-file FILE   shared secret, 16..256 bytes (both sides; required)\n"
 		"  --channels N        data connections, 1..16 (default 2)\n"
+		"  --transport NAME    how data connections send: uring (io_uring; the\n"
+		"                      default, plain sends where io_uring is off) or sync\n"
 		"  --downtime-limit MS stop iterating under this estimate (default 20)\n"
 		"  --max-rounds N      at most N pre-copy rounds (default 30)\n"
 		"  --bandwidth SIZE    cap, bytes per second, e.g. 100M (default: none)\n"
@@ -148,6 +151,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 	    {"finish-after", required_argument, NULL, 'F'},
 	    {"token-file", required_argument, NULL, 'T'},
 	    {"channels", required_argument, NULL, 'C'},
+	    {"transport", required_argument, NULL, 'X'},
 	    {"downtime-limit", required_argument, NULL, 'D'},
 	    {"max-rounds", required_argument, NULL, 'R'},
 	    {"bandwidth", required_argument, NULL, 'B'},
@@ -215,6 +219,12 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 			if (parse_uint(optarg, 1, MIG_MAX_CHANNELS, &v))
 				return bad_usage("--channels %s: a number from 1 to 16", optarg);
 			o->mig.channels = (unsigned)v;
+			break;
+		case 'X':
+			o->mig.transport = transport_find(optarg);
+			if (!o->mig.transport)
+				return bad_usage("--transport %s: one of %s", optarg,
+						 transport_names());
 			break;
 		case 'D':
 			if (parse_uint(optarg, 1, 60000, &v))

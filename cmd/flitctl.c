@@ -3,11 +3,14 @@
  * flitctl: the command-line client of a flit process's control API.
  *
  *   flitctl --api PATH status | pause | resume | migrate-status | migrate-cancel | quit
+ *   flitctl --api PATH events
  *   flitctl --api PATH migrate tcp:HOST:PORT [channels=N] [downtime_limit_ms=N]
  *           [max_rounds=N] [bandwidth=BYTES] [auto_converge=false] [--no-wait]
  *
- * Prints each reply as one JSON line. 'migrate' then follows the migration:
- * a progress line on a terminal, JSON lines otherwise, and the final report;
+ * Prints each reply as one JSON line. 'migrate' then follows the migration
+ * through the event stream: a progress line on a terminal (phase, round,
+ * bytes, pages/s, dirty pages and rate, estimated downtime, throttle, ETA),
+ * JSON lines otherwise, and the final report; 'events' prints every event;
  * it exits 0 only if the migration completed. Exit 1 for a refused request,
  * 2 if the API cannot be reached, 64 for a bad command line.
  */
@@ -38,31 +41,69 @@ static int api_connect(const char *path)
 	return fd;
 }
 
-/* Sends one request, returns the parsed reply (NULL on a broken API). */
+/* Lines from the API socket; what follows a line stays for the next. */
+static char rbuf[65536];
+static size_t rlen;
+
+static json_object *next_line(int fd)
+{
+	for (;;) {
+		char *nl = memchr(rbuf, '\n', rlen);
+		if (nl) {
+			*nl = 0;
+			json_object *o = json_tokener_parse(rbuf);
+			rlen -= (size_t)(nl + 1 - rbuf);
+			memmove(rbuf, nl + 1, rlen);
+			return o;
+		}
+		if (rlen == sizeof(rbuf))
+			return NULL;
+		ssize_t n = read(fd, rbuf + rlen, sizeof(rbuf) - rlen);
+		if (n <= 0)
+			return NULL;
+		rlen += (size_t)n;
+	}
+}
+
+static bool is_event(json_object *o)
+{
+	json_object *v;
+	return json_object_object_get_ex(o, "event", &v);
+}
+
+/* Sends one request, returns the parsed reply (NULL on a broken API).
+ * Event lines that come first are left out. */
 static json_object *call(int fd, json_object *req)
 {
-	static char buf[65536];
-	size_t len = 0;
 	const char *t = json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN |
 								JSON_C_TO_STRING_NOSLASHESCAPE);
-
 	size_t tlen = strlen(t);
+
 	if (send(fd, t, tlen, MSG_NOSIGNAL) != (ssize_t)tlen ||
 	    send(fd, "\n", 1, MSG_NOSIGNAL) != 1)
 		return NULL;
 	for (;;) {
-		ssize_t n = read(fd, buf + len, sizeof(buf) - 1 - len);
-		if (n <= 0)
-			return NULL;
-		len += (size_t)n;
-		char *nl = memchr(buf, '\n', len);
-		if (nl) {
-			*nl = 0;
-			return json_tokener_parse(buf);
-		}
-		if (len == sizeof(buf) - 1)
-			return NULL;
+		json_object *o = next_line(fd);
+		if (!o || !is_event(o))
+			return o;
+		json_object_put(o);
 	}
+}
+
+static json_object *call_cmd(int fd, const char *cmd)
+{
+	json_object *req = json_object_new_object();
+	json_object_object_add(req, "cmd", json_object_new_string(cmd));
+	json_object *r = call(fd, req);
+	json_object_put(req);
+	return r;
+}
+
+static void print_json(json_object *o)
+{
+	printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
+							     JSON_C_TO_STRING_NOSLASHESCAPE));
+	fflush(stdout);
 }
 
 static bool reply_ok(json_object *r)
@@ -83,61 +124,103 @@ static double num(json_object *o, const char *k)
 	return json_object_object_get_ex(o, k, &v) ? json_object_get_double(v) : 0;
 }
 
+/* The end of a migration: its report, and 0 only if it completed. */
+static int finished(json_object *r, bool tty)
+{
+	const char *status = str(r, "status");
+	json_object *rep;
+	bool has_rep = json_object_object_get_ex(r, "report", &rep);
+
+	if (tty)
+		fputc('\n', stderr);
+	if (has_rep)
+		print_json(rep);
+	if (!strcmp(status, "completed"))
+		return 0;
+	fprintf(stderr, "flitctl: migration %s: %s\n", status, has_rep ? str(rep, "error") : "");
+	return 1;
+}
+
+/* One progress line on a terminal: where the migration is and what is left. */
+static void progress_line(json_object *e, double *last_pages, double *last_t)
+{
+	double now = (double)now_ns() / 1e9, pages = num(e, "pages_sent");
+	double pps = *last_t > 0 && now > *last_t ? (pages - *last_pages) / (now - *last_t) : 0;
+	double bw = num(e, "bandwidth_mbps") * 1e6 / 8, left;
+
+	/* Round 1 sends all of RAM; later rounds what was dirtied. */
+	if (num(e, "round") <= 1)
+		left = num(e, "mem_bytes") - pages * 4096;
+	else
+		left = num(e, "dirty_pages") * 4096;
+	double eta = pps > 0 ? left / 4096 / pps : bw > 0 ? left / bw : 0;
+	*last_pages = pages;
+	*last_t = now;
+	fprintf(stderr,
+		"\r%-13s round %3.0f  %9.1f MB  %8.0f pages/s  dirty %7.0f pages (%6.0f/s)  "
+		"est. downtime %7.2f ms  throttle %2.0f%%  ETA %5.1f s ",
+		str(e, "phase"), num(e, "round"), num(e, "bytes") / 1e6, pps, num(e, "dirty_pages"),
+		num(e, "dirty_rate_pps"), num(e, "est_downtime_ms"), num(e, "throttle_pct"),
+		eta > 0 ? eta : 0);
+}
+
+/* Follows a migration through the event stream until it ends. */
 static int follow(int fd, bool tty)
 {
-	json_object *req = json_object_new_object();
-	json_object_object_add(req, "cmd", json_object_new_string("migrate-status"));
-	for (;;) {
-		json_object *r = call(fd, req);
-		if (!reply_ok(r)) {
-			fprintf(stderr, "flitctl: the API went away before the migration's end "
-					"was seen\n");
-			json_object_put(req);
-			return 2;
-		}
-		const char *status = str(r, "status");
-		if (strcmp(status, "active")) {
-			json_object *rep;
-			if (tty)
-				fputc('\n', stderr);
-			if (json_object_object_get_ex(r, "report", &rep))
-				printf("%s\n", json_object_to_json_string_ext(
-						   rep, JSON_C_TO_STRING_PLAIN |
-							    JSON_C_TO_STRING_NOSLASHESCAPE));
-			int rc = !strcmp(status, "completed") ? 0 : 1;
-			if (rc)
-				fprintf(stderr, "flitctl: migration %s: %s\n", status,
-					json_object_object_get_ex(r, "report", &rep)
-					    ? str(rep, "error")
-					    : "");
+	json_object *r = call_cmd(fd, "subscribe");
+	double last_pages = 0, last_t = 0;
+
+	if (!reply_ok(r)) {
+		fprintf(stderr, "flitctl: the API refused the event stream\n");
+		json_object_put(r);
+		return 2;
+	}
+	json_object_put(r);
+	/* It may have ended before the subscription. */
+	r = call_cmd(fd, "migrate-status");
+	if (reply_ok(r) && strcmp(str(r, "status"), "active")) {
+		int rc = finished(r, tty);
+		json_object_put(r);
+		return rc;
+	}
+	json_object_put(r);
+	while ((r = next_line(fd))) {
+		const char *ev = str(r, "event");
+		if (!strcmp(ev, "migration")) {
+			int rc = finished(r, tty);
 			json_object_put(r);
-			json_object_put(req);
 			return rc;
 		}
-		if (tty)
-			fprintf(stderr,
-				"\r%-13s round %3.0f  %8.1f MB  %7.0f Mbit/s  dirty %7.0f pages "
-				"(%6.0f/s)"
-				"  est. downtime %7.2f ms  throttle %2.0f%% ",
-				str(r, "phase"), num(r, "round"), num(r, "bytes") / 1e6,
-				num(r, "bandwidth_mbps"), num(r, "dirty_pages"),
-				num(r, "dirty_rate_pps"), num(r, "est_downtime_ms"),
-				num(r, "throttle_pct"));
-		else
-			printf("%s\n",
-			       json_object_to_json_string_ext(
-				   r, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
-		fflush(stdout);
+		if (!strcmp(ev, "progress")) {
+			if (tty)
+				progress_line(r, &last_pages, &last_t);
+			else
+				print_json(r);
+		}
 		json_object_put(r);
-		usleep(200000);
 	}
+	fprintf(stderr, "flitctl: the API went away before the migration's end was seen\n");
+	return 2;
+}
+
+/* flitctl events: every event line until the flit process goes. */
+static int events(int fd)
+{
+	json_object *r;
+
+	while ((r = next_line(fd))) {
+		if (is_event(r))
+			print_json(r);
+		json_object_put(r);
+	}
+	return 0;
 }
 
 static int usage(void)
 {
 	fprintf(stderr, "usage: flitctl --api PATH COMMAND [key=value ...]\n"
 			"commands: status, pause, resume, migrate TARGET, migrate-status,\n"
-			"          migrate-cancel, quit (docs/api.md)\n");
+			"          migrate-cancel, events, quit (docs/api.md)\n");
 	return 64;
 }
 
@@ -154,8 +237,9 @@ int main(int argc, char **argv)
 	if (!path || i >= argc)
 		return usage();
 	const char *cmd = argv[i++];
+	bool ev = !strcmp(cmd, "events");
 	json_object *req = json_object_new_object();
-	json_object_object_add(req, "cmd", json_object_new_string(cmd));
+	json_object_object_add(req, "cmd", json_object_new_string(ev ? "subscribe" : cmd));
 	if (!strcmp(cmd, "migrate")) {
 		if (i >= argc || strncmp(argv[i], "tcp:", 4)) {
 			fprintf(stderr, "flitctl: migrate needs a target tcp:HOST:PORT\n");
@@ -193,10 +277,10 @@ int main(int argc, char **argv)
 		fprintf(stderr, "flitctl: no answer from %s\n", path);
 		return 2;
 	}
-	printf("%s\n", json_object_to_json_string_ext(r, JSON_C_TO_STRING_PLAIN |
-							     JSON_C_TO_STRING_NOSLASHESCAPE));
-	fflush(stdout);
+	print_json(r);
 	int rc = reply_ok(r) ? 0 : 1;
+	if (!rc && ev)
+		rc = events(fd);
 	if (!rc && !strcmp(cmd, "migrate") && wait)
 		rc = follow(fd, isatty(STDERR_FILENO));
 	json_object_put(r);
