@@ -167,6 +167,11 @@ static void cancel_keeps_source(void)
 			       NULL};
 	pid_t dst = spawn(dlog, dargv);
 	pid_t src = start_source(slog, "ws=8m");
+	/* A second client follows the event stream meanwhile. */
+	char elog[300];
+	snprintf(elog, sizeof(elog), "%s/events.log", tmpdir);
+	const char *eargv[] = {test_build_path("flitctl"), "--api", sock, "events", NULL};
+	pid_t ev = spawn(elog, eargv);
 
 	usleep(300000);
 	/* 20 MB/s: 128 MiB takes seconds, the cancel lands inside. */
@@ -187,6 +192,25 @@ static void cancel_keeps_source(void)
 	TEST_ASSERT_EQ(flitctl(out, sizeof(out), "quit", NULL), 0);
 	TEST_ASSERT_EQ(wait_exit(src, 60), 0);
 	TEST_ASSERT(wait_exit(dst, 60) != 0, "the destination gave up");
+
+	/* The events client saw the VM run, the migration go, and its end,
+	 * then left when flit did. */
+	TEST_ASSERT_EQ(wait_exit(ev, 30), 0);
+	static char evs[1 << 20];
+	int fd = open(elog, O_RDONLY);
+	ssize_t got = read(fd, evs, sizeof(evs) - 1);
+	close(fd);
+	evs[got > 0 ? got : 0] = 0;
+	TEST_ASSERT(strstr(evs, "{\"event\":\"state\",\"state\":\"running\"}"),
+		    "state event:\n%.2000s", evs);
+	TEST_ASSERT(strstr(evs, "\"event\":\"progress\""), "progress events:\n%.2000s", evs);
+	char *end = strstr(evs, "\"event\":\"migration\"");
+	TEST_ASSERT(end, "the migration's end:\n%.2000s", evs);
+	while (end > evs && end[-1] != '\n')
+		end--;
+	TEST_ASSERT(!strncmp(end, "{\"status\":\"cancelled\",", 22),
+		    "the end says cancelled: %.300s", end);
+	TEST_ASSERT(strstr(end, "\"report\":{"), "with its report: %.300s", end);
 }
 
 /* The source process dies in the middle: the destination discards what it
