@@ -76,6 +76,7 @@ static void usage(FILE *f)
 		"  --timeout SEC       give up after SEC seconds (default: none)\n"
 		"  --api PATH          serve the control API on a unix socket (flitctl;\n"
 		"                      docs/api.md): status, pause, resume, migrate, ...\n"
+		"                      (with --incoming: once the guest has arrived)\n"
 		"  --finish-after SEC  then tell the guest to verify its memory and exit\n"
 		"                      (memcheck; decimals allowed)\n\n"
 		"Live migration (pre-copy over TCP; docs/stream.md):\n"
@@ -287,9 +288,9 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 				       "no --migrate-to");
 	if (!o->guest && !o->incoming)
 		return bad_usage("%s", "no guest given: --guest NAME|PATH");
-	if (o->api && (o->incoming || o->migrate_to))
-		return bad_usage("%s", "--api goes with a running guest (not yet with "
-				       "--incoming or --migrate-to)");
+	if (o->api && o->migrate_to)
+		return bad_usage("%s", "--api and --migrate-to both start migrations: use "
+				       "one (flitctl migrate, or --migrate-to)");
 	if ((o->incoming || o->migrate_to) && !o->token_file)
 		return bad_usage("%s", "a migration needs --token-file (the same on both sides)");
 	if (o->token_file) {
@@ -515,7 +516,19 @@ static int run_incoming(const struct opts *o)
 	if (r)
 		return r == -ENODEV || r == -ENOENT || r == -EACCES ? FLIT_EXIT_NO_KVM
 								    : FLIT_EXIT_MIGRATION;
-	return run_to_end(vm, o, now_ns(), NULL);
+	/* The API comes up once the guest has arrived: it can then be
+	 * paused, watched, or migrated on. */
+	struct api_server *api = NULL;
+	if (o->api) {
+		r = api_start(o->api, vm, &o->mig, &api);
+		if (r) {
+			log_err("the guest runs here, but the API could not start; stopping it");
+			vm_destroy(vm);
+			return FLIT_EXIT_RESOURCES;
+		}
+		log_info("API on %s", o->api);
+	}
+	return run_to_end(vm, o, now_ns(), api);
 }
 
 int main(int argc, char **argv)

@@ -5,7 +5,8 @@
  * A migration requested through the API completes, the source process
  * leaves, the destination guest verifies every page; a cancelled migration
  * leaves the source guest running; bad requests get clear refusals; a
- * source killed mid-migration makes the destination give up cleanly.
+ * source killed mid-migration makes the destination give up cleanly; a
+ * guest moves on from a destination through the API it serves.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -259,12 +260,72 @@ static void source_killed(void)
 	printf("  destination: %.300s\n", strstr(out, "migration failed"));
 }
 
+/* A guest moves twice: A -> B through A's API, then B -> C through the API
+ * that B serves once the guest has arrived; C verifies every page. */
+static void migrate_onward(void)
+{
+	char out[8192], alog[300], blog[300], clog[300], asock[256], bsock[256];
+	snprintf(alog, sizeof(alog), "%s/a.log", tmpdir);
+	snprintf(blog, sizeof(blog), "%s/b.log", tmpdir);
+	snprintf(clog, sizeof(clog), "%s/c.log", tmpdir);
+	snprintf(bsock, sizeof(bsock), "%s/b.sock", tmpdir);
+	const char *bargv[] = {test_build_path("flit"),
+			       "--incoming",
+			       "tcp:127.0.0.1:7344",
+			       "--token-file",
+			       token,
+			       "--api",
+			       bsock,
+			       "--timeout",
+			       "300",
+			       NULL};
+	const char *cargv[] = {test_build_path("flit"),
+			       "--incoming",
+			       "tcp:127.0.0.1:7345",
+			       "--token-file",
+			       token,
+			       "--verify",
+			       "--finish-after",
+			       "1",
+			       "--timeout",
+			       "300",
+			       NULL};
+	pid_t b = spawn(blog, bargv), c = spawn(clog, cargv);
+	pid_t a = start_source(alog, "ws=4m");
+
+	TEST_ASSERT(access(bsock, F_OK) != 0, "B serves no API before the guest is there");
+	TEST_ASSERT_EQ(flitctl(out, sizeof(out), "migrate", "tcp:127.0.0.1:7344", NULL), 0);
+	TEST_ASSERT(strstr(out, "\"status\":\"completed\""), "A -> B completed");
+	TEST_ASSERT_EQ(wait_exit(a, 60), 0);
+	for (int i = 0; i < 100 && access(bsock, F_OK); i++)
+		usleep(100000);
+	snprintf(asock, sizeof(asock), "%s", sock);
+	snprintf(sock, sizeof(sock), "%s", bsock);
+	int rs = flitctl(out, sizeof(out), "status", NULL);
+	bool running = strstr(out, "\"state\":\"running\"") != NULL;
+	int rm = flitctl(out, sizeof(out), "migrate", "tcp:127.0.0.1:7345", NULL);
+	snprintf(sock, sizeof(sock), "%s", asock);
+	TEST_ASSERT_EQ(rs, 0);
+	TEST_ASSERT(running, "the guest runs on B");
+	TEST_ASSERT_EQ(rm, 0);
+	TEST_ASSERT(strstr(out, "\"status\":\"completed\""), "B -> C completed");
+	TEST_ASSERT_EQ(wait_exit(b, 60), 0);
+	int crc = wait_exit(c, 120);
+	int fd = open(clog, O_RDONLY);
+	ssize_t got = read(fd, out, sizeof(out) - 1);
+	out[got > 0 ? got : 0] = 0;
+	close(fd);
+	TEST_ASSERT(crc == 0, "C exit %d, its log:\n%s", crc, out);
+	TEST_ASSERT(strstr(out, "pages verified, 0 bad"), "C verified: %s", out);
+}
+
 int main(int argc, char **argv)
 {
 	static const struct test_case cases[] = {
 	    TEST_CASE(migrate_through_api),
 	    TEST_CASE(cancel_keeps_source),
 	    TEST_CASE(source_killed),
+	    TEST_CASE(migrate_onward),
 	};
 	if (!test_have_dev_kvm())
 		return 77;
