@@ -18,37 +18,11 @@
 #include <unistd.h>
 
 #include "common/util.h"
+#include "tests/lib/proc.h"
 #include "tests/lib/test.h"
 
 static char tmpdir[] = "/tmp/flit-api-XXXXXX";
 static char sock[256], token[256];
-
-/* Starts a program with its output in a file; returns its pid. */
-static pid_t spawn(const char *log, const char *const *argv)
-{
-	pid_t pid = fork();
-	if (pid == 0) {
-		int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-		dup2(fd, 1);
-		dup2(fd, 2);
-		execv(argv[0], (char *const *)argv);
-		_exit(127);
-	}
-	return pid;
-}
-
-static int wait_exit(pid_t pid, int timeout_s)
-{
-	int status;
-	for (int i = 0; i < timeout_s * 10; i++) {
-		if (waitpid(pid, &status, WNOHANG) == pid)
-			return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-		usleep(100000);
-	}
-	kill(pid, SIGKILL);
-	waitpid(pid, &status, 0);
-	return -1;
-}
 
 /* Runs flitctl with the given words; its stdout in out; returns its status. */
 static int flitctl(char *out, size_t len, ...)
@@ -64,16 +38,10 @@ static int flitctl(char *out, size_t len, ...)
 	va_end(ap);
 	argv[n] = NULL;
 	snprintf(log, sizeof(log), "%s/flitctl.out", tmpdir);
-	int rc = wait_exit(spawn(log, argv), 120);
+	int rc = proc_wait(proc_spawn(log, argv), 120);
 	/* The end of the output: a followed migration prints many progress
 	 * lines before its report. */
-	int fd = open(log, O_RDONLY);
-	struct stat st;
-	fstat(fd, &st);
-	off_t from = st.st_size > (off_t)len - 1 ? st.st_size - ((off_t)len - 1) : 0;
-	ssize_t got = pread(fd, out, len - 1, from);
-	out[got > 0 ? got : 0] = 0;
-	close(fd);
+	proc_read_tail(log, out, len);
 	printf("  flitctl %s -> %d: %.200s\n", argv[3], rc, out);
 	return rc;
 }
@@ -106,7 +74,7 @@ static pid_t start_source(const char *log, const char *ws)
 			      "--timeout",
 			      "300",
 			      NULL};
-	pid_t pid = spawn(log, argv);
+	pid_t pid = proc_spawn(log, argv);
 	for (int i = 0; i < 100 && access(sock, F_OK); i++)
 		usleep(100000);
 	TEST_ASSERT(access(sock, F_OK) == 0, "the API socket appeared");
@@ -129,7 +97,7 @@ static void migrate_through_api(void)
 			       "--timeout",
 			       "300",
 			       NULL};
-	pid_t dst = spawn(dlog, dargv);
+	pid_t dst = proc_spawn(dlog, dargv);
 	pid_t src = start_source(slog, "ws=8m");
 
 	TEST_ASSERT_EQ(flitctl(out, sizeof(out), "status", NULL), 0);
@@ -143,12 +111,9 @@ static void migrate_through_api(void)
 	TEST_ASSERT_EQ(
 	    flitctl(out, sizeof(out), "migrate", "tcp:127.0.0.1:7341", "channels=2", NULL), 0);
 	TEST_ASSERT(strstr(out, "\"status\":\"completed\""), "completed");
-	TEST_ASSERT_EQ(wait_exit(src, 60), 0);
-	int drc = wait_exit(dst, 120);
-	int fd = open(dlog, O_RDONLY);
-	ssize_t got = read(fd, out, sizeof(out) - 1);
-	out[got > 0 ? got : 0] = 0;
-	close(fd);
+	TEST_ASSERT_EQ(proc_wait(src, 60), 0);
+	int drc = proc_wait(dst, 120);
+	proc_read_file(dlog, out, sizeof(out));
 	TEST_ASSERT(drc == 0, "destination exit %d, its log:\n%s", drc, out);
 	TEST_ASSERT(strstr(out, "pages verified, 0 bad"), "destination verified: %s", out);
 }
@@ -166,13 +131,13 @@ static void cancel_keeps_source(void)
 			       "--timeout",
 			       "300",
 			       NULL};
-	pid_t dst = spawn(dlog, dargv);
+	pid_t dst = proc_spawn(dlog, dargv);
 	pid_t src = start_source(slog, "ws=8m");
 	/* A second client follows the event stream meanwhile. */
 	char elog[300];
 	snprintf(elog, sizeof(elog), "%s/events.log", tmpdir);
 	const char *eargv[] = {test_build_path("flitctl"), "--api", sock, "events", NULL};
-	pid_t ev = spawn(elog, eargv);
+	pid_t ev = proc_spawn(elog, eargv);
 
 	usleep(300000);
 	/* 20 MB/s: 128 MiB takes seconds, the cancel lands inside. */
@@ -191,17 +156,14 @@ static void cancel_keeps_source(void)
 	TEST_ASSERT_EQ(flitctl(out, sizeof(out), "status", NULL), 0);
 	TEST_ASSERT(strstr(out, "\"state\":\"running\""), "the source guest runs on");
 	TEST_ASSERT_EQ(flitctl(out, sizeof(out), "quit", NULL), 0);
-	TEST_ASSERT_EQ(wait_exit(src, 60), 0);
-	TEST_ASSERT(wait_exit(dst, 60) != 0, "the destination gave up");
+	TEST_ASSERT_EQ(proc_wait(src, 60), 0);
+	TEST_ASSERT(proc_wait(dst, 60) != 0, "the destination gave up");
 
 	/* The events client saw the VM run, the migration go, and its end,
 	 * then left when flit did. */
-	TEST_ASSERT_EQ(wait_exit(ev, 30), 0);
+	TEST_ASSERT_EQ(proc_wait(ev, 30), 0);
 	static char evs[1 << 20];
-	int fd = open(elog, O_RDONLY);
-	ssize_t got = read(fd, evs, sizeof(evs) - 1);
-	close(fd);
-	evs[got > 0 ? got : 0] = 0;
+	proc_read_file(elog, evs, sizeof(evs));
 	TEST_ASSERT(strstr(evs, "{\"event\":\"state\",\"state\":\"running\"}"),
 		    "state event:\n%.2000s", evs);
 	TEST_ASSERT(strstr(evs, "\"event\":\"progress\""), "progress events:\n%.2000s", evs);
@@ -244,17 +206,14 @@ static void source_killed(void)
 			       "--bandwidth",
 			       "10M",
 			       NULL};
-	pid_t dst = spawn(dlog, dargv);
+	pid_t dst = proc_spawn(dlog, dargv);
 	usleep(200000);
-	pid_t src = spawn(slog, sargv);
+	pid_t src = proc_spawn(slog, sargv);
 	usleep(1500000); /* inside the ~13 s the capped migration would take */
 	kill(src, SIGKILL);
 	waitpid(src, NULL, 0);
-	TEST_ASSERT_EQ(wait_exit(dst, 60), 76);
-	int fd = open(dlog, O_RDONLY);
-	ssize_t got = read(fd, out, sizeof(out) - 1);
-	out[got > 0 ? got : 0] = 0;
-	close(fd);
+	TEST_ASSERT_EQ(proc_wait(dst, 60), 76);
+	proc_read_file(dlog, out, sizeof(out));
 	TEST_ASSERT(strstr(out, "migration failed") && strstr(out, "closed"),
 		    "the destination says why: %s", out);
 	printf("  destination: %.300s\n", strstr(out, "migration failed"));
@@ -290,13 +249,13 @@ static void migrate_onward(void)
 			       "--timeout",
 			       "300",
 			       NULL};
-	pid_t b = spawn(blog, bargv), c = spawn(clog, cargv);
+	pid_t b = proc_spawn(blog, bargv), c = proc_spawn(clog, cargv);
 	pid_t a = start_source(alog, "ws=4m");
 
 	TEST_ASSERT(access(bsock, F_OK) != 0, "B serves no API before the guest is there");
 	TEST_ASSERT_EQ(flitctl(out, sizeof(out), "migrate", "tcp:127.0.0.1:7344", NULL), 0);
 	TEST_ASSERT(strstr(out, "\"status\":\"completed\""), "A -> B completed");
-	TEST_ASSERT_EQ(wait_exit(a, 60), 0);
+	TEST_ASSERT_EQ(proc_wait(a, 60), 0);
 	for (int i = 0; i < 100 && access(bsock, F_OK); i++)
 		usleep(100000);
 	snprintf(asock, sizeof(asock), "%s", sock);
@@ -309,12 +268,9 @@ static void migrate_onward(void)
 	TEST_ASSERT(running, "the guest runs on B");
 	TEST_ASSERT_EQ(rm, 0);
 	TEST_ASSERT(strstr(out, "\"status\":\"completed\""), "B -> C completed");
-	TEST_ASSERT_EQ(wait_exit(b, 60), 0);
-	int crc = wait_exit(c, 120);
-	int fd = open(clog, O_RDONLY);
-	ssize_t got = read(fd, out, sizeof(out) - 1);
-	out[got > 0 ? got : 0] = 0;
-	close(fd);
+	TEST_ASSERT_EQ(proc_wait(b, 60), 0);
+	int crc = proc_wait(c, 120);
+	proc_read_file(clog, out, sizeof(out));
 	TEST_ASSERT(crc == 0, "C exit %d, its log:\n%s", crc, out);
 	TEST_ASSERT(strstr(out, "pages verified, 0 bad"), "C verified: %s", out);
 }

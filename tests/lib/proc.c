@@ -1,0 +1,63 @@
+// SPDX-License-Identifier: MIT
+#include "proc.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+pid_t proc_spawn(const char *log, const char *const *argv)
+{
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+		dup2(fd, 1);
+		dup2(fd, 2);
+		execv(argv[0], (char *const *)argv);
+		_exit(127);
+	}
+	return pid;
+}
+
+int proc_wait(pid_t pid, int timeout_s)
+{
+	int status;
+
+	for (int i = 0; i < timeout_s * 10; i++) {
+		if (waitpid(pid, &status, WNOHANG) == pid)
+			return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+		usleep(100000);
+	}
+	kill(pid, SIGKILL);
+	waitpid(pid, &status, 0);
+	return -1;
+}
+
+static void read_at(const char *path, char *buf, size_t len, int tail)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	struct stat st;
+	off_t from = 0;
+	ssize_t got = -1;
+
+	if (fd >= 0 && !fstat(fd, &st)) {
+		if (tail && st.st_size > (off_t)len - 1)
+			from = st.st_size - ((off_t)len - 1);
+		got = pread(fd, buf, len - 1, from);
+	}
+	if (fd >= 0)
+		close(fd);
+	buf[got > 0 ? got : 0] = 0;
+}
+
+void proc_read_file(const char *path, char *buf, size_t len)
+{
+	read_at(path, buf, len, 0);
+}
+
+void proc_read_tail(const char *path, char *buf, size_t len)
+{
+	read_at(path, buf, len, 1);
+}

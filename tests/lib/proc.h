@@ -1,0 +1,19 @@
+/* SPDX-License-Identifier: MIT */
+/* Helpers for tests that run flit and flitctl as separate processes. */
+#ifndef FLIT_TESTS_PROC_H
+#define FLIT_TESTS_PROC_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+/* Starts argv (argv[0] a path) with stdout and stderr in the file log. */
+pid_t proc_spawn(const char *log, const char *const *argv);
+/* Its exit status (128 + signal if killed); after timeout_s it is killed
+ * and -1 returned. */
+int proc_wait(pid_t pid, int timeout_s);
+/* The first len - 1 bytes of a file, NUL-terminated ("" if unreadable). */
+void proc_read_file(const char *path, char *buf, size_t len);
+/* The last len - 1 bytes of a file, NUL-terminated. */
+void proc_read_tail(const char *path, char *buf, size_t len);
+
+#endif
