@@ -510,7 +510,6 @@ static int run_incoming(const struct opts *o)
 	/* Preallocation pays off when it happens before the source connects,
 	 * which needs the layout up front: on by default with --mem and --vcpus. */
 	dp.prealloc = o->prealloc == 1 || (o->prealloc < 0 && o->mem_given && o->vcpus_given);
-	log_info("waiting for a migration on %s", o->incoming);
 	int r = mig_dest_run(&dp, &vm, &rep);
 	report_summary(&rep, false);
 	if (r)

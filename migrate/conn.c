@@ -328,10 +328,13 @@ static uint8_t *tx_reserve(struct mig_conn *c, uint64_t len)
 }
 
 /* The record at rec, its payload in place after the header, goes out. */
-static int tx_commit(struct mig_conn *c, uint8_t *rec, uint16_t type, uint32_t len)
+static int tx_commit(struct mig_conn *c, uint8_t *rec, uint16_t type, uint16_t flags, uint32_t len)
 {
-	struct mig_rec_hdr h = {
-	    .type = type, .len = len, .crc = crc32c(0, rec + sizeof(h), len), .seq = c->tx_seq++};
+	struct mig_rec_hdr h = {.type = type,
+				.flags = flags,
+				.len = len,
+				.crc = crc32c(0, rec + sizeof(h), len),
+				.seq = c->tx_seq++};
 	size_t total = sizeof(h) + len;
 
 	memcpy(rec, &h, sizeof(h));
@@ -357,13 +360,19 @@ int mig_send_pages(struct mig_conn *c, uint64_t gfn, const void *src, uint32_t c
 		return c->tx->err ? tx_error(c) : -EMSGSIZE;
 	memcpy(rec + sizeof(struct mig_rec_hdr), &ph, sizeof(ph));
 	memcpy(rec + sizeof(struct mig_rec_hdr) + sizeof(ph), src, (size_t)count * 4096);
-	return tx_commit(c, rec, MIG_REC_PAGES, (uint32_t)len);
+	return tx_commit(c, rec, MIG_REC_PAGES, 0, (uint32_t)len);
 }
 
 int mig_send_iov(struct mig_conn *c, uint16_t type, const struct iovec *iov, int n)
 {
+	return mig_send_iov_flags(c, type, 0, iov, n);
+}
+
+int mig_send_iov_flags(struct mig_conn *c, uint16_t type, uint16_t flags, const struct iovec *iov,
+		       int n)
+{
 	struct iovec v[8];
-	struct mig_rec_hdr h = {.type = type, .seq = c->tx_seq};
+	struct mig_rec_hdr h = {.type = type, .flags = flags, .seq = c->tx_seq};
 	uint64_t len = 0;
 	uint32_t crc = 0;
 
@@ -380,7 +389,7 @@ int mig_send_iov(struct mig_conn *c, uint16_t type, const struct iovec *iov, int
 			memcpy(p, iov[i].iov_base, iov[i].iov_len);
 			p += iov[i].iov_len;
 		}
-		return tx_commit(c, rec, type, (uint32_t)len);
+		return tx_commit(c, rec, type, flags, (uint32_t)len);
 	}
 	for (int i = 0; i < n; i++) {
 		len += iov[i].iov_len;
@@ -436,6 +445,7 @@ static bool known_type(uint16_t t)
 	case MIG_REC_DEVICES:
 	case MIG_REC_COMPLETE:
 	case MIG_REC_RESUMED:
+	case MIG_REC_GUEST_STALL:
 	case MIG_REC_ERROR:
 		return true;
 	default:

@@ -61,6 +61,9 @@ int mig_recv_stream_hdr(struct mig_conn *c);
 
 /* A record whose payload is the concatenation of iov[0..n). */
 int mig_send_iov(struct mig_conn *c, uint16_t type, const struct iovec *iov, int n);
+/* The same with header flags (MIG_F_OPTIONAL). */
+int mig_send_iov_flags(struct mig_conn *c, uint16_t type, uint16_t flags, const struct iovec *iov,
+		       int n);
 int mig_send_rec(struct mig_conn *c, uint16_t type, const void *payload, uint32_t len);
 /* A PAGES record of count pages from src (guest RAM) at gfn. With a
  * transport the pages are copied into its buffer and the checksum is taken

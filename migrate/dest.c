@@ -353,6 +353,23 @@ static int recv_state(struct dst *d, struct mig_conn *ctl, uint32_t *rounds)
 	return r;
 }
 
+/* Tells the source how long the guest saw itself stopped, once every vCPU
+ * has run a round here (at most a second's wait; best effort). */
+static void send_guest_stall(struct vm *vm, struct mig_conn *ctl, bool running)
+{
+	struct mig_guest_stall g = {0};
+	uint32_t top = 0;
+
+	for (uint32_t v = 0; v < vm->nr_vcpus; v++)
+		top = MAX(top, testdev_slot(&vm->testdev, v).progress);
+	if (running && !testdev_wait_progress(&vm->testdev, vm->nr_vcpus, top + 1, 1000)) {
+		g.stall_us = vm_memcheck_max_stall_us(vm);
+		g.known = g.stall_us != 0;
+	}
+	struct iovec iov = {&g, sizeof(g)};
+	(void)mig_send_iov_flags(ctl, MIG_REC_GUEST_STALL, MIG_F_OPTIONAL, &iov, 1);
+}
+
 int mig_dest_run(const struct mig_dest_params *p, struct vm **out, struct mig_report *rep)
 {
 	struct dst d = {.p = p};
@@ -363,6 +380,7 @@ int mig_dest_run(const struct mig_dest_params *p, struct vm **out, struct mig_re
 	uint32_t rounds = 0;
 
 	memset(rep, 0, sizeof(*rep));
+	rep->guest_stall_ms = -1;
 	snprintf(rep->mode, sizeof(rep->mode), "precopy");
 	snprintf(rep->status, sizeof(rep->status), "failed");
 	snprintf(rep->transport, sizeof(rep->transport), "tcp");
@@ -379,6 +397,7 @@ int mig_dest_run(const struct mig_dest_params *p, struct vm **out, struct mig_re
 				 strerror(-lfd));
 			return lfd;
 		}
+		log_info("listening for a migration on %s", p->addr);
 	}
 	/* Told the layout in advance: build the VM (and fault in its RAM) now,
 	 * while no source is waiting, rather than inside the migration. */
@@ -495,6 +514,7 @@ int mig_dest_run(const struct mig_dest_params *p, struct vm **out, struct mig_re
 		snprintf(ctl.why, sizeof(ctl.why), "telling the source we run: %s", strerror(-r));
 		goto fail;
 	}
+	send_guest_stall(d.vm, &ctl, !p->start_paused);
 	snprintf(rep->status, sizeof(rep->status), "completed");
 	rep->rounds = rounds;
 	rep->restore_ms = (double)res.restore_ns / 1e6;

@@ -41,6 +41,8 @@ static const char *type_name(uint16_t t)
 		return "COMPLETE";
 	case MIG_REC_RESUMED:
 		return "RESUMED";
+	case MIG_REC_GUEST_STALL:
+		return "GUEST_STALL";
 	case MIG_REC_ERROR:
 		return "ERROR";
 	default:

@@ -99,6 +99,9 @@ struct mig_report {
 	char status[16]; /* "completed", "failed", "cancelled" */
 	char error[240];
 	double total_ms, downtime_ms, setup_ms, restore_ms;
+	/* The longest stop the guest saw (memcheck), from the destination;
+	 * < 0 unknown (reported as null). */
+	double guest_stall_ms;
 	uint32_t rounds;
 	uint64_t bytes, pages_sent, pages_resent, zero_pages;
 	double throughput_mbps, dirty_rate_pps;

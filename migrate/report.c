@@ -23,6 +23,10 @@ json_object *mig_report_to_json(const struct mig_report *r)
 	D("downtime_ms", r->downtime_ms);
 	D("setup_ms", r->setup_ms);
 	D("restore_ms", r->restore_ms);
+	if (r->guest_stall_ms >= 0)
+		D("guest_stall_ms", r->guest_stall_ms);
+	else
+		json_object_object_add(o, "guest_stall_ms", NULL);
 	I("rounds", r->rounds);
 	I("bytes", r->bytes);
 	I("pages_sent", r->pages_sent);

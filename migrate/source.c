@@ -329,6 +329,7 @@ static void fill_report_static(struct mig_report *rep, const struct vm *vm,
 			       const struct mig_params *p)
 {
 	memset(rep, 0, sizeof(*rep));
+	rep->guest_stall_ms = -1;
 	snprintf(rep->mode, sizeof(rep->mode), "precopy");
 	snprintf(rep->status, sizeof(rep->status), "failed");
 	snprintf(rep->transport, sizeof(rep->transport), "tcp");
@@ -507,6 +508,8 @@ int mig_source_run(struct vm *vm, const struct mig_params *p, struct mig_report 
 		goto fail;
 	}
 	tracking = true;
+	/* The guest's longest stall is measured from here. */
+	vm_memcheck_reset_stall(vm);
 	rep->setup_ms = (double)(now_ns() - t_start) / 1e6;
 
 	/* iterate: round 1 sends everything */
@@ -626,6 +629,11 @@ int mig_source_run(struct vm *vm, const struct mig_params *p, struct mig_report 
 		goto fail;
 	}
 	uint64_t t_end = now_ns();
+	/* The guest's own view of the stop, if the destination can tell. */
+	struct mig_guest_stall gs = {0};
+	mig_conn_set_timeouts(&ctl, 3000, 3000);
+	if (!mig_recv_expect(&ctl, MIG_REC_GUEST_STALL, &gs, sizeof(gs)) && gs.known)
+		rep->guest_stall_ms = (double)gs.stall_us / 1e3;
 
 	/* switched over: the guest runs on the destination */
 	senders_stop(&s);

@@ -59,6 +59,7 @@ enum mig_rec_type {
 	MIG_REC_DEVICES = 22,
 	MIG_REC_COMPLETE = 30,
 	MIG_REC_RESUMED = 31,
+	MIG_REC_GUEST_STALL = 32, /* optional: destination, after RESUMED */
 	MIG_REC_ERROR = 40,
 };
 
@@ -145,6 +146,17 @@ struct mig_complete {
 
 struct mig_resumed {
 	uint64_t restore_ns; /* COMPLETE read -> vCPUs running, destination clock */
+};
+
+/* How long the guest saw itself stopped across the migration: the longest
+ * gap, in host wall time, between two of its rounds since the migration
+ * began (the memcheck guest measures it), taken once every vCPU has made a
+ * round on the destination. known = 0: the guest does not measure it, or
+ * it did not run a round within a second. */
+struct mig_guest_stall {
+	uint64_t stall_us;
+	uint32_t known;
+	uint32_t pad;
 };
 
 /* ERROR payload: this header, then a text of up to 200 bytes (not NUL-terminated). */

@@ -18,7 +18,11 @@ echo >>"$tmp/token"
 "$build/flit" --incoming "tcp:127.0.0.1:$port" --token-file "$tmp/token" --verify \
 	--finish-after 2 --timeout 300 >"$tmp/dest.log" 2>&1 &
 dest=$!
-sleep 0.5
+# The source connects once the destination listens (it logs that).
+for _ in $(seq 100); do
+	grep -q "listening for a migration" "$tmp/dest.log" 2>/dev/null && break
+	sleep 0.1
+done
 echo "== source: memcheck, $mem, 2 vCPUs, 16 MiB working set; migrating after 1 s"
 src=0
 "$build/flit" --guest memcheck --mem "$mem" --vcpus 2 rounds=0 ws=16m \

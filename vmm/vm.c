@@ -471,6 +471,16 @@ int vm_verify_memcheck(struct vm *vm, uint64_t *checked, uint64_t *bad)
 	return 0;
 }
 
+void vm_memcheck_reset_stall(struct vm *vm)
+{
+	struct flit_bootinfo *bi = mem_gpa_to_hva(&vm->mem, FLIT_BOOTINFO_GPA, sizeof(*bi));
+
+	if (bi->check.magic != FLIT_CHECK_MAGIC)
+		return;
+	for (uint32_t v = 0; v < vm->nr_vcpus && v < FLIT_MAX_VCPUS; v++)
+		__atomic_store_n(&bi->check.max_stall_us[v], 0, __ATOMIC_RELAXED);
+}
+
 uint64_t vm_memcheck_max_stall_us(struct vm *vm)
 {
 	const struct flit_bootinfo *bi = mem_gpa_to_hva(&vm->mem, FLIT_BOOTINFO_GPA, sizeof(*bi));

@@ -145,5 +145,7 @@ int vm_verify_memcheck(struct vm *vm, uint64_t *checked, uint64_t *bad);
 /* The longest stall any vCPU of the memcheck guest saw between two of its
  * rounds (host wall time, microseconds), or 0 if it published none. */
 uint64_t vm_memcheck_max_stall_us(struct vm *vm);
+/* Starts the measure again (the guest may race one update; best effort). */
+void vm_memcheck_reset_stall(struct vm *vm);
 
 #endif

@@ -98,6 +98,7 @@ static void migrate_through_api(void)
 			       "300",
 			       NULL};
 	pid_t dst = proc_spawn(dlog, dargv);
+	TEST_ASSERT(proc_wait_log(dlog, "listening for a migration", 60), "destination listens");
 	pid_t src = start_source(slog, "ws=8m");
 
 	TEST_ASSERT_EQ(flitctl(out, sizeof(out), "status", NULL), 0);
@@ -111,6 +112,9 @@ static void migrate_through_api(void)
 	TEST_ASSERT_EQ(
 	    flitctl(out, sizeof(out), "migrate", "tcp:127.0.0.1:7341", "channels=2", NULL), 0);
 	TEST_ASSERT(strstr(out, "\"status\":\"completed\""), "completed");
+	/* The guest's own view of its stop came back from the destination. */
+	const char *gs = strstr(out, "\"guest_stall_ms\":");
+	TEST_ASSERT(gs && atof(gs + 17) > 0, "guest_stall_ms in the report: %s", out);
 	TEST_ASSERT_EQ(proc_wait(src, 60), 0);
 	int drc = proc_wait(dst, 120);
 	proc_read_file(dlog, out, sizeof(out));
@@ -132,6 +136,7 @@ static void cancel_keeps_source(void)
 			       "300",
 			       NULL};
 	pid_t dst = proc_spawn(dlog, dargv);
+	TEST_ASSERT(proc_wait_log(dlog, "listening for a migration", 60), "destination listens");
 	pid_t src = start_source(slog, "ws=8m");
 	/* A second client follows the event stream meanwhile. */
 	char elog[300];
@@ -207,6 +212,7 @@ static void source_killed(void)
 			       "10M",
 			       NULL};
 	pid_t dst = proc_spawn(dlog, dargv);
+	TEST_ASSERT(proc_wait_log(dlog, "listening for a migration", 60), "destination listens");
 	usleep(200000);
 	pid_t src = proc_spawn(slog, sargv);
 	usleep(1500000); /* inside the ~13 s the capped migration would take */
@@ -250,6 +256,9 @@ static void migrate_onward(void)
 			       "300",
 			       NULL};
 	pid_t b = proc_spawn(blog, bargv), c = proc_spawn(clog, cargv);
+	TEST_ASSERT(proc_wait_log(blog, "listening for a migration", 60) &&
+			proc_wait_log(clog, "listening for a migration", 60),
+		    "both destinations listen");
 	pid_t a = start_source(alog, "ws=4m");
 
 	TEST_ASSERT(access(bsock, F_OK) != 0, "B serves no API before the guest is there");

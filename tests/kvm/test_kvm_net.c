@@ -98,7 +98,10 @@ static pid_t dest_in(const char *log, unsigned port)
 	snprintf(addr, sizeof(addr), "tcp:10.99.%u.2:%u", net_id, port);
 	const char *a[] = {"--incoming",     addr, "--token-file", token, "--verify",
 			   "--finish-after", "1",  "--timeout",	   "300", NULL};
-	return flit_in(ns_dst, log, a);
+	pid_t pid = flit_in(ns_dst, log, a);
+	TEST_ASSERT(proc_wait_log(log, "listening for a migration", 60),
+		    "the destination listens (log %s)", log);
+	return pid;
 }
 
 static double json_num(const char *text, const char *key)
@@ -129,7 +132,6 @@ static void migrate_through_shaped_link(void)
 	snprintf(dlog, sizeof(dlog), "%s/d1.log", tmpdir);
 	snprintf(addr, sizeof(addr), "tcp:10.99.%u.2:%u", net_id, port);
 	pid_t d = dest_in(dlog, port);
-	usleep(300000);
 	const char *a[] = {"--guest",
 			   "memcheck",
 			   "--mem",
@@ -154,8 +156,14 @@ static void migrate_through_shaped_link(void)
 	char *rep = strstr(out, "{\"mode\":\"precopy\"");
 	TEST_ASSERT(rep && strstr(rep, "\"status\":\"completed\""), "report: %s", out);
 	double mbps = json_num(rep, "throughput_mbps");
-	printf("  through the 400 Mbit/s link: %.0f Mbit/s, %.1f ms downtime\n", mbps,
-	       json_num(rep, "downtime_ms"));
+	double down = json_num(rep, "downtime_ms"), stall = json_num(rep, "guest_stall_ms");
+	printf("  through the 400 Mbit/s link: %.0f Mbit/s, %.1f ms downtime, the guest saw a "
+	       "%.1f ms stall\n",
+	       mbps, down, stall);
+	/* The guest was stopped at least from the source's pause to the
+	 * destination's resume, which is the downtime less RESUMED's trip. */
+	TEST_ASSERT(stall > 0 && stall + 5 >= down * 0.5, "guest_stall_ms %.1f, downtime %.1f",
+		    stall, down);
 	/* Not a speed target: loopback would be many times faster, so this
 	 * shows the pages went through the shaped veth. */
 	TEST_ASSERT(mbps > 0 && mbps < 400 * 1.1, "throughput %.0f Mbit/s", mbps);
@@ -220,7 +228,6 @@ static void link_down_then_retry(void)
 	TEST_ASSERT(!sh("%s -n %s link set %s up", ip_cmd, ns_src, if_src), "link up");
 	snprintf(addr, sizeof(addr), "tcp:10.99.%u.2:%u", net_id, port + 1);
 	pid_t d2 = dest_in(d2log, port + 1);
-	usleep(300000);
 	TEST_ASSERT_EQ(flitctl(out, sizeof(out), "migrate", addr, NULL), 0);
 	TEST_ASSERT(strstr(out, "\"status\":\"completed\""), "the retry completed: %s", out);
 	int src = proc_wait(s, 60);

@@ -2,6 +2,7 @@
 #include "proc.h"
 
 #include <fcntl.h>
+#include <string.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -55,6 +56,19 @@ static void read_at(const char *path, char *buf, size_t len, int tail)
 void proc_read_file(const char *path, char *buf, size_t len)
 {
 	read_at(path, buf, len, 0);
+}
+
+bool proc_wait_log(const char *path, const char *text, int timeout_s)
+{
+	static char buf[65536];
+
+	for (int i = 0; i < timeout_s * 20; i++) {
+		proc_read_file(path, buf, sizeof(buf));
+		if (strstr(buf, text))
+			return true;
+		usleep(50000);
+	}
+	return false;
 }
 
 void proc_read_tail(const char *path, char *buf, size_t len)

@@ -3,6 +3,7 @@
 #ifndef FLIT_TESTS_PROC_H
 #define FLIT_TESTS_PROC_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
 
@@ -13,6 +14,9 @@ pid_t proc_spawn(const char *log, const char *const *argv);
 int proc_wait(pid_t pid, int timeout_s);
 /* The first len - 1 bytes of a file, NUL-terminated ("" if unreadable). */
 void proc_read_file(const char *path, char *buf, size_t len);
+/* Waits (up to timeout_s) until the file holds text: a process started
+ * with proc_spawn has logged it. */
+bool proc_wait_log(const char *path, const char *text, int timeout_s);
 /* The last len - 1 bytes of a file, NUL-terminated. */
 void proc_read_tail(const char *path, char *buf, size_t len);
 

@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: MIT
-/* Sizes, numbers and page bitmaps. */
+/* Sizes, numbers, page bitmaps and CRC-32C. */
 #include <errno.h>
 #include <string.h>
 
 #include "common/bitmap.h"
+#include "common/crc32c.h"
 #include "common/util.h"
 #include "tests/lib/test.h"
 
@@ -75,6 +76,39 @@ static void bitmap_ops(void)
 	free(m);
 }
 
+/* The known check value, and the fast path (three interleaved streams on
+ * long buffers) equal to the table reference for every length class,
+ * alignment and continuation. */
+static void crc32c_matches_reference(void)
+{
+	static uint8_t buf[100000 + 16];
+	uint64_t x = 0x9e3779b97f4a7c15ull;
+
+	TEST_ASSERT_EQ(crc32c(0, "123456789", 9), 0xe3069283u);
+	TEST_ASSERT_EQ(crc32c_portable(0, "123456789", 9), 0xe3069283u);
+	for (size_t i = 0; i < sizeof(buf); i++) {
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		buf[i] = (uint8_t)x;
+	}
+	static const size_t lens[] = {0,     1,	    7,	   8,	  4095,	 4096,	12287,
+				      12288, 12289, 24576, 36871, 65552, 100000};
+	for (size_t l = 0; l < ARRAY_SIZE(lens); l++)
+		for (size_t off = 0; off < 9; off++) {
+			uint32_t a = crc32c(0, buf + off, lens[l]);
+			uint32_t b = crc32c_portable(0, buf + off, lens[l]);
+			TEST_ASSERT(a == b, "length %zu offset %zu: %08x, reference %08x", lens[l],
+				    off, a, b);
+		}
+	/* Continuing over pieces gives the CRC of the whole. */
+	uint32_t whole = crc32c(0, buf, 100000), parts = 0;
+	for (size_t at = 0, step = 1; at < 100000; at += step, step = step * 3 + 1)
+		parts = crc32c(parts, buf + at, step < 100000 - at ? step : 100000 - at);
+	TEST_ASSERT_EQ(parts, whole);
+	/* And a changed byte anywhere changes it. */
+	buf[77777] ^= 1;
+	TEST_ASSERT(crc32c(0, buf, 100000) != whole, "a flipped bit went unseen");
+}
+
 static void fmt_size_readable(void)
 {
 	char b[32];
@@ -88,7 +122,7 @@ int main(int argc, char **argv)
 	static const struct test_case cases[] = {
 	    TEST_CASE(parse_size_accepts_units), TEST_CASE(parse_size_rejects_garbage),
 	    TEST_CASE(parse_uint_bounds),	 TEST_CASE(bitmap_ops),
-	    TEST_CASE(fmt_size_readable),
+	    TEST_CASE(fmt_size_readable),	 TEST_CASE(crc32c_matches_reference),
 	};
 	return test_main(argc, argv, cases, ARRAY_SIZE(cases));
 }
