@@ -160,6 +160,11 @@ static json_object *do_migrate(struct api_server *s, json_object *req)
 			return error_reply("'auto_converge' must be true or false");
 		p.auto_converge = json_object_get_boolean(v);
 	}
+	if (json_object_object_get_ex(req, "checksum_pages", &v)) {
+		if (!json_object_is_type(v, json_type_boolean))
+			return error_reply("'checksum_pages' must be true or false");
+		p.checksum_pages = json_object_get_boolean(v);
+	}
 	if (json_object_object_get_ex(req, "transport", &v)) {
 		if (!json_object_is_type(v, json_type_string) ||
 		    !(p.transport = transport_find(json_object_get_string(v))))

@@ -170,9 +170,21 @@ static void migrate_one(uint64_t mem, uint64_t hot, unsigned channels, const cha
 	d.p.listen_fd = lfd;
 	d.p.dirty_track = dirty;
 	d.p.prealloc = prealloc;
+	if (prealloc) {
+		/* Told the layout, the destination builds its VM and faults in
+		 * its RAM before it listens, as `flit --incoming --mem --vcpus`
+		 * does; otherwise that happens inside the migration. */
+		d.p.mem_size = mem;
+		d.p.nr_vcpus = 2;
+	}
 	d.p.token_len = strlen(TOKEN);
 	memcpy(d.p.token, TOKEN, d.p.token_len);
+	int ready = 0;
+	d.p.ready = &ready;
 	mig_dest_spawn(&d);
+	/* The destination's RAM is faulted in before the clock starts. */
+	for (int i = 0; i < 300000 && !__atomic_load_n(&ready, __ATOMIC_ACQUIRE); i++)
+		usleep(1000);
 	mig_params_default(&p);
 	snprintf(addr, sizeof(addr), "tcp:127.0.0.1:%u", port);
 	p.addr = addr;
@@ -226,6 +238,7 @@ int main(int argc, char **argv)
 	int c;
 
 	log_set_prefix("flit-bench-precopy");
+	log_init_from_env();
 	out = stdout;
 	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		if (c == 'q')

@@ -92,6 +92,8 @@ static void usage(FILE *f)
 		"  --max-rounds N      at most N pre-copy rounds (default 30)\n"
 		"  --bandwidth SIZE    cap, bytes per second, e.g. 100M (default: none)\n"
 		"  --no-auto-converge  never throttle the vCPUs\n"
+		"  --checksum-pages    CRC32C over page data too (default: over every\n"
+		"                      record's metadata; TCP guards page data)\n"
 		"  --mem-prealloc, --no-mem-prealloc  fault in all guest RAM at creation\n"
 		"                      (default: on for --incoming given --mem and --vcpus:\n"
 		"                      the VM is then built before the source connects)\n"
@@ -157,6 +159,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 	    {"max-rounds", required_argument, NULL, 'R'},
 	    {"bandwidth", required_argument, NULL, 'B'},
 	    {"no-auto-converge", no_argument, NULL, 'N'},
+	    {"checksum-pages", no_argument, NULL, 'K'},
 	    {"mem-prealloc", no_argument, NULL, 'P'},
 	    {"api", required_argument, NULL, 'S'},
 	    {"no-mem-prealloc", no_argument, NULL, 'Q'},
@@ -220,6 +223,9 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 			if (parse_uint(optarg, 1, MIG_MAX_CHANNELS, &v))
 				return bad_usage("--channels %s: a number from 1 to 16", optarg);
 			o->mig.channels = (unsigned)v;
+			break;
+		case 'K':
+			o->mig.checksum_pages = true;
 			break;
 		case 'X':
 			o->mig.transport = transport_find(optarg);

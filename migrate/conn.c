@@ -327,40 +327,45 @@ static uint8_t *tx_reserve(struct mig_conn *c, uint64_t len)
 	return c->tx->ops->reserve(c->tx, sizeof(struct mig_rec_hdr) + len);
 }
 
-/* The record at rec, its payload in place after the header, goes out. */
-static int tx_commit(struct mig_conn *c, uint8_t *rec, uint16_t type, uint16_t flags, uint32_t len)
+/* The record at rec goes out: its payload of len bytes is in place after
+ * the header, but for its last ext_len bytes, which are sent from ext. The
+ * crc covers what the record's flags say (mig_rec_checked_len). */
+static int tx_commit(struct mig_conn *c, uint8_t *rec, uint16_t type, uint16_t flags, uint32_t len,
+		     const void *ext, size_t ext_len)
 {
-	struct mig_rec_hdr h = {.type = type,
-				.flags = flags,
-				.len = len,
-				.crc = crc32c(0, rec + sizeof(h), len),
-				.seq = c->tx_seq++};
-	size_t total = sizeof(h) + len;
+	struct mig_rec_hdr h = {.type = type, .flags = flags, .len = len, .seq = c->tx_seq++};
+	size_t total = sizeof(h) + len, here = total - ext_len;
 
+	h.crc = crc32c(0, rec + sizeof(h), mig_rec_checked_len(&h));
 	memcpy(rec, &h, sizeof(h));
-	if (c->capture_fd >= 0 && write(c->capture_fd, rec, total) != (ssize_t)total)
+	if (c->capture_fd >= 0 &&
+	    (write(c->capture_fd, rec, here) != (ssize_t)here ||
+	     (ext_len && write(c->capture_fd, ext, ext_len) != (ssize_t)ext_len)))
 		c->capture_fd = -1;
-	if (c->tx->ops->commit(c->tx, total))
+	if (c->tx->ops->commit_ext(c->tx, here, ext, ext_len))
 		return tx_error(c);
 	c->tx_bytes += total;
 	return 0;
 }
 
-int mig_send_pages(struct mig_conn *c, uint64_t gfn, const void *src, uint32_t count)
+int mig_send_pages(struct mig_conn *c, uint64_t gfn, const void *src, uint32_t count, bool checked)
 {
 	struct mig_pages ph = {.gfn = gfn, .count = count};
-	size_t len = sizeof(ph) + (size_t)count * 4096;
+	size_t data = (size_t)count * 4096, len = sizeof(ph) + data;
 
 	if (!c->tx) {
-		struct iovec iov[2] = {{&ph, sizeof(ph)}, {(void *)src, (size_t)count * 4096}};
+		struct iovec iov[2] = {{&ph, sizeof(ph)}, {(void *)src, data}};
 		return mig_send_iov(c, MIG_REC_PAGES, iov, 2);
 	}
-	uint8_t *rec = tx_reserve(c, len);
+	uint8_t *rec = tx_reserve(c, checked ? len : sizeof(ph));
 	if (!rec)
 		return c->tx->err ? tx_error(c) : -EMSGSIZE;
 	memcpy(rec + sizeof(struct mig_rec_hdr), &ph, sizeof(ph));
-	memcpy(rec + sizeof(struct mig_rec_hdr) + sizeof(ph), src, (size_t)count * 4096);
-	return tx_commit(c, rec, MIG_REC_PAGES, 0, (uint32_t)len);
+	if (checked) {
+		memcpy(rec + sizeof(struct mig_rec_hdr) + sizeof(ph), src, data);
+		return tx_commit(c, rec, MIG_REC_PAGES, 0, (uint32_t)len, NULL, 0);
+	}
+	return tx_commit(c, rec, MIG_REC_PAGES, MIG_F_UNCHECKED, (uint32_t)len, src, data);
 }
 
 int mig_send_iov(struct mig_conn *c, uint16_t type, const struct iovec *iov, int n)
@@ -389,7 +394,7 @@ int mig_send_iov_flags(struct mig_conn *c, uint16_t type, uint16_t flags, const 
 			memcpy(p, iov[i].iov_base, iov[i].iov_len);
 			p += iov[i].iov_len;
 		}
-		return tx_commit(c, rec, type, flags, (uint32_t)len);
+		return tx_commit(c, rec, type, flags, (uint32_t)len, NULL, 0);
 	}
 	for (int i = 0; i < n; i++) {
 		len += iov[i].iov_len;
@@ -440,6 +445,8 @@ static bool known_type(uint16_t t)
 	case MIG_REC_END:
 	case MIG_REC_ROUND:
 	case MIG_REC_HEARTBEAT:
+	case MIG_REC_MARK:
+	case MIG_REC_ROUND_DONE:
 	case MIG_REC_CPU:
 	case MIG_REC_VMSTATE:
 	case MIG_REC_DEVICES:
@@ -457,7 +464,7 @@ int mig_recv_part(struct mig_conn *c, void *buf, size_t len, uint32_t *crc)
 {
 	int r = recv_all(c, buf, len);
 
-	if (!r)
+	if (!r && crc)
 		*crc = crc32c(*crc, buf, len);
 	return r;
 }
@@ -482,6 +489,12 @@ int mig_recv_hdr(struct mig_conn *c, struct mig_rec_hdr *h)
 		if (h->len > MIG_MAX_RECORD)
 			return proto(c, "record of %u bytes is over the %u-byte limit", h->len,
 				     MIG_MAX_RECORD);
+		if (h->flags & ~MIG_F_KNOWN)
+			return proto(c, "record type %u has unknown flags 0x%x", h->type, h->flags);
+		if ((h->flags & MIG_F_UNCHECKED) &&
+		    (h->type != MIG_REC_PAGES || h->len < sizeof(struct mig_pages)))
+			return proto(c, "record type %u of %u bytes cannot be unchecked", h->type,
+				     h->len);
 		if (known_type(h->type))
 			return 0;
 		if (!(h->flags & MIG_F_OPTIONAL))
@@ -502,15 +515,19 @@ int mig_recv_hdr(struct mig_conn *c, struct mig_rec_hdr *h)
 	}
 }
 
+size_t mig_rec_checked_len(const struct mig_rec_hdr *h)
+{
+	return h->flags & MIG_F_UNCHECKED ? sizeof(struct mig_pages) : h->len;
+}
+
 int mig_recv_payload(struct mig_conn *c, const struct mig_rec_hdr *h, void *buf, size_t len)
 {
-	uint32_t crc = 0;
 	int r;
 
 	if (len != h->len)
 		return proto(c, "record type %u has %u bytes, %zu expected", h->type, h->len, len);
-	r = mig_recv_part(c, buf, len, &crc);
-	return r ? r : mig_recv_crc_check(c, h, crc);
+	r = recv_all(c, buf, len);
+	return r ? r : mig_recv_crc_check(c, h, crc32c(0, buf, mig_rec_checked_len(h)));
 }
 
 int mig_recv_expect(struct mig_conn *c, uint16_t type, void *buf, size_t len)

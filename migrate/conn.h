@@ -11,6 +11,7 @@
 #ifndef FLIT_MIGRATE_CONN_H
 #define FLIT_MIGRATE_CONN_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/uio.h>
@@ -65,11 +66,12 @@ int mig_send_iov(struct mig_conn *c, uint16_t type, const struct iovec *iov, int
 int mig_send_iov_flags(struct mig_conn *c, uint16_t type, uint16_t flags, const struct iovec *iov,
 		       int n);
 int mig_send_rec(struct mig_conn *c, uint16_t type, const void *payload, uint32_t len);
-/* A PAGES record of count pages from src (guest RAM) at gfn. With a
- * transport the pages are copied into its buffer and the checksum is taken
- * of the copy, so a guest writing them meanwhile cannot make the record
- * lie; without one, src must not change while this runs. */
-int mig_send_pages(struct mig_conn *c, uint64_t gfn, const void *src, uint32_t count);
+/* A PAGES record of count pages from src (guest RAM) at gfn. checked: the
+ * pages are copied into the transport's buffer and checksummed there, so a
+ * guest writing them meanwhile cannot make the record lie. Otherwise they
+ * go from guest RAM as they are (MIG_F_UNCHECKED), src mapped until
+ * mig_conn_flush. Without a transport, src must not change meanwhile. */
+int mig_send_pages(struct mig_conn *c, uint64_t gfn, const void *src, uint32_t count, bool checked);
 /* An ERROR record with a printf-style text; best effort. */
 void mig_send_error(struct mig_conn *c, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -83,8 +85,13 @@ int mig_recv_payload(struct mig_conn *c, const struct mig_rec_hdr *h, void *buf,
  * ERROR record instead becomes -ECONNABORTED with the peer's text in why. */
 int mig_recv_expect(struct mig_conn *c, uint16_t type, void *buf, size_t len);
 
-/* Receives payload bytes in pieces: start with crc 0, feed every part,
- * then mig_recv_crc_check. */
+/* How much of the record's payload its crc covers: all of it, or only the
+ * PAGES header of a MIG_F_UNCHECKED record. */
+size_t mig_rec_checked_len(const struct mig_rec_hdr *h);
+
+/* Receives payload bytes in pieces: start with crc 0, feed every part that
+ * the crc covers, then mig_recv_crc_check; crc NULL: a part it does not
+ * cover. */
 int mig_recv_part(struct mig_conn *c, void *buf, size_t len, uint32_t *crc);
 int mig_recv_crc_check(struct mig_conn *c, const struct mig_rec_hdr *h, uint32_t crc);
 

@@ -34,6 +34,7 @@ struct receiver {
 	pthread_t thread;
 	bool started;
 	uint64_t pages, zero_pages;
+	uint32_t mark; /* last round whose MARK came in (under d->lock) */
 	bool ended;
 	int err;
 };
@@ -47,6 +48,8 @@ struct dst {
 	struct receiver rcv[MIG_MAX_CHANNELS];
 	volatile int abort;
 	int ctl_fd;
+	pthread_mutex_t lock; /* receivers' marks and exits */
+	pthread_cond_t cond;
 };
 
 void mig_dest_params_default(struct mig_dest_params *p)
@@ -97,7 +100,7 @@ static int recv_pages(struct receiver *t, const struct mig_rec_hdr *h)
 	/* Straight into place. A bad checksum fails the whole migration, and
 	 * this VM is then discarded, so nothing half-written is ever run. */
 	r = mig_recv_part(&t->conn, d->vm->mem.regions[0].hva + ph.gfn * 4096,
-			  (size_t)ph.count * 4096, &crc);
+			  (size_t)ph.count * 4096, h->flags & MIG_F_UNCHECKED ? NULL : &crc);
 	if (!r)
 		r = mig_recv_crc_check(&t->conn, h, crc);
 	if (r)
@@ -157,6 +160,19 @@ static void *receiver_thread(void *arg)
 		case MIG_REC_ZERO:
 			r = recv_zero(t, &h);
 			break;
+		case MIG_REC_MARK: {
+			struct mig_mark m;
+			r = mig_recv_payload(&t->conn, &h, &m, sizeof(m));
+			if (!r && m.round <= t->mark)
+				r = bad(t, "MARK of round %u after round %u", m.round, t->mark);
+			if (!r) {
+				pthread_mutex_lock(&t->d->lock);
+				t->mark = m.round;
+				pthread_cond_broadcast(&t->d->cond);
+				pthread_mutex_unlock(&t->d->lock);
+			}
+			break;
+		}
 		case MIG_REC_END: {
 			struct mig_end e;
 			r = mig_recv_payload(&t->conn, &h, &e, sizeof(e));
@@ -175,7 +191,10 @@ static void *receiver_thread(void *arg)
 			break;
 		}
 	}
+	pthread_mutex_lock(&t->d->lock);
 	t->err = r ? r : -ECANCELED;
+	pthread_cond_broadcast(&t->d->cond);
+	pthread_mutex_unlock(&t->d->lock);
 	/* Wake the control loop at once: this migration cannot complete. */
 	if (!t->d->abort)
 		shutdown(t->d->ctl_fd, SHUT_RDWR);
@@ -224,6 +243,35 @@ static int check_data(void *opaque, const struct mig_hello *h, char *why, size_t
 	return 0;
 }
 
+/* Every data channel has taken in round's MARK (or one failed, or the
+ * timeout passed): then ROUND_DONE goes back to the source. */
+static int round_done(struct dst *d, struct mig_conn *ctl, uint32_t round)
+{
+	struct timespec dl;
+	bool all = false;
+
+	clock_gettime(CLOCK_MONOTONIC, &dl);
+	dl.tv_sec += d->p->timeout_ms / 1000 + 1;
+	pthread_mutex_lock(&d->lock);
+	for (;;) {
+		all = true;
+		for (unsigned i = 0; i < d->n; i++) {
+			if (d->rcv[i].err) {
+				pthread_mutex_unlock(&d->lock);
+				return 0; /* the control loop will report it */
+			}
+			all &= d->rcv[i].mark >= round;
+		}
+		if (all || pthread_cond_timedwait(&d->cond, &d->lock, &dl) == ETIMEDOUT)
+			break;
+	}
+	pthread_mutex_unlock(&d->lock);
+	if (!all)
+		return 0; /* late: the source will go on without it */
+	struct mig_mark m = {.round = round};
+	return mig_send_rec(ctl, MIG_REC_ROUND_DONE, &m, sizeof(m));
+}
+
 static int recv_state(struct dst *d, struct mig_conn *ctl, uint32_t *rounds)
 {
 	struct vm *vm = d->vm;
@@ -242,6 +290,8 @@ static int recv_state(struct dst *d, struct mig_conn *ctl, uint32_t *rounds)
 		if (h.type == MIG_REC_ROUND) {
 			struct mig_round rr;
 			r = mig_recv_payload(ctl, &h, &rr, sizeof(rr));
+			if (!r)
+				r = round_done(d, ctl, rr.round);
 			continue;
 		}
 		if (h.type == MIG_REC_HEARTBEAT) {
@@ -383,6 +433,12 @@ int mig_dest_run(const struct mig_dest_params *p, struct vm **out, struct mig_re
 	rep->guest_stall_ms = -1;
 	snprintf(rep->mode, sizeof(rep->mode), "precopy");
 	snprintf(rep->status, sizeof(rep->status), "failed");
+	pthread_mutex_init(&d.lock, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&d.cond, &ca);
+	pthread_condattr_destroy(&ca);
 	snprintf(rep->transport, sizeof(rep->transport), "tcp");
 	for (unsigned i = 0; i < MIG_MAX_CHANNELS; i++)
 		d.rcv[i] = (struct receiver){.d = &d, .k = i, .conn = MIG_CONN_INIT};
@@ -397,7 +453,6 @@ int mig_dest_run(const struct mig_dest_params *p, struct vm **out, struct mig_re
 				 strerror(-lfd));
 			return lfd;
 		}
-		log_info("listening for a migration on %s", p->addr);
 	}
 	/* Told the layout in advance: build the VM (and fault in its RAM) now,
 	 * while no source is waiting, rather than inside the migration. */
@@ -416,6 +471,10 @@ int mig_dest_run(const struct mig_dest_params *p, struct vm **out, struct mig_re
 			goto out;
 		}
 	}
+	/* Ready: what comes now is the migration itself. */
+	log_info("listening for a migration on %s", p->addr ? p->addr : "the given socket");
+	if (p->ready)
+		__atomic_store_n(p->ready, 1, __ATOMIC_RELEASE);
 	/* One control connection that authenticates; others are turned away. */
 	for (;;) {
 		r = mig_accept(lfd, p->accept_timeout_ms, &ctl);
@@ -531,6 +590,8 @@ int mig_dest_run(const struct mig_dest_params *p, struct vm **out, struct mig_re
 	if (p->listen_fd < 0)
 		close(lfd);
 	*out = d.vm;
+	pthread_cond_destroy(&d.cond);
+	pthread_mutex_destroy(&d.lock);
 	return 0;
 
 fail:
@@ -553,6 +614,8 @@ out:
 	mig_conn_close(&ctl);
 	if (p->listen_fd < 0 && lfd >= 0)
 		close(lfd);
+	pthread_cond_destroy(&d.cond);
+	pthread_mutex_destroy(&d.lock);
 	return r;
 }
 

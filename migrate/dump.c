@@ -41,6 +41,10 @@ static const char *type_name(uint16_t t)
 		return "COMPLETE";
 	case MIG_REC_RESUMED:
 		return "RESUMED";
+	case MIG_REC_MARK:
+		return "MARK";
+	case MIG_REC_ROUND_DONE:
+		return "ROUND_DONE";
 	case MIG_REC_GUEST_STALL:
 		return "GUEST_STALL";
 	case MIG_REC_ERROR:

@@ -62,6 +62,9 @@ struct mig_params {
 	uint32_t max_rounds;
 	uint64_t bandwidth_limit; /* bytes/s over all channels, 0: none */
 	bool auto_converge;
+	/* Checksum page data too (copy, then CRC32C), not only every
+	 * record's metadata: costs a copy and a checksum per byte. */
+	bool checksum_pages;
 	int timeout_ms;			     /* network silence that fails the migration */
 	const struct mig_policy_ops *policy; /* NULL: precopy-default */
 	/* How data channels send: NULL is io_uring, falling back to plain
@@ -88,6 +91,9 @@ struct mig_dest_params {
 	bool start_paused;	 /* restore, tell the source, but leave vCPUs paused */
 	const struct hv_ops *hv; /* NULL: KVM (unit tests use a fake) */
 	bool prealloc;		 /* fault in the VM's RAM before pages arrive */
+	/* Set to 1 once the destination listens and any early VM is built
+	 * (then a source that connects pays for the migration alone). */
+	int *ready;
 	int timeout_ms;
 };
 
@@ -109,6 +115,7 @@ struct mig_report {
 	char transport[16];    /* "tcp/uring", "tcp/sync" */
 	char send_mode[32];    /* how the data channels sent, e.g. "send-zc" */
 	uint32_t channels;
+	bool page_checksums;
 	char dirty_track[16];
 	char backend[16];
 	uint64_t mem_size;

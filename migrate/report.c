@@ -39,6 +39,7 @@ json_object *mig_report_to_json(const struct mig_report *r)
 	if (r->send_mode[0])
 		S("send_mode", r->send_mode);
 	I("channels", r->channels);
+	json_object_object_add(o, "page_checksums", json_object_new_boolean(r->page_checksums));
 	S("dirty_track", r->dirty_track);
 	S("backend", r->backend);
 	I("mem_bytes", r->mem_size);

@@ -60,7 +60,8 @@ struct src {
 	uint64_t gen;	  /* round generation: senders start when it moves */
 	unsigned running; /* senders still working on this round */
 	bool quit;
-	bool final; /* this round is the last: send END after it */
+	bool final;	/* this round is the last: send END after it */
+	uint32_t round; /* this round's number, for its MARK */
 
 	/* throttle */
 	pthread_t throttle_thread;
@@ -134,11 +135,13 @@ static int send_chunk(struct sender *t, uint64_t chunk, uint64_t t0, uint64_t b0
 		while (run < end && run - g < MIG_MAX_RUN_PAGES && bitmap_test(s->todo, run) &&
 		       !page_is_zero(ram + run * 4096))
 			run++;
-		/* Copied into the transport's buffer and checksummed there:
-		 * the guest keeps writing while we send (a changed page is
-		 * dirty and goes again next round), and the checksum must
-		 * match what goes on the wire. */
-		r = mig_send_pages(&t->conn, g, ram + g * 4096, (uint32_t)(run - g));
+		/* Straight from guest RAM: the guest keeps writing while we
+		 * send, and a page it changes is dirty and goes again next
+		 * round (in the last one the vCPUs are stopped). With
+		 * checksummed pages they are copied first, so that the
+		 * checksum matches what goes on the wire. */
+		r = mig_send_pages(&t->conn, g, ram + g * 4096, (uint32_t)(run - g),
+				   s->p->checksum_pages);
 		if (r)
 			return r;
 		for (uint64_t x = g; x < run; x++) {
@@ -197,11 +200,14 @@ static void *sender_thread(void *arg)
 			break;
 		seen = s->gen;
 		bool final = s->final;
+		struct mig_mark mark = {.round = s->round};
 		pthread_mutex_unlock(&s->lock);
 		int r = t->err ? t->err : send_round(t);
 		if (!r && final) {
 			struct mig_end e = {.pages = t->pages, .zero_pages = t->zero_pages};
 			r = mig_send_rec(&t->conn, MIG_REC_END, &e, sizeof(e));
+		} else if (!r) {
+			r = mig_send_rec(&t->conn, MIG_REC_MARK, &mark, sizeof(mark));
 		}
 		/* A round ends with its pages on their way, not in a buffer. */
 		if (!r)
@@ -217,7 +223,7 @@ static void *sender_thread(void *arg)
 }
 
 /* Runs one round on every sender; returns the first error. */
-static int run_round(struct src *s, bool final, uint64_t *pages, uint64_t *bytes)
+static int run_round(struct src *s, uint32_t round, bool final, uint64_t *pages, uint64_t *bytes)
 {
 	uint64_t p0 = 0, b0 = 0, p1 = 0, b1 = 0;
 	int err = 0;
@@ -228,6 +234,7 @@ static int run_round(struct src *s, bool final, uint64_t *pages, uint64_t *bytes
 	}
 	pthread_mutex_lock(&s->lock);
 	s->final = final;
+	s->round = round;
 	s->running = s->n;
 	s->gen++;
 	pthread_cond_broadcast(&s->cond);
@@ -336,6 +343,7 @@ static void fill_report_static(struct mig_report *rep, const struct vm *vm,
 	snprintf(rep->dirty_track, sizeof(rep->dirty_track), "%s", vm->dirty->name);
 	snprintf(rep->backend, sizeof(rep->backend), "%s", vm->hv->name);
 	rep->channels = p->channels;
+	rep->page_checksums = p->checksum_pages;
 	rep->mem_size = vm->mem.size;
 	rep->nr_vcpus = vm->nr_vcpus;
 }
@@ -522,9 +530,24 @@ int mig_source_run(struct vm *vm, const struct mig_params *p, struct mig_report 
 	for (;;) {
 		uint64_t pages, bytes, t0 = now_ns();
 		round++;
-		r = run_round(&s, false, &pages, &bytes);
+		r = run_round(&s, round, false, &pages, &bytes);
 		if (r)
 			goto fail;
+		/* A round ends when the destination has taken in all of it,
+		 * not when the last byte is in a socket buffer: the bandwidth
+		 * is then what really moved, the dirty set includes what the
+		 * guest wrote meanwhile, and the downtime never pays for
+		 * draining a backlog. */
+		struct mig_round rr = {.round = round, .pages = pages};
+		struct mig_mark done = {0};
+		r = mig_send_rec(&ctl, MIG_REC_ROUND, &rr, sizeof(rr));
+		while (!r && done.round < round)
+			r = mig_recv_expect(&ctl, MIG_REC_ROUND_DONE, &done, sizeof(done));
+		if (r) {
+			snprintf(rep->error, sizeof(rep->error), "round %u: %s", round,
+				 ctl.why[0] ? ctl.why : strerror(-r));
+			goto fail;
+		}
 		if (cancelled(&s)) {
 			r = -ECANCELED;
 			goto fail;
@@ -563,10 +586,6 @@ int mig_source_run(struct vm *vm, const struct mig_params *p, struct mig_report 
 			PROGRESS_SET(p, pages_sent, sent);
 			PROGRESS_SET(p, bytes, nbytes);
 		}
-		struct mig_round rr = {.round = round, .pages = pages};
-		r = mig_send_rec(&ctl, MIG_REC_ROUND, &rr, sizeof(rr));
-		if (r)
-			goto fail;
 		log_debug("round %u: %llu pages in %.1f ms (%.0f MB/s), %llu dirty, est. downtime "
 			  "%.2f ms, throttle %u%%",
 			  round, (unsigned long long)pages, st.round_ms, st.bandwidth / 1e6,
@@ -615,12 +634,14 @@ int mig_source_run(struct vm *vm, const struct mig_params *p, struct mig_report 
 	if (r)
 		goto fail;
 	round++;
-	uint64_t pages, bytes;
-	r = run_round(&s, true, &pages, &bytes);
+	uint64_t pages, bytes, t_paused = now_ns();
+	r = run_round(&s, round, true, &pages, &bytes);
+	uint64_t t_sent = now_ns();
 	if (!r)
 		r = send_state(&s, &ctl, round);
 	if (r)
 		goto fail;
+	uint64_t t_state = now_ns();
 	struct mig_resumed res;
 	r = mig_recv_expect(&ctl, MIG_REC_RESUMED, &res, sizeof(res));
 	if (r) {
@@ -629,6 +650,12 @@ int mig_source_run(struct vm *vm, const struct mig_params *p, struct mig_report 
 		goto fail;
 	}
 	uint64_t t_end = now_ns();
+	log_debug("downtime %.2f ms: pause and collect %.2f, last %llu pages %.2f, state %.2f, "
+		  "restore and RESUMED %.2f (restore %.2f)",
+		  (double)(t_end - t_pause) / 1e6, (double)(t_paused - t_pause) / 1e6,
+		  (unsigned long long)pages, (double)(t_sent - t_paused) / 1e6,
+		  (double)(t_state - t_sent) / 1e6, (double)(t_end - t_state) / 1e6,
+		  (double)res.restore_ns / 1e6);
 	/* The guest's own view of the stop, if the destination can tell. */
 	struct mig_guest_stall gs = {0};
 	mig_conn_set_timeouts(&ctl, 3000, 3000);

@@ -53,7 +53,9 @@ enum mig_rec_type {
 	MIG_REC_ZERO = 11,
 	MIG_REC_END = 12,
 	MIG_REC_ROUND = 13,
-	MIG_REC_HEARTBEAT = 14, /* control, about once a second during a round */
+	MIG_REC_HEARTBEAT = 14,	 /* control, about once a second during a round */
+	MIG_REC_MARK = 15,	 /* data: the end of a pre-copy round on this channel */
+	MIG_REC_ROUND_DONE = 16, /* control, destination: every channel passed the MARK */
 	MIG_REC_CPU = 20,
 	MIG_REC_VMSTATE = 21,
 	MIG_REC_DEVICES = 22,
@@ -64,6 +66,12 @@ enum mig_rec_type {
 };
 
 #define MIG_F_OPTIONAL 0x0001 /* reader may skip it if unknown */
+/* PAGES only: crc covers the struct mig_pages header, not the page data,
+ * which the source sent straight from guest RAM (a page the guest changed
+ * meanwhile is dirty and goes again; in the last round the vCPUs are
+ * stopped). TCP's own checksum guards the data then. */
+#define MIG_F_UNCHECKED 0x0002
+#define MIG_F_KNOWN	(MIG_F_OPTIONAL | MIG_F_UNCHECKED)
 
 enum mig_role { MIG_ROLE_CONTROL = 1, MIG_ROLE_DATA = 2 };
 
@@ -131,6 +139,15 @@ struct mig_round {
 	uint32_t round;
 	uint32_t pad;
 	uint64_t pages;
+};
+
+/* MARK and ROUND_DONE payload. The destination answers every ROUND with a
+ * ROUND_DONE once each data channel has taken in that round's MARK: the
+ * source waits for it before it stops the vCPUs, so that bytes still
+ * queued in socket buffers are not drained inside the downtime. */
+struct mig_mark {
+	uint32_t round;
+	uint32_t pad;
 };
 
 /* CPU payload: this header, then size bytes of struct x86_cpu_state. */

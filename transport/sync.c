@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <sys/uio.h>
 
 #include "transport.h"
 
@@ -40,14 +41,16 @@ static void *sync_reserve(struct transport *t, size_t len)
 	return t->err || len > TRANSPORT_MAX_RECORD ? NULL : ((struct sync_tx *)t)->buf;
 }
 
-static int sync_commit(struct transport *t, size_t len)
+static int sync_commit_ext(struct transport *t, size_t len, const void *ext, size_t ext_len)
 {
-	const uint8_t *p = ((struct sync_tx *)t)->buf;
+	struct iovec iov[2] = {{((struct sync_tx *)t)->buf, len}, {(void *)ext, ext_len}};
+	struct msghdr m = {.msg_iov = iov, .msg_iovlen = ext_len ? 2 : 1};
 
 	if (t->err)
 		return t->err;
+	len += ext_len;
 	while (len) {
-		ssize_t w = send(t->fd, p, len, MSG_NOSIGNAL);
+		ssize_t w = sendmsg(t->fd, &m, MSG_NOSIGNAL);
 		if (w < 0 && errno == EINTR)
 			continue;
 		if (w < 0) {
@@ -60,10 +63,23 @@ static int sync_commit(struct transport *t, size_t len)
 			return t->err;
 		}
 		t->sends++;
-		p += w;
 		len -= (size_t)w;
+		while (m.msg_iovlen && (size_t)w >= m.msg_iov->iov_len) {
+			w -= (ssize_t)m.msg_iov->iov_len;
+			m.msg_iov++;
+			m.msg_iovlen--;
+		}
+		if (m.msg_iovlen) {
+			m.msg_iov->iov_base = (uint8_t *)m.msg_iov->iov_base + w;
+			m.msg_iov->iov_len -= (size_t)w;
+		}
 	}
 	return 0;
+}
+
+static int sync_commit(struct transport *t, size_t len)
+{
+	return sync_commit_ext(t, len, NULL, 0);
 }
 
 static int sync_flush(struct transport *t)
@@ -81,6 +97,7 @@ const struct transport_ops transport_sync = {
     .open = sync_open,
     .reserve = sync_reserve,
     .commit = sync_commit,
+    .commit_ext = sync_commit_ext,
     .flush = sync_flush,
     .close = sync_close,
 };

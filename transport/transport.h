@@ -7,7 +7,9 @@
  * A sender builds each record in place: reserve(len) gives len bytes of the
  * transport's own (for io_uring: registered) memory, the caller fills them
  * (copying guest pages straight in, then checksumming the copy), and
- * commit(len) queues them behind everything committed before. Records leave
+ * commit(len) queues them behind everything committed before; or the record
+ * ends with bytes sent from where they lie (commit_ext: guest pages, not
+ * copied, not checksummed). Records leave
  * in commit order on the one socket. flush() returns when every committed
  * byte is with the kernel; a transport may send earlier. Errors are sticky:
  * after one, every call returns it, with the reason in t->why.
@@ -44,6 +46,11 @@ struct transport_ops {
 	int (*open)(int fd, int timeout_ms, struct transport **out);
 	void *(*reserve)(struct transport *t, size_t len);
 	int (*commit)(struct transport *t, size_t len);
+	/* commit, and then ext_len bytes at ext follow the record's first
+	 * len bytes on the wire, sent from where they lie (guest RAM): ext
+	 * must stay mapped until flush returns, and bytes that change
+	 * meanwhile may go out in either version. */
+	int (*commit_ext)(struct transport *t, size_t len, const void *ext, size_t ext_len);
 	int (*flush)(struct transport *t);
 	/* Waits (bounded) for anything in flight, then frees t. */
 	void (*close)(struct transport *t);

@@ -1,12 +1,13 @@
 // SPDX-License-Identifier: MIT
 /*
  * The io_uring transport. Records are built in SLOTS slots of SLOT_BYTES,
- * registered with the ring as fixed buffers. A full slot is sealed and sent
- * while the sender fills the next one, so checksumming and copying the next
- * batch overlaps the kernel (and the peer) taking the last one. One send is
- * in flight per socket at a time (a second could overtake a short first),
- * slots go in seal order, and a short send is continued from where it
- * stopped.
+ * registered with the ring as fixed buffers; a record may also end with
+ * bytes sent from where they lie (guest RAM, commit_ext), so a slot is a
+ * list of iovecs into itself and elsewhere. A full slot is sealed and sent
+ * while the sender fills the next one, so building the next batch overlaps
+ * the kernel (and the peer) taking the last one. One send is in flight per
+ * socket at a time (a second could overtake a short first), slots go in
+ * seal order, and a short send is continued from where it stopped.
  *
  * Zero copy (IORING_OP_SEND_ZC from the registered slot) is a measured
  * choice: the first sends ask the kernel to report whether it really
@@ -35,7 +36,9 @@
 #endif
 
 #define SLOTS	   4
-#define SLOT_BYTES (1u << 20)
+#define SLOT_BYTES (1u << 20) /* record bytes built in a slot */
+#define SLOT_SEND  (1u << 20) /* bytes a slot sends, guest RAM included */
+#define SLOT_IOVS  64
 #define ZC_PROBES  4 /* notifications looked at before the choice is final */
 
 struct uring_tx;
@@ -45,8 +48,12 @@ struct slot {
 	struct uring_tx *u;
 	unsigned idx;
 	uint8_t *buf;
-	size_t used; /* bytes of records in it */
-	size_t off;  /* bytes of them the kernel has taken */
+	size_t used;  /* bytes of records built in buf */
+	size_t total; /* bytes to send: buf's and external ones */
+	size_t off;   /* bytes the kernel has taken */
+	struct iovec iov[SLOT_IOVS];
+	unsigned niov, first; /* first: iovec the next send starts at */
+	struct msghdr msg;
 	bool sealed; /* full: waits to be sent, or being sent */
 };
 
@@ -69,7 +76,7 @@ struct uring_tx {
 
 static bool slot_free(const struct slot *s)
 {
-	return !s->sealed && !s->op.inflight && !s->used;
+	return !s->sealed && !s->op.inflight && !s->total;
 }
 
 static void set_err(struct uring_tx *u, int err, const char *why)
@@ -93,17 +100,25 @@ static void pump(struct uring_tx *u)
 		set_err(u, -EIO, "io_uring submission queue broken");
 		return;
 	}
-	size_t len = s->used - s->off;
-	if (u->zc != ZC_OFF) {
-		unsigned zflags = u->zc == ZC_PROBE ? IORING_SEND_ZC_REPORT_USAGE : 0;
-		if (u->fixed)
-			io_uring_prep_send_zc_fixed(sqe, u->t.fd, s->buf + s->off, len,
-						    MSG_WAITALL | MSG_NOSIGNAL, zflags, s->idx);
+	const unsigned flags = MSG_WAITALL | MSG_NOSIGNAL;
+	unsigned zflags = u->zc == ZC_PROBE ? IORING_SEND_ZC_REPORT_USAGE : 0;
+	struct iovec *v = &s->iov[s->first];
+	if (s->niov - s->first == 1 && u->fixed && v->iov_base >= (void *)s->buf &&
+	    (uint8_t *)v->iov_base < s->buf + SLOT_BYTES) {
+		/* One piece, in the registered slot. */
+		if (u->zc != ZC_OFF)
+			io_uring_prep_send_zc_fixed(sqe, u->t.fd, v->iov_base, v->iov_len, flags,
+						    zflags, s->idx);
 		else
-			io_uring_prep_send_zc(sqe, u->t.fd, s->buf + s->off, len,
-					      MSG_WAITALL | MSG_NOSIGNAL, zflags);
+			io_uring_prep_send(sqe, u->t.fd, v->iov_base, v->iov_len, flags);
 	} else {
-		io_uring_prep_send(sqe, u->t.fd, s->buf + s->off, len, MSG_WAITALL | MSG_NOSIGNAL);
+		s->msg = (struct msghdr){.msg_iov = v, .msg_iovlen = s->niov - s->first};
+		if (u->zc != ZC_OFF) {
+			io_uring_prep_sendmsg_zc(sqe, u->t.fd, &s->msg, flags);
+			sqe->ioprio |= (uint16_t)zflags;
+		} else {
+			io_uring_prep_sendmsg(sqe, u->t.fd, &s->msg, flags);
+		}
 	}
 	u->sending = true;
 	u->t.sends++;
@@ -154,11 +169,19 @@ static void on_cqe(struct loop *l, struct loop_op *op, const struct io_uring_cqe
 	}
 	s->off += (size_t)cqe->res;
 	u->progress += (uint64_t)cqe->res;
-	if (s->off == s->used) {
+	if (s->off == s->total) {
 		/* All taken: the slot is free once its notification is in. */
 		s->sealed = false;
-		s->used = s->off = 0;
+		s->used = s->off = s->total = 0;
+		s->niov = s->first = 0;
 		u->head = (u->head + 1) % SLOTS;
+	} else {
+		/* A short send: the next one starts where this one stopped. */
+		size_t n = (size_t)cqe->res;
+		while (n && n >= s->iov[s->first].iov_len)
+			n -= s->iov[s->first++].iov_len;
+		s->iov[s->first].iov_base = (uint8_t *)s->iov[s->first].iov_base + n;
+		s->iov[s->first].iov_len -= n;
 	}
 done:
 	pump(u);
@@ -217,7 +240,7 @@ static void *uring_reserve(struct transport *t, size_t len)
 
 	if (t->err || len > TRANSPORT_MAX_RECORD)
 		return NULL;
-	if (s->used + len > SLOT_BYTES) {
+	if (s->used + len > SLOT_BYTES || s->niov + 2 > SLOT_IOVS || s->total >= SLOT_SEND) {
 		if (advance(u))
 			return NULL;
 		s = &u->slot[u->cur];
@@ -225,25 +248,46 @@ static void *uring_reserve(struct transport *t, size_t len)
 	/* A slot is written only when no send and no zero-copy
 	 * notification of it is outstanding: a slot just come round again
 	 * may still be queued or on its way out. */
-	if ((s->sealed || !s->used) && wait_for(u, cur_free))
+	if ((s->sealed || !s->total) && wait_for(u, cur_free))
 		return NULL;
 	return s->buf + s->used;
 }
 
-static int uring_commit(struct transport *t, size_t len)
+static void add_iov(struct slot *s, const void *p, size_t len)
+{
+	struct iovec *last = s->niov ? &s->iov[s->niov - 1] : NULL;
+
+	if (last && (const uint8_t *)last->iov_base + last->iov_len == p)
+		last->iov_len += len; /* records built one after the other */
+	else
+		s->iov[s->niov++] = (struct iovec){(void *)p, len};
+	s->total += len;
+}
+
+static int uring_commit_ext(struct transport *t, size_t len, const void *ext, size_t ext_len)
 {
 	struct uring_tx *u = (struct uring_tx *)t;
+	struct slot *s = &u->slot[u->cur];
 
-	if (!t->err)
-		u->slot[u->cur].used += len;
-	return t->err;
+	if (t->err)
+		return t->err;
+	add_iov(s, s->buf + s->used, len);
+	s->used += len;
+	if (ext_len)
+		add_iov(s, ext, ext_len);
+	return 0;
+}
+
+static int uring_commit(struct transport *t, size_t len)
+{
+	return uring_commit_ext(t, len, NULL, 0);
 }
 
 static int uring_flush(struct transport *t)
 {
 	struct uring_tx *u = (struct uring_tx *)t;
 
-	if (!t->err && u->slot[u->cur].used)
+	if (!t->err && u->slot[u->cur].total)
 		advance(u);
 	return t->err ? t->err : wait_for(u, all_sent);
 }
@@ -323,6 +367,7 @@ const struct transport_ops transport_uring = {
     .open = uring_open,
     .reserve = uring_reserve,
     .commit = uring_commit,
+    .commit_ext = uring_commit_ext,
     .flush = uring_flush,
     .close = uring_close,
 };

@@ -232,6 +232,53 @@ static void unknown_type_fn(struct mig_conn *c)
 	TEST_ASSERT_EQ(mig_send_rec(c, 999, "x", 1), 0);
 }
 
+/* An unchecked PAGES record whose crc does not match its header. */
+static void unchecked_bad_header_fn(struct mig_conn *c)
+{
+	static uint8_t buf[4096];
+	struct mig_pages ph = {.gfn = 600, .count = 1};
+	struct mig_rec_hdr h = {.type = MIG_REC_PAGES,
+				.flags = MIG_F_UNCHECKED,
+				.len = sizeof(ph) + 4096,
+				.seq = c->tx_seq++};
+	h.crc = crc32c(0, &ph, sizeof(ph));
+	ph.gfn = 601; /* changed after the checksum */
+	send_raw(c, &h, sizeof(h));
+	send_raw(c, &ph, sizeof(ph));
+	send_raw(c, buf, sizeof(buf));
+}
+
+/* MIG_F_UNCHECKED on a record other than PAGES. */
+static void unchecked_not_pages_fn(struct mig_conn *c)
+{
+	struct mig_round rr = {.round = 1};
+	struct mig_rec_hdr h = {
+	    .type = MIG_REC_ROUND, .flags = MIG_F_UNCHECKED, .len = sizeof(rr), .seq = c->tx_seq++};
+	send_raw(c, &h, sizeof(h));
+	send_raw(c, &rr, sizeof(rr));
+}
+
+static void unknown_flag_fn(struct mig_conn *c)
+{
+	struct mig_rec_hdr h = {.type = MIG_REC_END, .flags = 0x8000, .seq = c->tx_seq++};
+	send_raw(c, &h, sizeof(h));
+}
+
+static void unchecked_pages_bad_header(void)
+{
+	data_case(unchecked_bad_header_fn, "checksum mismatch");
+}
+
+static void unchecked_on_other_record(void)
+{
+	data_case(unchecked_not_pages_fn, "cannot be unchecked");
+}
+
+static void unknown_record_flag(void)
+{
+	data_case(unknown_flag_fn, "unknown flags 0x8000");
+}
+
 static void truncated_stream(void)
 {
 	data_case(truncate_fn, "peer closed the connection");
@@ -375,6 +422,9 @@ int main(int argc, char **argv)
 	    TEST_CASE(pages_beyond_ram),
 	    TEST_CASE(malformed_run),
 	    TEST_CASE(unknown_mandatory_record),
+	    TEST_CASE(unchecked_pages_bad_header),
+	    TEST_CASE(unchecked_on_other_record),
+	    TEST_CASE(unknown_record_flag),
 	    TEST_CASE(foreign_data_channel),
 	    TEST_CASE(complete_too_early),
 	    TEST_CASE(cpu_index_out_of_range),

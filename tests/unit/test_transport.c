@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: MIT
 /*
  * The data-channel transports over a real loopback TCP connection: every
- * record arrives whole and in order (records of 1 byte to the largest, many
- * times the io_uring transport's slots, flushes anywhere), and a peer that
+ * record arrives whole and in order (records of 5 bytes to the largest, some
+ * ending with bytes sent from outside the transport, many times the io_uring
+ * transport's slots, flushes anywhere), and a peer that
  * closes or stops reading makes the sender fail with a reason, never hang.
  * Each case runs for plain sends, io_uring as it chooses, and io_uring
  * forced to zero-copy sends.
@@ -141,6 +142,22 @@ static void send_record(struct transport *t, uint32_t i)
 	TEST_ASSERT_EQ(t->ops->commit(t, len), 0);
 }
 
+/* Record i with all but its first 8 bytes sent from where they lie
+ * (commit_ext, as guest pages are), at arena: it must stay until flush. */
+static void send_record_ext(struct transport *t, uint32_t i, uint8_t *arena)
+{
+	uint32_t len = rec_len(i);
+	uint8_t *p = t->ops->reserve(t, 8);
+
+	TEST_ASSERT(p, "reserve failed: %s", t->why);
+	memcpy(p, &len, 4);
+	for (uint32_t o = 4; o < 8 && o < len; o++)
+		p[o] = pat(i, o);
+	for (uint32_t o = 8; o < len; o++)
+		arena[o - 8] = pat(i, o);
+	TEST_ASSERT_EQ(t->ops->commit_ext(t, len < 8 ? len : 8, arena, len < 8 ? 0 : len - 8), 0);
+}
+
 static void records_arrive_whole_and_in_order(void)
 {
 	for (unsigned v = 0; v < 3; v++) {
@@ -150,9 +167,18 @@ static void records_arrive_whole_and_in_order(void)
 		pthread_t th;
 		struct transport *t = open_tx(&variants[v], fd[0], 10000);
 		pthread_create(&th, NULL, reader_main, &rd);
-		uint64_t sent = 0;
+		uint64_t sent = 0, at = 0;
+		/* Every third record ends with bytes from outside the
+		 * transport, each in its own place (a zero-copy send may
+		 * still read them after a flush). */
+		static uint8_t arena[64 << 20];
 		for (uint32_t i = 0; i < rd.expect; i++) {
-			send_record(t, i);
+			if (i % 3 == 1 && at + rec_len(i) <= sizeof(arena)) {
+				send_record_ext(t, i, arena + at);
+				at += rec_len(i);
+			} else {
+				send_record(t, i);
+			}
 			sent += rec_len(i);
 			if (i % 37 == 0)
 				TEST_ASSERT_EQ(t->ops->flush(t), 0);
