@@ -14,8 +14,10 @@
  * destination guest then verifies all of its memory; a run that fails that
  * is reported as failed, never as a time.
  *
- * usage: flit-bench-precopy [--quick] [--out FILE]
- * CSV on stdout (or FILE); one row per limit and per migration.
+ * usage: flit-bench-precopy [--quick|--smoke] [--out FILE] [--json FILE]
+ * CSV on stdout (or FILE); one row per limit and per migration. --json:
+ * every migration's report, one JSON object a line. --quick: 1 GiB only;
+ * --smoke: one 256 MiB idle case per transport (seconds; for CI).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -36,7 +38,7 @@
 #define TOKEN "benchmark-token-0123456789"
 #define CHUNK (256 * 1024)
 
-static FILE *out;
+static FILE *out, *json_out;
 
 static double memcpy_gbps(void)
 {
@@ -142,8 +144,11 @@ static const struct tx_variant variants[] = {
     {"uring-zc", &transport_uring, "1"},
 };
 
-static void migrate_one(uint64_t mem, uint64_t hot, unsigned channels, const char *dirty,
-			bool prealloc, double tcp_limit, const struct tx_variant *tx)
+/* hot: working set rewritten (0: idle); rate: pages per second per vCPU it
+ * is rewritten at (0: as fast as the guest can). */
+static void migrate_one(uint64_t mem, uint64_t hot, uint64_t rate, unsigned channels,
+			const char *dirty, bool prealloc, double tcp_limit,
+			const struct tx_variant *tx)
 {
 	char args[128], path[4096], addr[64];
 	struct vm_config cfg = {.mem_size = mem, .nr_vcpus = 2, .dirty_track = dirty};
@@ -155,7 +160,8 @@ static void migrate_one(uint64_t mem, uint64_t hot, unsigned channels, const cha
 	uint16_t port;
 	int r;
 
-	snprintf(args, sizeof(args), "rounds=0 ws=%llu", (unsigned long long)hot);
+	snprintf(args, sizeof(args), "rounds=0 ws=%llu rate=%llu", (unsigned long long)hot,
+		 (unsigned long long)rate);
 	snprintf(path, sizeof(path), "%s/guests/memcheck.elf", FLIT_BUILD_DIR);
 	if ((r = vm_create(&cfg, &src)) || (r = vm_load_guest(src, path, args)))
 		die("source VM: %s", strerror(-r));
@@ -217,24 +223,29 @@ static void migrate_one(uint64_t mem, uint64_t hot, unsigned channels, const cha
 			(uint64_t)(rep.dirty_rate_pps * rep.total_ms / 1e3) * 4096;
 	fprintf(out,
 		"precopy,%llu,%s,%u,%s,%s,%.1f,%.2f,%u,%llu,%llu,%llu,%llu,%.0f,%.0f,%.2f,%.2f,%u,"
-		"%s,%s,%s,%s\n",
+		"%s,%s,%s,%s,%llu\n",
 		(unsigned long long)(mem >> 20), hot ? "hot" : "idle", (unsigned)(hot >> 20), dirty,
 		strcmp(rep.status, "completed") ? rep.status : "ok", rep.total_ms, rep.downtime_ms,
 		rep.rounds, (unsigned long long)rep.bytes, (unsigned long long)rep.pages_sent,
 		(unsigned long long)rep.pages_resent, (unsigned long long)rep.zero_pages, mbps,
 		tcp_limit * 1e3, tcp_limit > 0 ? mbps / (tcp_limit * 1e3) : 0,
 		need ? (double)rep.bytes / (double)need : 0, channels, verified,
-		prealloc ? "yes" : "no", tx->name, rep.send_mode);
+		prealloc ? "yes" : "no", tx->name, rep.send_mode, (unsigned long long)rate);
 	fflush(out);
+	if (json_out)
+		mig_report_json(&rep, json_out);
 	if (r || d.r)
 		log_err("migration failed: %s / %s", rep.error, d.rep.error);
 }
 
 int main(int argc, char **argv)
 {
-	static const struct option longopts[] = {
-	    {"quick", no_argument, NULL, 'q'}, {"out", required_argument, NULL, 'o'}, {0}};
-	bool quick = false;
+	static const struct option longopts[] = {{"quick", no_argument, NULL, 'q'},
+						 {"smoke", no_argument, NULL, 's'},
+						 {"out", required_argument, NULL, 'o'},
+						 {"json", required_argument, NULL, 'j'},
+						 {0}};
+	bool quick = false, smoke = false;
 	int c;
 
 	log_set_prefix("flit-bench-precopy");
@@ -243,18 +254,24 @@ int main(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		if (c == 'q')
 			quick = true;
+		else if (c == 's')
+			smoke = true;
 		else if (c == 'o' && !(out = fopen(optarg, "w")))
 			die("%s: %s", optarg, strerror(errno));
-		else if (c != 'o')
-			die("usage: flit-bench-precopy [--quick] [--out FILE]");
+		else if (c == 'j' && !(json_out = fopen(optarg, "w")))
+			die("%s: %s", optarg, strerror(errno));
+		else if (c != 'o' && c != 'j')
+			die("usage: flit-bench-precopy [--quick|--smoke] [--out FILE] [--json "
+			    "FILE]");
 	}
-	double mc = memcpy_gbps(), t1 = tcp_gbps(1, 4 * GiB), t2 = tcp_gbps(2, 4 * GiB),
-	       t4 = tcp_gbps(4, 4 * GiB);
-	fprintf(
-	    out,
-	    "kind,ram_mib,workload,hot_mib,dirty_track,status,total_ms,downtime_ms,rounds,"
-	    "bytes,pages_sent,pages_resent,zero_pages,mb_per_s,tcp_limit_mb_per_s,"
-	    "ratio_to_tcp,bytes_vs_needed,channels,verified,dest_prealloc,transport,send_mode\n");
+	uint64_t tcp_bytes = smoke ? 256 * MiB : 4 * GiB;
+	double mc = memcpy_gbps(), t1 = tcp_gbps(1, tcp_bytes), t2 = tcp_gbps(2, tcp_bytes),
+	       t4 = tcp_gbps(4, tcp_bytes);
+	fprintf(out,
+		"kind,ram_mib,workload,hot_mib,dirty_track,status,total_ms,downtime_ms,rounds,"
+		"bytes,pages_sent,pages_resent,zero_pages,mb_per_s,tcp_limit_mb_per_s,"
+		"ratio_to_tcp,bytes_vs_needed,channels,verified,dest_prealloc,transport,send_mode,"
+		"rate_pps\n");
 	fprintf(out, "limit_memcpy,,,,,,,,,,,,,%.0f,,,,1,,\n", mc * 1e3);
 	fprintf(out, "limit_tcp,,,,,,,,,,,,,%.0f,,,,1,,\n", t1 * 1e3);
 	fprintf(out, "limit_tcp,,,,,,,,,,,,,%.0f,,,,2,,\n", t2 * 1e3);
@@ -263,20 +280,27 @@ int main(int argc, char **argv)
 	uint64_t *sz = quick ? sizes_q : sizes;
 	unsigned nsz = quick ? 1 : 3;
 	/* Each case with every transport, one after the other. */
-	for (unsigned i = 0; i < nsz; i++) {
+	for (unsigned v = 0; smoke && v < 3; v++)
+		migrate_one(256 * MiB, 0, 0, 2, "bitmap", true, t2, &variants[v]);
+	for (unsigned i = 0; !smoke && i < nsz; i++) {
 		for (unsigned v = 0; v < 3; v++) {
-			migrate_one(sz[i], 0, 1, "bitmap", true, t1, &variants[v]);
-			migrate_one(sz[i], 0, 2, "bitmap", true, t2, &variants[v]);
-			migrate_one(sz[i], 0, 4, "bitmap", true, t4, &variants[v]);
-			migrate_one(sz[i], quick ? 64 * MiB : 256 * MiB, 2, "bitmap", true, t2,
+			migrate_one(sz[i], 0, 0, 1, "bitmap", true, t1, &variants[v]);
+			migrate_one(sz[i], 0, 0, 2, "bitmap", true, t2, &variants[v]);
+			migrate_one(sz[i], 0, 0, 4, "bitmap", true, t4, &variants[v]);
+			migrate_one(sz[i], quick ? 64 * MiB : 256 * MiB, 0, 2, "bitmap", true, t2,
 				    &variants[v]);
-			if (!quick) {
-				migrate_one(sz[i], 0, 2, "bitmap", false, t2, &variants[v]);
-				migrate_one(sz[i], 256 * MiB, 2, "ring", true, t2, &variants[v]);
-			}
+			if (quick)
+				continue;
+			migrate_one(sz[i], 0, 0, 2, "bitmap", false, t2, &variants[v]);
+			migrate_one(sz[i], 256 * MiB, 0, 2, "ring", true, t2, &variants[v]);
+			/* The hot set at bounded dirty rates (per vCPU, 2 vCPUs). */
+			migrate_one(sz[i], 256 * MiB, 20000, 2, "bitmap", true, t2, &variants[v]);
+			migrate_one(sz[i], 256 * MiB, 100000, 2, "bitmap", true, t2, &variants[v]);
 		}
 	}
 	if (out != stdout)
 		fclose(out);
+	if (json_out)
+		fclose(json_out);
 	return 0;
 }

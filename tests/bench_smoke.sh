@@ -1,0 +1,38 @@
+#!/bin/bash
+# SPDX-License-Identifier: MIT
+# The benchmark harness end to end on its smallest case: bench/run --smoke
+# must give a CSV of verified Flit migrations (one per transport), a QEMU
+# run that verified, the comparison, the reports as JSON and the plots as
+# PNG. No speed is checked here: speeds belong to the benchmark's output.
+set -euo pipefail
+build=$(cd "$1" && pwd)
+root=$(cd "$(dirname "$0")/.." && pwd)
+out=$build/bench-smoke
+rm -rf "$out"
+FLIT_BUILD=$build "$root/bench/run" --smoke --out "$out"
+
+fail() {
+	echo "bench smoke: $*" >&2
+	exit 1
+}
+rows=$(grep -c '^precopy,256,idle,' "$out/flit.csv" || true)
+[ "$rows" -eq 3 ] || fail "flit.csv has $rows migration rows, 3 expected"
+bad=$(grep '^precopy,' "$out/flit.csv" | grep -v ',ok,' || true)
+[ -z "$bad" ] || fail "a Flit migration failed: $bad"
+grep '^precopy,' "$out/flit.csv" | awk -F, '$19 != "yes" {exit 1}' ||
+	fail "a Flit destination did not verify"
+grep -q '^qemu,.*,256,idle,2,yes,ok,.*,yes$' "$out/qemu.csv" ||
+	fail "QEMU's migration did not complete and verify: $(tail -n1 "$out/qemu.csv")"
+grep -q '^256,idle,2,yes,.*,ok$' "$out/compare.csv" ||
+	fail "no comparison: $(cat "$out/compare.csv")"
+if [ -f "$out/flit.jsonl" ]; then
+	python3 -c 'import json, sys
+n = sum(1 for line in open(sys.argv[1]) if json.loads(line)["status"] == "completed")
+sys.exit(0 if n == 3 else 1)' "$out/flit.jsonl" || fail "flit.jsonl: 3 completed reports expected"
+fi
+python3 -c 'import json, sys
+[json.loads(line) for line in open(sys.argv[1])]' "$out/qemu.jsonl" || fail "qemu.jsonl is not JSON lines"
+for p in total_ms downtime_ms mb_per_s; do
+	[ "$(head -c 4 "$out/$p.png" | od -An -c | tr -d ' ')" = "211PNG" ] || fail "$p.png is not a PNG"
+done
+echo "bench smoke: ok ($out)"

@@ -1,0 +1,65 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""The Flit / QEMU ratio table of bench/compare.py: ratios of matching cases,
+failed or unverified runs never turned into ratios, the chosen transport."""
+import os
+import sys
+import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "bench"))
+import compare  # noqa: E402
+
+
+def flit(ram=1024, ch=2, total="500", down="2", mbps="2000", status="ok", verified="yes",
+         transport="uring", prealloc="yes", workload="idle"):
+    return {"kind": "precopy", "ram_mib": str(ram), "workload": workload, "channels": str(ch),
+            "dest_prealloc": prealloc, "total_ms": total, "downtime_ms": down,
+            "mb_per_s": mbps, "status": status, "verified": verified, "transport": transport}
+
+
+def qemu(ram=1024, ch=2, total="1000", down="8", mbps="1000", status="ok", verified="yes"):
+    return {"ram_mib": str(ram), "workload": "idle", "channels": str(ch), "dest_prealloc": "yes",
+            "total_ms": total, "downtime_ms": down, "mb_per_s": mbps, "status": status,
+            "verified": verified}
+
+
+class Compare(unittest.TestCase):
+    def test_ratios_of_a_matching_case(self):
+        (row,) = compare.compare([flit()], [qemu()])
+        self.assertEqual(row["status"], "ok")
+        self.assertEqual(row["total_ratio"], "0.50")
+        self.assertEqual(row["downtime_ratio"], "0.25")
+        self.assertEqual(row["throughput_ratio"], "2.00")
+
+    def test_cases_match_on_ram_and_channels(self):
+        rows = compare.compare([flit(ch=4, total="100"), flit(ram=2048, total="300")],
+                               [qemu(ch=4), qemu(ram=2048)])
+        self.assertEqual([r["total_ratio"] for r in rows], ["0.10", "0.30"])
+
+    def test_failed_or_unverified_runs_give_no_ratio(self):
+        for f, q, why in ((flit(status="failed"), qemu(), "flit failed"),
+                          (flit(verified="FAILED"), qemu(), "flit failed"),
+                          (flit(), qemu(verified="FAILED"), "qemu failed"),
+                          (flit(), qemu(status="failed", total=""), "qemu failed")):
+            (row,) = compare.compare([f], [q])
+            self.assertEqual(row["status"], why)
+            self.assertEqual(row["total_ratio"], "")
+
+    def test_missing_flit_case(self):
+        (row,) = compare.compare([flit(ch=1)], [qemu(ch=2)])
+        self.assertEqual(row["status"], "no flit run")
+
+    def test_transport_chooses_the_row(self):
+        rows = [flit(transport="sync", total="900"), flit(transport="uring", total="400")]
+        (row,) = compare.compare(rows, [qemu()])
+        self.assertEqual(row["total_ratio"], "0.40")
+        (row,) = compare.compare(rows, [qemu()], transport="sync")
+        self.assertEqual(row["total_ratio"], "0.90")
+
+    def test_zero_reference_is_no_ratio(self):
+        (row,) = compare.compare([flit()], [qemu(down="0")])
+        self.assertEqual(row["downtime_ratio"], "")
+
+
+if __name__ == "__main__":
+    unittest.main()
