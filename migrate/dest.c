@@ -431,6 +431,7 @@ int mig_dest_run(const struct mig_dest_params *p, struct vm **out, struct mig_re
 
 	memset(rep, 0, sizeof(*rep));
 	rep->guest_stall_ms = -1;
+	rep->paused_at_ms = rep->resumed_at_ms = -1;
 	snprintf(rep->mode, sizeof(rep->mode), "precopy");
 	snprintf(rep->status, sizeof(rep->status), "failed");
 	pthread_mutex_init(&d.lock, NULL);

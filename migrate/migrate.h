@@ -99,6 +99,18 @@ struct mig_dest_params {
 
 void mig_dest_params_default(struct mig_dest_params *p);
 
+/* One round of a migration, for the report's timeline. Times in ms from the
+ * migration's start. */
+struct mig_round_rec {
+	double start_ms, end_ms;
+	uint64_t pages, bytes;
+	uint64_t dirty_pages; /* left after it (0 for the last, stopped round) */
+	uint32_t throttle_pct;
+	bool stopped; /* the stop-and-copy round, vCPUs paused */
+};
+
+#define MIG_TIMELINE_MAX 64
+
 /* The final report, the same fields for every mode. Times in ms. */
 struct mig_report {
 	char mode[16];
@@ -120,6 +132,12 @@ struct mig_report {
 	char backend[16];
 	uint64_t mem_size;
 	uint32_t nr_vcpus;
+	/* What happened when: the rounds (the first MIG_TIMELINE_MAX), the
+	 * vCPUs paused here and running at the destination (ms from start;
+	 * < 0 if it did not happen). */
+	uint32_t nr_timeline;
+	struct mig_round_rec timeline[MIG_TIMELINE_MAX];
+	double paused_at_ms, resumed_at_ms;
 };
 
 int mig_source_run(struct vm *vm, const struct mig_params *p, struct mig_report *rep);

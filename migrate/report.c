@@ -44,6 +44,30 @@ json_object *mig_report_to_json(const struct mig_report *r)
 	S("backend", r->backend);
 	I("mem_bytes", r->mem_size);
 	I("vcpus", r->nr_vcpus);
+	if (r->nr_timeline) {
+		json_object *tl = json_object_new_array();
+		for (uint32_t k = 0; k < r->nr_timeline; k++) {
+			const struct mig_round_rec *t = &r->timeline[k];
+			json_object *e = json_object_new_object();
+			json_object_object_add(e, "start_ms", json_object_new_double(t->start_ms));
+			json_object_object_add(e, "end_ms", json_object_new_double(t->end_ms));
+			json_object_object_add(e, "pages",
+					       json_object_new_int64((int64_t)t->pages));
+			json_object_object_add(e, "bytes",
+					       json_object_new_int64((int64_t)t->bytes));
+			json_object_object_add(e, "dirty_pages",
+					       json_object_new_int64((int64_t)t->dirty_pages));
+			json_object_object_add(e, "throttle_pct",
+					       json_object_new_int64(t->throttle_pct));
+			json_object_object_add(e, "stopped", json_object_new_boolean(t->stopped));
+			json_object_array_add(tl, e);
+		}
+		json_object_object_add(o, "timeline", tl);
+	}
+	if (r->paused_at_ms >= 0)
+		D("paused_at_ms", r->paused_at_ms);
+	if (r->resumed_at_ms >= 0)
+		D("resumed_at_ms", r->resumed_at_ms);
 #undef S
 #undef D
 #undef I

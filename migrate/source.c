@@ -337,6 +337,7 @@ static void fill_report_static(struct mig_report *rep, const struct vm *vm,
 {
 	memset(rep, 0, sizeof(*rep));
 	rep->guest_stall_ms = -1;
+	rep->paused_at_ms = rep->resumed_at_ms = -1;
 	snprintf(rep->mode, sizeof(rep->mode), "precopy");
 	snprintf(rep->status, sizeof(rep->status), "failed");
 	snprintf(rep->transport, sizeof(rep->transport), "tcp");
@@ -571,6 +572,14 @@ int mig_source_run(struct vm *vm, const struct mig_params *p, struct mig_report 
 		    st.bandwidth > 0 ? (double)st.dirty_pages * 4096.0 / st.bandwidth * 1e3 : 1e9;
 		total_dirty += st.dirty_pages;
 		total_round_s += secs;
+		if (rep->nr_timeline < MIG_TIMELINE_MAX)
+			rep->timeline[rep->nr_timeline++] =
+			    (struct mig_round_rec){.start_ms = (double)(t0 - t_start) / 1e6,
+						   .end_ms = (double)(now_ns() - t_start) / 1e6,
+						   .pages = pages,
+						   .bytes = bytes,
+						   .dirty_pages = st.dirty_pages,
+						   .throttle_pct = st.throttle_pct};
 		PROGRESS_SET(p, round, round + 1);
 		PROGRESS_SET(p, dirty_pages, st.dirty_pages);
 		PROGRESS_SET(p, dirty_rate_pps, (uint64_t)st.dirty_rate);
@@ -650,6 +659,15 @@ int mig_source_run(struct vm *vm, const struct mig_params *p, struct mig_report 
 		goto fail;
 	}
 	uint64_t t_end = now_ns();
+	rep->paused_at_ms = (double)(t_pause - t_start) / 1e6;
+	rep->resumed_at_ms = (double)(t_end - t_start) / 1e6;
+	if (rep->nr_timeline < MIG_TIMELINE_MAX)
+		rep->timeline[rep->nr_timeline++] =
+		    (struct mig_round_rec){.start_ms = (double)(t_paused - t_start) / 1e6,
+					   .end_ms = (double)(t_sent - t_start) / 1e6,
+					   .pages = pages,
+					   .bytes = bytes,
+					   .stopped = true};
 	log_debug("downtime %.2f ms: pause and collect %.2f, last %llu pages %.2f, state %.2f, "
 		  "restore and RESUMED %.2f (restore %.2f)",
 		  (double)(t_end - t_pause) / 1e6, (double)(t_paused - t_pause) / 1e6,

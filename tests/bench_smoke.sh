@@ -35,4 +35,10 @@ python3 -c 'import json, sys
 for p in total_ms downtime_ms mb_per_s; do
 	[ "$(head -c 4 "$out/$p.png" | od -An -c | tr -d ' ')" = "211PNG" ] || fail "$p.png is not a PNG"
 done
+if [ -f "$out/flit.jsonl" ]; then
+	for n in 1 2 3; do
+		[ "$(head -c 4 "$out/timeline-$n.png" | od -An -c | tr -d ' ')" = "211PNG" ] ||
+			fail "timeline-$n.png is not a PNG"
+	done
+fi
 echo "bench smoke: ok ($out)"
