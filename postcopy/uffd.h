@@ -1,0 +1,74 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The destination's side of post-copy: guest RAM registered with
+ * userfaultfd (MISSING mode, anonymous memory), a fault service thread, and
+ * page placement.
+ *
+ * A vCPU (through KVM) or any VMM thread that touches a page not yet there
+ * blocks in the kernel; the fault thread reads the fault and asks for the
+ * page once (request callback; a page already asked for is not asked
+ * again). Pages arrive from anywhere (the answer to a fault, the source's
+ * background push) and are placed with UFFDIO_COPY, which wakes whoever
+ * waits on them; a page placed twice (a push racing a fault's answer) gets
+ * EEXIST and counts once. Nothing here touches guest RAM directly: that
+ * would fault on itself.
+ */
+#ifndef FLIT_POSTCOPY_UFFD_H
+#define FLIT_POSTCOPY_UFFD_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+struct uffd {
+	int fd, stop_fd;
+	uint8_t *base;
+	uint64_t nr_pages;
+	uint64_t *placed;    /* bitmap, atomic */
+	uint64_t *requested; /* bitmap, the fault thread's */
+	uint64_t *fault_ns;  /* when each requested page was first faulted on */
+	uint64_t nr_placed;  /* atomic */
+	int (*request)(void *opaque, uint64_t gfn);
+	void *opaque;
+	pthread_t thread;
+	bool started;
+	int err; /* the fault thread's, if it stopped on one */
+	/* statistics (atomic) */
+	uint64_t faults;  /* distinct pages faulted on */
+	uint64_t pulled;  /* faulted pages placed by their answer or a push */
+	uint64_t eexist;  /* placements that found the page there */
+	uint32_t *lat_us; /* fault read -> page placed, one per pulled page */
+	uint64_t nr_lat;
+};
+
+/* Registers [base, base + nr_pages * 4096) for MISSING faults. The pages
+ * present already (populated) never fault; mark them with uffd_mark_present
+ * so that completion counts them. 0 or -errno (-EPERM: no permission for
+ * kernel-mode faults; see docs). */
+int uffd_open(struct uffd *u, void *base, uint64_t nr_pages);
+void uffd_mark_present(struct uffd *u, uint64_t gfn, uint64_t count);
+
+/* Starts the fault thread: request(opaque, gfn) asks for one page (it must
+ * not block on guest RAM). */
+int uffd_start(struct uffd *u, int (*request)(void *opaque, uint64_t gfn), void *opaque);
+
+/* Places count pages from src at gfn (any that are there already are
+ * skipped) and wakes their waiters. 0 or -errno. */
+int uffd_place(struct uffd *u, uint64_t gfn, const void *src, uint32_t count);
+/* A page of zeros. */
+int uffd_place_zero(struct uffd *u, uint64_t gfn);
+
+static inline bool uffd_complete(struct uffd *u)
+{
+	return __atomic_load_n(&u->nr_placed, __ATOMIC_ACQUIRE) >= u->nr_pages;
+}
+
+/* Fault latencies in µs at quantiles q[0..n) (0..1; 1 is the maximum),
+ * into out; 0 where there were no faults. Sorts the samples: call once the
+ * faults are over. */
+void uffd_latency_quantiles(struct uffd *u, const double *q, uint64_t *out, unsigned n);
+
+/* Stops the fault thread, unregisters, frees. Tolerates a half-open one. */
+void uffd_close(struct uffd *u);
+
+#endif
