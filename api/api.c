@@ -160,6 +160,16 @@ static json_object *do_migrate(struct api_server *s, json_object *req)
 			return error_reply("'auto_converge' must be true or false");
 		p.auto_converge = json_object_get_boolean(v);
 	}
+	if (json_object_object_get_ex(req, "mode", &v)) {
+		const char *m =
+		    json_object_is_type(v, json_type_string) ? json_object_get_string(v) : "";
+		if (!strcmp(m, "precopy"))
+			p.mode = MIG_MODE_PRECOPY;
+		else if (!strcmp(m, "postcopy"))
+			p.mode = MIG_MODE_POSTCOPY;
+		else
+			return error_reply("'mode' must be \"precopy\" or \"postcopy\"");
+	}
 	if (json_object_object_get_ex(req, "checksum_pages", &v)) {
 		if (!json_object_is_type(v, json_type_boolean))
 			return error_reply("'checksum_pages' must be true or false");
@@ -206,7 +216,8 @@ static json_object *do_migrate(struct api_server *s, json_object *req)
 
 static json_object *do_migrate_status(struct api_server *s)
 {
-	static const char *const phases[] = {"none", "setup", "iterate", "stop-and-copy", "done"};
+	static const char *const phases[] = {"none",	      "setup",	  "iterate",
+					     "stop-and-copy", "postcopy", "done"};
 	json_object *o = ok_reply();
 	struct mig_progress pg;
 
@@ -228,7 +239,7 @@ static json_object *do_migrate_status(struct api_server *s)
 	pg.est_downtime_us = __atomic_load_n(&s->progress.est_downtime_us, __ATOMIC_RELAXED);
 	pg.bandwidth_bps = __atomic_load_n(&s->progress.bandwidth_bps, __ATOMIC_RELAXED);
 	pg.throttle_pct = __atomic_load_n(&s->progress.throttle_pct, __ATOMIC_RELAXED);
-	json_object_object_add(o, "phase", json_object_new_string(phases[pg.phase % 5]));
+	json_object_object_add(o, "phase", json_object_new_string(phases[pg.phase % 6]));
 	json_object_object_add(o, "round", json_object_new_int64(pg.round));
 	json_object_object_add(o, "pages_sent", json_object_new_int64((int64_t)pg.pages_sent));
 	json_object_object_add(o, "bytes", json_object_new_int64((int64_t)pg.bytes));

@@ -85,6 +85,8 @@ static void usage(FILE *f)
 		"  --migrate-to tcp:HOST:PORT  move the running guest there\n"
 		"  --migrate-after SEC start the migration after SEC s (default 1)\n"
 		"  --token-file FILE   shared secret, 16..256 bytes (both sides; required)\n"
+		"  --mode MODE         precopy (default): rounds while the guest runs;\n"
+		"                      postcopy: switch at once, pages follow on demand\n"
 		"  --channels N        data connections, 1..16 (default 2)\n"
 		"  --transport NAME    how data connections send: uring (io_uring; the\n"
 		"                      default, plain sends where io_uring is off) or sync\n"
@@ -155,6 +157,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 	    {"token-file", required_argument, NULL, 'T'},
 	    {"channels", required_argument, NULL, 'C'},
 	    {"transport", required_argument, NULL, 'X'},
+	    {"mode", required_argument, NULL, 'O'},
 	    {"downtime-limit", required_argument, NULL, 'D'},
 	    {"max-rounds", required_argument, NULL, 'R'},
 	    {"bandwidth", required_argument, NULL, 'B'},
@@ -223,6 +226,14 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 			if (parse_uint(optarg, 1, MIG_MAX_CHANNELS, &v))
 				return bad_usage("--channels %s: a number from 1 to 16", optarg);
 			o->mig.channels = (unsigned)v;
+			break;
+		case 'O':
+			if (!strcmp(optarg, "precopy"))
+				o->mig.mode = MIG_MODE_PRECOPY;
+			else if (!strcmp(optarg, "postcopy"))
+				o->mig.mode = MIG_MODE_POSTCOPY;
+			else
+				return bad_usage("--mode %s: precopy or postcopy", optarg);
 			break;
 		case 'K':
 			o->mig.checksum_pages = true;
@@ -620,6 +631,11 @@ int main(int argc, char **argv)
 	if (!r) {
 		vm_destroy(vm); /* the guest lives on at the destination */
 		return 0;
+	}
+	if (!strcmp(rep.status, "lost")) {
+		/* Post-copy broke after the switch: this copy is stale. */
+		vm_destroy(vm);
+		return FLIT_EXIT_MIGRATION;
 	}
 	/* The guest never left: it runs on here. */
 	int status = run_to_end(vm, &o, t0, NULL);

@@ -453,6 +453,9 @@ static bool known_type(uint16_t t)
 	case MIG_REC_COMPLETE:
 	case MIG_REC_RESUMED:
 	case MIG_REC_GUEST_STALL:
+	case MIG_REC_POSTCOPY:
+	case MIG_REC_PAGE_REQ:
+	case MIG_REC_POSTCOPY_DONE:
 	case MIG_REC_ERROR:
 		return true;
 	default:

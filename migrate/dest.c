@@ -1,8 +1,14 @@
 // SPDX-License-Identifier: MIT
 /*
- * The destination side of a pre-copy migration: one receiver thread per
- * data channel writes pages straight into guest RAM; the calling thread
- * serves the control channel, restores the state and resumes the guest.
+ * The destination side of a migration: one receiver thread per data channel
+ * writes pages straight into guest RAM; the calling thread serves the
+ * control channel, restores the state and resumes the guest.
+ *
+ * Post-copy: after the switch, guest RAM that has not arrived is registered
+ * with userfaultfd (postcopy/uffd.h). The receivers then place pushed pages
+ * through it, the fault thread asks the source for faulted pages on the
+ * control connection, and the calling thread places the answers, until
+ * every page is there.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -10,6 +16,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -19,6 +27,7 @@
 #include "conn.h"
 #include "handshake.h"
 #include "migrate.h"
+#include "postcopy/uffd.h"
 #include "vmm/dirty.h"
 #include "vmm/hv.h"
 #include "vmm/vm.h"
@@ -37,6 +46,7 @@ struct receiver {
 	uint32_t mark; /* last round whose MARK came in (under d->lock) */
 	bool ended;
 	int err;
+	uint8_t *buf; /* post-copy: pages land here before they are placed */
 };
 
 struct dst {
@@ -44,12 +54,18 @@ struct dst {
 	const struct mig_dest_params *p;
 	uint64_t nr_pages;
 	uint64_t *touched; /* pages written here; each receiver owns its chunks */
+	uint64_t *zeroed;  /* pages that arrived as zero (the same owners) */
 	unsigned n;
 	struct receiver rcv[MIG_MAX_CHANNELS];
 	volatile int abort;
 	int ctl_fd;
 	pthread_mutex_t lock; /* receivers' marks and exits */
 	pthread_cond_t cond;
+	/* post-copy */
+	bool postcopy;		   /* the source said so before COMPLETE */
+	struct uffd *uffd;	   /* set once RAM is registered (atomic) */
+	struct mig_conn *ctl;	   /* the control connection, */
+	pthread_mutex_t send_lock; /* whose sends this serializes */
 };
 
 void mig_dest_params_default(struct mig_dest_params *p)
@@ -98,11 +114,17 @@ static int recv_pages(struct receiver *t, const struct mig_rec_hdr *h)
 		return bad(t, "pages %llu+%u on the wrong channel", (unsigned long long)ph.gfn,
 			   ph.count);
 	/* Straight into place. A bad checksum fails the whole migration, and
-	 * this VM is then discarded, so nothing half-written is ever run. */
-	r = mig_recv_part(&t->conn, d->vm->mem.regions[0].hva + ph.gfn * 4096,
+	 * this VM is then discarded, so nothing half-written is ever run.
+	 * After a post-copy switch, through userfaultfd instead. */
+	struct uffd *u = __atomic_load_n(&d->uffd, __ATOMIC_ACQUIRE);
+	if (u && !t->buf && !(t->buf = malloc(MIG_MAX_RUN_PAGES * 4096)))
+		return -ENOMEM;
+	r = mig_recv_part(&t->conn, u ? t->buf : d->vm->mem.regions[0].hva + ph.gfn * 4096,
 			  (size_t)ph.count * 4096, h->flags & MIG_F_UNCHECKED ? NULL : &crc);
 	if (!r)
 		r = mig_recv_crc_check(&t->conn, h, crc);
+	if (!r && u)
+		r = uffd_place(u, ph.gfn, t->buf, ph.count);
 	if (r)
 		return r;
 	for (uint64_t g = ph.gfn; g < ph.gfn + ph.count; g++)
@@ -134,10 +156,18 @@ static int recv_zero(struct receiver *t, const struct mig_rec_hdr *h)
 	bitmap_for_each_set(i, m.bits, m.z.count)
 	{
 		uint64_t g = m.z.gfn + i;
+		struct uffd *u = __atomic_load_n(&d->uffd, __ATOMIC_ACQUIRE);
 		/* Fresh memory is zero already: only a page written earlier in
-		 * this migration needs clearing (and we never fault in the rest). */
-		if (bitmap_test(d->touched, g))
+		 * this migration needs clearing (and we never fault in the rest).
+		 * After a post-copy switch every page must be placed. */
+		if (u) {
+			r = uffd_place_zero(u, g);
+			if (r)
+				return r;
+		} else if (bitmap_test(d->touched, g)) {
 			memset(d->vm->mem.regions[0].hva + g * 4096, 0, 4096);
+		}
+		bitmap_set(d->zeroed, g);
 		t->zero_pages++;
 	}
 	return 0;
@@ -329,6 +359,18 @@ static int recv_state(struct dst *d, struct mig_conn *ctl, uint32_t *rounds)
 			have |= 1ULL << c.index;
 			continue;
 		}
+		if (h.type == MIG_REC_POSTCOPY) {
+			struct mig_postcopy pc;
+			r = mig_recv_payload(ctl, &h, &pc, sizeof(pc));
+			if (!r && vm->mem.regions[0].backing != MEM_ANON) {
+				snprintf(
+				    ctl->why, sizeof(ctl->why),
+				    "post-copy needs anonymous guest RAM (--mem-backend anon)");
+				r = -ENOTSUP;
+			}
+			d->postcopy = true;
+			continue;
+		}
 		if (h.type == MIG_REC_VMSTATE) {
 			r = mig_recv_payload(ctl, &h, &vmst, sizeof(vmst));
 			have |= 1ULL << 62;
@@ -381,8 +423,28 @@ static int recv_state(struct dst *d, struct mig_conn *ctl, uint32_t *rounds)
 			break;
 		}
 	}
+	/* Post-copy: every data channel has delivered what went before the
+	 * switch (round 1's MARK); the rest comes later. */
+	if (!r && d->postcopy) {
+		pthread_mutex_lock(&d->lock);
+		for (;;) {
+			bool all = true;
+			for (unsigned i = 0; i < d->n && !r; i++) {
+				if (d->rcv[i].err)
+					r = d->rcv[i].err;
+				all &= d->rcv[i].mark >= 1;
+			}
+			if (r || all)
+				break;
+			pthread_cond_wait(&d->cond, &d->lock);
+		}
+		pthread_mutex_unlock(&d->lock);
+		if (r)
+			snprintf(ctl->why, sizeof(ctl->why),
+				 "a data channel failed before the switch");
+	}
 	/* Every data channel must have delivered all its pages. */
-	for (unsigned i = 0; i < d->n && !r; i++) {
+	for (unsigned i = 0; i < d->n && !r && !d->postcopy; i++) {
 		pthread_join(d->rcv[i].thread, NULL);
 		d->rcv[i].started = false;
 		if (d->rcv[i].err || !d->rcv[i].ended) {
@@ -400,6 +462,196 @@ static int recv_state(struct dst *d, struct mig_conn *ctl, uint32_t *rounds)
 			 strerror(-r));
 	free(st);
 	free(devs);
+	return r;
+}
+
+static void send_guest_stall(struct vm *vm, struct mig_conn *ctl, bool running);
+
+/* The fault thread asks the source for a page. */
+static int request_page(void *opaque, uint64_t gfn)
+{
+	struct dst *d = opaque;
+	struct mig_page_req q = {.gfn = gfn, .count = 1};
+
+	pthread_mutex_lock(&d->send_lock);
+	int r = mig_send_rec(d->ctl, MIG_REC_PAGE_REQ, &q, sizeof(q));
+	pthread_mutex_unlock(&d->send_lock);
+	return r;
+}
+
+/* At the post-copy switch: the pages that have not arrived are dropped (a
+ * preallocated RAM holds zeros there, which would hide the faults) and
+ * registered with userfaultfd; from now on receivers place pages through
+ * it and the fault thread asks for what the guest touches. */
+static int postcopy_prepare(struct dst *d, struct mig_conn *ctl)
+{
+	uint8_t *ram = d->vm->mem.regions[0].hva;
+	struct uffd *u = calloc(1, sizeof(*u));
+	int r;
+
+	if (!u)
+		return -ENOMEM;
+	for (uint64_t g = 0; g < d->nr_pages;) {
+		if (bitmap_test(d->touched, g)) {
+			g++;
+			continue;
+		}
+		uint64_t e = g;
+		while (e < d->nr_pages && !bitmap_test(d->touched, e))
+			e++;
+		if (madvise(ram + g * 4096, (e - g) * 4096, MADV_DONTNEED)) {
+			free(u);
+			return -errno;
+		}
+		g = e;
+	}
+	/* Huge pages would fault in 2 MiB at a time, zeros included. */
+	madvise(ram, d->nr_pages * 4096, MADV_NOHUGEPAGE);
+	r = uffd_open(u, ram, d->nr_pages);
+	if (r) {
+		snprintf(ctl->why, sizeof(ctl->why), "userfaultfd: %s%s", strerror(-r),
+			 r == -EPERM ? " (post-copy needs root or vm.unprivileged_userfaultfd=1)"
+				     : "");
+		free(u);
+		return r;
+	}
+	/* Pages written here are present; pages that arrived as zero and were
+	 * never written are not (they would fault): they get a zero page. */
+	for (uint64_t g = 0; g < d->nr_pages && !r; g++)
+		if (bitmap_test(d->touched, g))
+			uffd_mark_present(u, g, 1);
+		else if (bitmap_test(d->zeroed, g))
+			r = uffd_place_zero(u, g);
+	if (r) {
+		uffd_close(u);
+		free(u);
+		return r;
+	}
+	d->ctl = ctl;
+	r = uffd_start(u, request_page, d);
+	if (r) {
+		uffd_close(u);
+		free(u);
+		return r;
+	}
+	__atomic_store_n(&d->uffd, u, __ATOMIC_RELEASE);
+	return 0;
+}
+
+/* Post-copy after the switch: place the answers to the fault thread's
+ * requests as they come on the control connection, until every data
+ * channel has ended its push and every page is there. Heartbeats keep the
+ * source's silence timeout quiet; no progress for timeout_ms fails. */
+static int postcopy_run(struct dst *d, struct mig_conn *ctl, struct mig_report *rep)
+{
+	struct uffd *u = d->uffd;
+	uint8_t *buf = malloc(MIG_MAX_RUN_PAGES * 4096);
+	uint64_t t0 = now_ns(), last_beat = t0, last_progress = t0, seen = 0;
+	int r = buf ? 0 : -ENOMEM;
+
+	while (!r) {
+		struct pollfd pf = {.fd = ctl->fd, .events = POLLIN};
+		int n = poll(&pf, 1, 100);
+		if (n < 0 && errno != EINTR) {
+			r = -errno;
+			break;
+		}
+		if (n > 0) {
+			struct mig_rec_hdr h;
+			struct mig_pages ph;
+			uint32_t crc = 0;
+			r = mig_recv_hdr(ctl, &h);
+			if (r)
+				break;
+			if (h.type != MIG_REC_PAGES || h.len < sizeof(ph)) {
+				snprintf(ctl->why, sizeof(ctl->why),
+					 "record type %u during post-copy", h.type);
+				r = h.type == MIG_REC_ERROR ? -ECONNABORTED : -EPROTO;
+				break;
+			}
+			r = mig_recv_part(ctl, &ph, sizeof(ph), &crc);
+			if (!r && (!ph.count || ph.count > MIG_MAX_RUN_PAGES ||
+				   h.len != sizeof(ph) + (uint64_t)ph.count * 4096 ||
+				   ph.gfn >= d->nr_pages || ph.count > d->nr_pages - ph.gfn)) {
+				snprintf(ctl->why, sizeof(ctl->why), "bad answer: pages %llu+%u",
+					 (unsigned long long)ph.gfn, ph.count);
+				r = -EPROTO;
+			}
+			if (!r)
+				r = mig_recv_part(ctl, buf, (size_t)ph.count * 4096,
+						  h.flags & MIG_F_UNCHECKED ? NULL : &crc);
+			if (!r)
+				r = mig_recv_crc_check(ctl, &h, crc);
+			if (!r)
+				r = uffd_place(u, ph.gfn, buf, ph.count);
+			if (r)
+				break;
+		}
+		uint64_t now = now_ns(), placed = __atomic_load_n(&u->nr_placed, __ATOMIC_RELAXED);
+		if (placed != seen) {
+			seen = placed;
+			last_progress = now;
+		} else if (now - last_progress > (uint64_t)d->p->timeout_ms * 1000000ULL) {
+			snprintf(ctl->why, sizeof(ctl->why),
+				 "no page arrived for %d ms during post-copy", d->p->timeout_ms);
+			r = -ETIMEDOUT;
+			break;
+		}
+		if (u->err) {
+			r = u->err;
+			snprintf(ctl->why, sizeof(ctl->why), "the fault service failed: %s",
+				 strerror(-r));
+			break;
+		}
+		if (now - last_beat > 1000000000ULL) {
+			last_beat = now;
+			pthread_mutex_lock(&d->send_lock);
+			r = mig_send_rec(ctl, MIG_REC_HEARTBEAT, &seen, sizeof(seen));
+			pthread_mutex_unlock(&d->send_lock);
+		}
+		/* Done when every channel ended its push and every page is in. */
+		bool ended = true;
+		pthread_mutex_lock(&d->lock);
+		for (unsigned i = 0; i < d->n && !r; i++) {
+			if (d->rcv[i].err && !d->rcv[i].ended) {
+				r = d->rcv[i].err;
+				snprintf(ctl->why, sizeof(ctl->why), "data channel %u: %.150s",
+					 i + 1,
+					 d->rcv[i].conn.why[0] ? d->rcv[i].conn.why : strerror(-r));
+			}
+			ended &= d->rcv[i].ended;
+		}
+		pthread_mutex_unlock(&d->lock);
+		if (!r && ended) {
+			if (!uffd_complete(u)) {
+				snprintf(ctl->why, sizeof(ctl->why),
+					 "the push ended with %llu of %llu pages in place",
+					 (unsigned long long)u->nr_placed,
+					 (unsigned long long)d->nr_pages);
+				r = -EPROTO;
+			}
+			break;
+		}
+	}
+	free(buf);
+	if (r)
+		return r;
+	struct mig_postcopy_done dn = {
+	    .faults = u->faults, .pulled = u->pulled, .placed_ns = now_ns() - t0};
+	static const double q[5] = {0.5, 0.9, 0.99, 0.999, 1.0};
+	uffd_latency_quantiles(u, q, dn.lat_us, 5);
+	rep->postcopy_ms = (double)dn.placed_ns / 1e6;
+	rep->faults = dn.faults;
+	rep->pages_pulled = dn.pulled;
+	memcpy(rep->fault_lat_us, dn.lat_us, sizeof(dn.lat_us));
+	/* Every page is here: the guest's memory is plain memory again. */
+	__atomic_store_n(&d->uffd, NULL, __ATOMIC_RELEASE);
+	uffd_close(u);
+	free(u);
+	send_guest_stall(d->vm, ctl, true);
+	pthread_mutex_lock(&d->send_lock);
+	r = mig_send_rec(ctl, MIG_REC_POSTCOPY_DONE, &dn, sizeof(dn));
+	pthread_mutex_unlock(&d->send_lock);
 	return r;
 }
 
@@ -435,6 +687,7 @@ int mig_dest_run(const struct mig_dest_params *p, struct vm **out, struct mig_re
 	snprintf(rep->mode, sizeof(rep->mode), "precopy");
 	snprintf(rep->status, sizeof(rep->status), "failed");
 	pthread_mutex_init(&d.lock, NULL);
+	pthread_mutex_init(&d.send_lock, NULL);
 	pthread_condattr_t ca;
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -521,7 +774,8 @@ int mig_dest_run(const struct mig_dest_params *p, struct vm **out, struct mig_re
 	snprintf(rep->dirty_track, sizeof(rep->dirty_track), "%s", d.vm->dirty->name);
 	snprintf(rep->backend, sizeof(rep->backend), "%s", d.vm->hv->name);
 	d.touched = bitmap_alloc(d.nr_pages);
-	if (!d.touched) {
+	d.zeroed = bitmap_alloc(d.nr_pages);
+	if (!d.touched || !d.zeroed) {
 		r = -ENOMEM;
 		goto fail;
 	}
@@ -559,10 +813,14 @@ int mig_dest_run(const struct mig_dest_params *p, struct vm **out, struct mig_re
 	rep->setup_ms = (double)(now_ns() - t_start) / 1e6;
 
 	r = recv_state(&d, &ctl, &rounds);
+	if (!r && d.postcopy)
+		r = postcopy_prepare(&d, &ctl);
 	if (r)
 		goto fail;
 	t_complete = now_ns();
-	r = p->start_paused ? 0 : vm_resume(d.vm);
+	/* Post-copy: RESUMED goes first, because the guest's first fault
+	 * sends a PAGE_REQ, which the source reads only after RESUMED. */
+	r = p->start_paused || d.postcopy ? 0 : vm_resume(d.vm);
 	if (r)
 		goto fail;
 	struct mig_resumed res = {.restore_ns = now_ns() - t_complete};
@@ -574,7 +832,23 @@ int mig_dest_run(const struct mig_dest_params *p, struct vm **out, struct mig_re
 		snprintf(ctl.why, sizeof(ctl.why), "telling the source we run: %s", strerror(-r));
 		goto fail;
 	}
-	send_guest_stall(d.vm, &ctl, !p->start_paused);
+	if (d.postcopy && !p->start_paused) {
+		r = vm_resume(d.vm);
+		if (r)
+			goto fail;
+	}
+	if (d.postcopy) {
+		snprintf(rep->mode, sizeof(rep->mode), "postcopy");
+		r = postcopy_run(&d, &ctl, rep);
+		if (r)
+			goto fail;
+		for (unsigned i = 0; i < d.n; i++) {
+			pthread_join(d.rcv[i].thread, NULL);
+			d.rcv[i].started = false;
+		}
+	} else {
+		send_guest_stall(d.vm, &ctl, !p->start_paused);
+	}
 	snprintf(rep->status, sizeof(rep->status), "completed");
 	rep->rounds = rounds;
 	rep->restore_ms = (double)res.restore_ns / 1e6;
@@ -585,9 +859,11 @@ int mig_dest_run(const struct mig_dest_params *p, struct vm **out, struct mig_re
 		rep->pages_sent += d.rcv[i].pages;
 		rep->zero_pages += d.rcv[i].zero_pages;
 		mig_conn_close(&d.rcv[i].conn);
+		free(d.rcv[i].buf);
 	}
 	mig_conn_close(&ctl);
 	free(d.touched);
+	free(d.zeroed);
 	if (p->listen_fd < 0)
 		close(lfd);
 	*out = d.vm;
@@ -607,9 +883,18 @@ fail:
 		if (d.rcv[i].started)
 			pthread_join(d.rcv[i].thread, NULL);
 		mig_conn_close(&d.rcv[i].conn);
+		free(d.rcv[i].buf);
+	}
+	/* Post-copy broke: vCPUs blocked on missing pages wake when the
+	 * range is unregistered, and the VM goes. */
+	if (d.uffd) {
+		uffd_close(d.uffd);
+		free(d.uffd);
+		d.uffd = NULL;
 	}
 	vm_destroy(d.vm);
 	free(d.touched);
+	free(d.zeroed);
 out:
 	vm_destroy(early);
 	mig_conn_close(&ctl);

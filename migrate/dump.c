@@ -47,6 +47,12 @@ static const char *type_name(uint16_t t)
 		return "ROUND_DONE";
 	case MIG_REC_GUEST_STALL:
 		return "GUEST_STALL";
+	case MIG_REC_POSTCOPY:
+		return "POSTCOPY";
+	case MIG_REC_PAGE_REQ:
+		return "PAGE_REQ";
+	case MIG_REC_POSTCOPY_DONE:
+		return "POSTCOPY_DONE";
 	case MIG_REC_ERROR:
 		return "ERROR";
 	default:

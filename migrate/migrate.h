@@ -50,11 +50,18 @@ enum mig_phase {
 	MIG_PHASE_SETUP,
 	MIG_PHASE_ITERATE,
 	MIG_PHASE_STOP_COPY,
+	MIG_PHASE_POSTCOPY,
 	MIG_PHASE_DONE
 };
 
+enum mig_mode {
+	MIG_MODE_PRECOPY,  /* rounds while the guest runs, then stop and copy */
+	MIG_MODE_POSTCOPY, /* switch at once; pages follow on demand and pushed */
+};
+
 struct mig_params {
-	const char *addr;  /* "tcp:HOST:PORT" */
+	const char *addr; /* "tcp:HOST:PORT" */
+	enum mig_mode mode;
 	unsigned channels; /* data connections, 1..MIG_MAX_CHANNELS */
 	uint8_t token[MIG_TOKEN_MAX];
 	size_t token_len;	    /* 0: refuse to run (a token is required) */
@@ -138,6 +145,12 @@ struct mig_report {
 	uint32_t nr_timeline;
 	struct mig_round_rec timeline[MIG_TIMELINE_MAX];
 	double paused_at_ms, resumed_at_ms;
+	/* post-copy: switch -> every page placed, faults, pages pulled by
+	 * them, fault latency (fault read -> page placed) p50, p90, p99,
+	 * p99.9, max in µs */
+	double postcopy_ms;
+	uint64_t faults, pages_pulled;
+	uint64_t fault_lat_us[5];
 };
 
 int mig_source_run(struct vm *vm, const struct mig_params *p, struct mig_report *rep);

@@ -64,6 +64,15 @@ json_object *mig_report_to_json(const struct mig_report *r)
 		}
 		json_object_object_add(o, "timeline", tl);
 	}
+	if (!strcmp(r->mode, "postcopy")) {
+		D("postcopy_ms", r->postcopy_ms);
+		I("faults", r->faults);
+		I("pages_pulled", r->pages_pulled);
+		static const char *const q[5] = {"fault_p50_us", "fault_p90_us", "fault_p99_us",
+						 "fault_p999_us", "fault_max_us"};
+		for (int k = 0; k < 5; k++)
+			I(q[k], r->fault_lat_us[k]);
+	}
 	if (r->paused_at_ms >= 0)
 		D("paused_at_ms", r->paused_at_ms);
 	if (r->resumed_at_ms >= 0)

@@ -222,6 +222,19 @@ static void *sender_thread(void *arg)
 	return NULL;
 }
 
+/* Starts a round on every sender without waiting for it (post-copy's
+ * background push; run_round waits). */
+static void round_begin(struct src *s, uint32_t round, bool final)
+{
+	pthread_mutex_lock(&s->lock);
+	s->final = final;
+	s->round = round;
+	s->running = s->n;
+	s->gen++;
+	pthread_cond_broadcast(&s->cond);
+	pthread_mutex_unlock(&s->lock);
+}
+
 /* Runs one round on every sender; returns the first error. */
 static int run_round(struct src *s, uint32_t round, bool final, uint64_t *pages, uint64_t *bytes)
 {
@@ -338,7 +351,8 @@ static void fill_report_static(struct mig_report *rep, const struct vm *vm,
 	memset(rep, 0, sizeof(*rep));
 	rep->guest_stall_ms = -1;
 	rep->paused_at_ms = rep->resumed_at_ms = -1;
-	snprintf(rep->mode, sizeof(rep->mode), "precopy");
+	snprintf(rep->mode, sizeof(rep->mode), "%s",
+		 p->mode == MIG_MODE_POSTCOPY ? "postcopy" : "precopy");
 	snprintf(rep->status, sizeof(rep->status), "failed");
 	snprintf(rep->transport, sizeof(rep->transport), "tcp");
 	snprintf(rep->dirty_track, sizeof(rep->dirty_track), "%s", vm->dirty->name);
@@ -437,7 +451,7 @@ static int connect_all(struct src *s, struct mig_conn *ctl, const struct mig_par
 	return 0;
 }
 
-static int send_state(struct src *s, struct mig_conn *ctl, uint32_t rounds)
+static int send_state(struct src *s, struct mig_conn *ctl, uint32_t rounds, bool postcopy)
 {
 	struct vm *vm = s->vm;
 	struct x86_cpu_state *st = calloc(vm->nr_vcpus, sizeof(*st));
@@ -457,6 +471,10 @@ static int send_state(struct src *s, struct mig_conn *ctl, uint32_t rounds)
 		vm_save_devices(vm, devs);
 		r = mig_send_rec(ctl, MIG_REC_DEVICES, devs, (uint32_t)dsz);
 	}
+	if (!r && postcopy) {
+		struct mig_postcopy pc = {0};
+		r = mig_send_rec(ctl, MIG_REC_POSTCOPY, &pc, sizeof(pc));
+	}
 	if (!r) {
 		struct mig_complete c = {.rounds = rounds, .nr_cpus = vm->nr_vcpus};
 		r = mig_send_rec(ctl, MIG_REC_COMPLETE, &c, sizeof(c));
@@ -466,12 +484,100 @@ static int send_state(struct src *s, struct mig_conn *ctl, uint32_t rounds)
 	return r;
 }
 
+/* Post-copy after the switch: push every page not sent yet on the data
+ * channels (in the background, from the paused guest's RAM) and answer the
+ * destination's page requests on the control connection, until it says
+ * every page is in place. */
+static int postcopy_serve(struct src *s, struct mig_conn *ctl, uint32_t round,
+			  struct mig_report *rep)
+{
+	uint8_t *ram = s->vm->mem.regions[0].hva;
+	uint64_t t0 = now_ns(), answered = 0;
+	struct mig_rec_hdr h;
+	int r = 0;
+
+	memset(s->todo, 0xff, BITMAP_WORDS(s->nr_pages) * 8);
+	if (s->nr_pages % 64)
+		s->todo[s->nr_pages / 64] = (1ULL << (s->nr_pages % 64)) - 1;
+	for (uint64_t g = 0; g < VM_UNTRACKED_BYTES / 4096 && g < s->nr_pages; g++)
+		bitmap_clear(s->todo, g); /* went before the switch */
+	round_begin(s, round, true);
+	PROGRESS_SET(s->p, phase, MIG_PHASE_POSTCOPY);
+	mig_conn_set_timeouts(ctl, s->p->timeout_ms, s->p->timeout_ms);
+	for (;;) {
+		r = mig_recv_hdr(ctl, &h);
+		if (r)
+			break;
+		if (h.type == MIG_REC_PAGE_REQ) {
+			struct mig_page_req q;
+			r = mig_recv_payload(ctl, &h, &q, sizeof(q));
+			if (!r && (!q.count || q.count > MIG_MAX_RUN_PAGES ||
+				   q.gfn >= s->nr_pages || q.count > s->nr_pages - q.gfn)) {
+				snprintf(ctl->why, sizeof(ctl->why), "request for pages %llu+%u",
+					 (unsigned long long)q.gfn, q.count);
+				r = -EPROTO;
+			}
+			if (!r)
+				r = mig_send_pages(ctl, q.gfn, ram + q.gfn * 4096, q.count, false);
+			if (r)
+				break;
+			answered += q.count;
+			continue;
+		}
+		if (h.type == MIG_REC_HEARTBEAT) {
+			uint64_t x;
+			r = mig_recv_payload(ctl, &h, &x, sizeof(x));
+		} else if (h.type == MIG_REC_GUEST_STALL) {
+			struct mig_guest_stall gs;
+			r = mig_recv_payload(ctl, &h, &gs, sizeof(gs));
+			if (!r && gs.known)
+				rep->guest_stall_ms = (double)gs.stall_us / 1e3;
+		} else if (h.type == MIG_REC_POSTCOPY_DONE) {
+			struct mig_postcopy_done dn;
+			r = mig_recv_payload(ctl, &h, &dn, sizeof(dn));
+			if (r)
+				break;
+			rep->postcopy_ms = (double)(now_ns() - t0) / 1e6;
+			rep->faults = dn.faults;
+			rep->pages_pulled = dn.pulled;
+			memcpy(rep->fault_lat_us, dn.lat_us, sizeof(dn.lat_us));
+			log_debug("post-copy: %llu pages asked for and answered, %llu faults",
+				  (unsigned long long)answered, (unsigned long long)dn.faults);
+			break;
+		} else if (h.type == MIG_REC_ERROR) {
+			char buf[300] = "";
+			if (h.len < sizeof(buf) && !mig_recv_payload(ctl, &h, buf, h.len) &&
+			    h.len > sizeof(struct mig_error))
+				snprintf(ctl->why, sizeof(ctl->why), "destination: %.*s",
+					 (int)(h.len - sizeof(struct mig_error)),
+					 buf + sizeof(struct mig_error));
+			r = -ECONNABORTED;
+		} else {
+			snprintf(ctl->why, sizeof(ctl->why), "record type %u during post-copy",
+				 h.type);
+			r = -EPROTO;
+		}
+		if (r)
+			break;
+	}
+	/* The push is over (the destination had every page); its senders
+	 * finish their END and stop. */
+	pthread_mutex_lock(&s->lock);
+	while (s->running && !r)
+		pthread_cond_wait(&s->cond, &s->lock);
+	pthread_mutex_unlock(&s->lock);
+	for (unsigned i = 0; i < s->n && !r; i++)
+		r = s->snd[i].err;
+	return r;
+}
+
 int mig_source_run(struct vm *vm, const struct mig_params *p, struct mig_report *rep)
 {
 	struct src s = {.vm = vm, .p = p, .nr_pages = mem_nr_pages(&vm->mem), .n = p->channels};
 	const struct mig_policy_ops *pol = p->policy ? p->policy : &mig_policy_precopy_default;
 	struct mig_conn ctl = MIG_CONN_INIT;
-	bool paused = false, tracking = false;
+	bool paused = false, tracking = false, switched = false;
+	const bool postcopy = p->mode == MIG_MODE_POSTCOPY;
 	uint64_t t_start = now_ns(), t_pause = 0, total_dirty = 0;
 	double total_round_s = 0;
 	uint32_t round = 0;
@@ -510,16 +616,20 @@ int mig_source_run(struct vm *vm, const struct mig_params *p, struct mig_report 
 			goto fail;
 		s.snd[i].started = true;
 	}
-	r = vm_dirty_start(vm);
+	r = postcopy ? 0 : vm_dirty_start(vm);
 	if (r) {
 		snprintf(rep->error, sizeof(rep->error), "starting dirty tracking: %s",
 			 strerror(-r));
 		goto fail;
 	}
-	tracking = true;
+	tracking = !postcopy;
 	/* The guest's longest stall is measured from here. */
 	vm_memcheck_reset_stall(vm);
 	rep->setup_ms = (double)(now_ns() - t_start) / 1e6;
+
+	/* Post-copy switches at once: only the boot area goes before. */
+	if (postcopy)
+		goto stop_copy;
 
 	/* iterate: round 1 sends everything */
 	PROGRESS_SET(p, phase, MIG_PHASE_ITERATE);
@@ -614,6 +724,7 @@ int mig_source_run(struct vm *vm, const struct mig_params *p, struct mig_report 
 		}
 	}
 
+stop_copy:
 	/* stop and copy */
 	PROGRESS_SET(p, phase, MIG_PHASE_STOP_COPY);
 	throttle_stop(&s);
@@ -632,7 +743,7 @@ int mig_source_run(struct vm *vm, const struct mig_params *p, struct mig_report 
 		}
 	}
 	uint64_t *more = bitmap_alloc(s.nr_pages);
-	r = more ? vm_dirty_collect(vm, more) : -ENOMEM;
+	r = !more ? -ENOMEM : tracking ? vm_dirty_collect(vm, more) : 0;
 	if (!r)
 		for (uint64_t w = 0; w < BITMAP_WORDS(s.nr_pages); w++)
 			s.todo[w] |= more[w];
@@ -644,10 +755,10 @@ int mig_source_run(struct vm *vm, const struct mig_params *p, struct mig_report 
 		goto fail;
 	round++;
 	uint64_t pages, bytes, t_paused = now_ns();
-	r = run_round(&s, round, true, &pages, &bytes);
+	r = run_round(&s, round, !postcopy, &pages, &bytes);
 	uint64_t t_sent = now_ns();
 	if (!r)
-		r = send_state(&s, &ctl, round);
+		r = send_state(&s, &ctl, round, postcopy);
 	if (r)
 		goto fail;
 	uint64_t t_state = now_ns();
@@ -674,18 +785,28 @@ int mig_source_run(struct vm *vm, const struct mig_params *p, struct mig_report 
 		  (unsigned long long)pages, (double)(t_sent - t_paused) / 1e6,
 		  (double)(t_state - t_sent) / 1e6, (double)(t_end - t_state) / 1e6,
 		  (double)res.restore_ns / 1e6);
-	/* The guest's own view of the stop, if the destination can tell. */
-	struct mig_guest_stall gs = {0};
-	mig_conn_set_timeouts(&ctl, 3000, 3000);
-	if (!mig_recv_expect(&ctl, MIG_REC_GUEST_STALL, &gs, sizeof(gs)) && gs.known)
-		rep->guest_stall_ms = (double)gs.stall_us / 1e3;
+	if (postcopy) {
+		/* From here the guest runs at the destination: whatever
+		 * happens, this copy must never run again. */
+		switched = true;
+		r = postcopy_serve(&s, &ctl, round + 1, rep);
+		if (r)
+			goto fail;
+	} else {
+		/* The guest's own view of the stop, if the destination can tell. */
+		struct mig_guest_stall gs = {0};
+		mig_conn_set_timeouts(&ctl, 3000, 3000);
+		if (!mig_recv_expect(&ctl, MIG_REC_GUEST_STALL, &gs, sizeof(gs)) && gs.known)
+			rep->guest_stall_ms = (double)gs.stall_us / 1e3;
+	}
 
 	/* switched over: the guest runs on the destination */
 	senders_stop(&s);
-	vm_dirty_stop(vm);
+	if (tracking)
+		vm_dirty_stop(vm);
 	snprintf(rep->status, sizeof(rep->status), "completed");
 	PROGRESS_SET(p, phase, MIG_PHASE_DONE);
-	rep->total_ms = (double)(t_end - t_start) / 1e6;
+	rep->total_ms = (double)((postcopy ? now_ns() : t_end) - t_start) / 1e6;
 	rep->downtime_ms = (double)(t_end - t_pause) / 1e6;
 	rep->restore_ms = (double)res.restore_ns / 1e6;
 	rep->rounds = round;
@@ -715,8 +836,18 @@ fail:
 		snprintf(rep->error, sizeof(rep->error), "%s%s%s", strerror(-r), why[0] ? ": " : "",
 			 why);
 	}
-	if (r == -ECANCELED)
+	if (r == -ECANCELED && !switched)
 		snprintf(rep->status, sizeof(rep->status), "cancelled");
+	if (switched) {
+		/* Post-copy broke after the switch: the destination's guest
+		 * lacks pages and this copy is stale. Neither may run. */
+		snprintf(rep->status, sizeof(rep->status), "lost");
+		char why[sizeof(rep->error)];
+		snprintf(why, sizeof(why), "%s", rep->error);
+		snprintf(rep->error, sizeof(rep->error),
+			 "post-copy failed after the switch, the guest is lost: %.180s", why);
+		paused = false; /* never resume it */
+	}
 	mig_send_error(&ctl, r, "source: %s", rep->error);
 	for (unsigned i = 0; i < s.n; i++)
 		if (s.snd[i].conn.fd >= 0)

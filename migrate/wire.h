@@ -61,7 +61,10 @@ enum mig_rec_type {
 	MIG_REC_DEVICES = 22,
 	MIG_REC_COMPLETE = 30,
 	MIG_REC_RESUMED = 31,
-	MIG_REC_GUEST_STALL = 32, /* optional: destination, after RESUMED */
+	MIG_REC_GUEST_STALL = 32,   /* optional: destination, after RESUMED */
+	MIG_REC_POSTCOPY = 33,	    /* control, before COMPLETE: the rest comes after */
+	MIG_REC_PAGE_REQ = 34,	    /* control, destination: a page the guest faulted on */
+	MIG_REC_POSTCOPY_DONE = 35, /* control, destination: every page is in place */
 	MIG_REC_ERROR = 40,
 };
 
@@ -174,6 +177,30 @@ struct mig_guest_stall {
 	uint64_t stall_us;
 	uint32_t known;
 	uint32_t pad;
+};
+
+/* POSTCOPY payload: after COMPLETE the destination runs the guest with
+ * the pages it lacks registered for faults; they come as PAGES answers to
+ * PAGE_REQ on the control connection, and as the source's background push
+ * (PAGES and ZERO, then END) on the data channels. */
+struct mig_postcopy {
+	uint32_t flags;
+	uint32_t pad;
+};
+
+/* PAGE_REQ payload. */
+struct mig_page_req {
+	uint64_t gfn;
+	uint32_t count;
+	uint32_t pad;
+};
+
+/* POSTCOPY_DONE payload: the destination's view of the post-copy phase. */
+struct mig_postcopy_done {
+	uint64_t faults;    /* distinct pages the guest or the VMM faulted on */
+	uint64_t pulled;    /* of them, placed (by their answer or the push) */
+	uint64_t lat_us[5]; /* fault latency p50, p90, p99, p99.9, max */
+	uint64_t placed_ns; /* resume -> last page placed */
 };
 
 /* ERROR payload: this header, then a text of up to 200 bytes (not NUL-terminated). */
