@@ -321,6 +321,70 @@ static void *cancel_thread(void *arg)
 	return NULL;
 }
 
+/* Post-copy: the destination runs the guest at once and pulls what it
+ * touches while the rest is pushed; the guest then verifies every page and
+ * the host checks them. prealloc: the destination's RAM was faulted in
+ * (zeros) before the source came, which must not hide the faults. */
+static void postcopy_run_case(const char *args, bool prealloc)
+{
+	struct vm *src = start_source("bitmap", 2, 128 * MiB, args);
+	struct mig_run m;
+
+	run_setup(&m, TOKEN, "bitmap", 2);
+	m.d.p.start_paused = false; /* it must run to fault */
+	if (prealloc) {
+		m.d.p.mem_size = 128 * MiB;
+		m.d.p.nr_vcpus = 2;
+		m.d.p.prealloc = true;
+	}
+	m.p.mode = MIG_MODE_POSTCOPY;
+	int r = run_go(&m, src);
+	TEST_ASSERT(r == 0, "source: %s", m.rep.error);
+	TEST_ASSERT(m.d.r == 0, "destination: %s", m.d.rep.error);
+	TEST_ASSERT(!strcmp(m.rep.status, "completed") && !strcmp(m.rep.mode, "postcopy"), "%s %s",
+		    m.rep.mode, m.rep.status);
+	TEST_ASSERT(m.rep.pages_pulled <= m.rep.faults, "pulled %llu of %llu faults",
+		    (unsigned long long)m.rep.pages_pulled, (unsigned long long)m.rep.faults);
+	TEST_ASSERT(m.rep.postcopy_ms > 0 && m.rep.fault_lat_us[0] <= m.rep.fault_lat_us[4],
+		    "post-copy figures");
+	printf("  post-copy: downtime %.2f ms, %.1f ms until every page was in, %llu faults, "
+	       "p50 %llu us, p99 %llu us\n",
+	       m.rep.downtime_ms, m.rep.postcopy_ms, (unsigned long long)m.rep.faults,
+	       (unsigned long long)m.rep.fault_lat_us[0],
+	       (unsigned long long)m.rep.fault_lat_us[2]);
+	vm_destroy(src);
+	finish_and_check(m.d.vm, "destination after post-copy");
+	vm_destroy(m.d.vm);
+}
+
+static void postcopy_busy_guest(void)
+{
+	postcopy_run_case("rounds=0 ws=16m", false);
+}
+
+static void postcopy_preallocated_destination(void)
+{
+	postcopy_run_case("rounds=0 ws=4m", true);
+}
+
+/* A destination that cannot do post-copy (memfd RAM) refuses before the
+ * switch: the source keeps its guest. */
+static void postcopy_refused_keeps_source(void)
+{
+	struct vm *src = start_source("bitmap", 1, 64 * MiB, "rounds=0 ws=1m");
+	struct mig_run m;
+
+	run_setup(&m, TOKEN, "bitmap", 2);
+	m.d.p.backing = MEM_MEMFD;
+	m.p.mode = MIG_MODE_POSTCOPY;
+	int r = run_go(&m, src);
+	TEST_ASSERT(r != 0 && m.d.r != 0, "refused");
+	TEST_ASSERT(strstr(m.rep.error, "anonymous guest RAM"), "why: %s", m.rep.error);
+	TEST_ASSERT(!strcmp(m.rep.status, "failed"), "failed, not lost: %s", m.rep.status);
+	finish_and_check(src, "source after a refused post-copy");
+	vm_destroy(src);
+}
+
 static void cancel_keeps_source(void)
 {
 	struct vm *src = start_source("ring", 2, 128 * MiB, "rounds=0 ws=8m");
@@ -354,6 +418,9 @@ int main(int argc, char **argv)
 	    TEST_CASE(layout_mismatch_refused),
 	    TEST_CASE(destination_dies_then_retry),
 	    TEST_CASE(cancel_keeps_source),
+	    TEST_CASE(postcopy_busy_guest),
+	    TEST_CASE(postcopy_preallocated_destination),
+	    TEST_CASE(postcopy_refused_keeps_source),
 	};
 	return test_main(argc, argv, cases, ARRAY_SIZE(cases));
 }
