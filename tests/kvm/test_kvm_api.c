@@ -183,14 +183,17 @@ static void cancel_keeps_source(void)
 
 /* The source process dies in the middle: the destination discards what it
  * had and exits with the migration-failed status and a reason. */
-static void source_killed(void)
+/* mode: "precopy" or "postcopy". In post-copy the source dies after the
+ * switch: the destination's guest then lacks pages, and the destination
+ * must say so and exit, not hang with vCPUs blocked on missing pages. */
+static void source_killed_in(const char *mode, const char *port_addr, const char *tag)
 {
 	char out[8192], dlog[300], slog[300];
-	snprintf(dlog, sizeof(dlog), "%s/dest3.log", tmpdir);
-	snprintf(slog, sizeof(slog), "%s/source3.log", tmpdir);
+	snprintf(dlog, sizeof(dlog), "%s/dest-%s.log", tmpdir, tag);
+	snprintf(slog, sizeof(slog), "%s/source-%s.log", tmpdir, tag);
 	const char *dargv[] = {test_build_path("flit"),
 			       "--incoming",
-			       "tcp:127.0.0.1:7343",
+			       port_addr,
 			       "--token-file",
 			       token,
 			       "--timeout",
@@ -203,13 +206,15 @@ static void source_killed(void)
 			       "128M",
 			       "rounds=0",
 			       "--migrate-to",
-			       "tcp:127.0.0.1:7343",
+			       port_addr,
 			       "--token-file",
 			       token,
 			       "--migrate-after",
 			       "0.2",
 			       "--bandwidth",
 			       "10M",
+			       "--mode",
+			       mode,
 			       NULL};
 	pid_t dst = proc_spawn(dlog, dargv);
 	TEST_ASSERT(proc_wait_log(dlog, "listening for a migration", 60), "destination listens");
@@ -223,6 +228,16 @@ static void source_killed(void)
 	TEST_ASSERT(strstr(out, "migration failed") && strstr(out, "closed"),
 		    "the destination says why: %s", out);
 	printf("  destination: %.300s\n", strstr(out, "migration failed"));
+}
+
+static void source_killed(void)
+{
+	source_killed_in("precopy", "tcp:127.0.0.1:7343", "pre");
+}
+
+static void source_killed_during_postcopy(void)
+{
+	source_killed_in("postcopy", "tcp:127.0.0.1:7346", "post");
 }
 
 /* A guest moves twice: A -> B through A's API, then B -> C through the API
@@ -287,9 +302,8 @@ static void migrate_onward(void)
 int main(int argc, char **argv)
 {
 	static const struct test_case cases[] = {
-	    TEST_CASE(migrate_through_api),
-	    TEST_CASE(cancel_keeps_source),
-	    TEST_CASE(source_killed),
+	    TEST_CASE(migrate_through_api), TEST_CASE(cancel_keeps_source),
+	    TEST_CASE(source_killed),	    TEST_CASE(source_killed_during_postcopy),
 	    TEST_CASE(migrate_onward),
 	};
 	if (!test_have_dev_kvm())
