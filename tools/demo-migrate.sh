@@ -16,6 +16,7 @@ od -An -tx1 -N24 /dev/urandom | tr -d ' \n' >"$tmp/token"
 echo >>"$tmp/token"
 
 "$build/flit" --incoming "tcp:127.0.0.1:$port" --token-file "$tmp/token" --verify \
+	--mem "$mem" --vcpus 2 \
 	--finish-after 2 --timeout 300 >"$tmp/dest.log" 2>&1 &
 dest=$!
 # The source connects once the destination listens (it logs that).
