@@ -45,6 +45,7 @@ struct api_server {
 	/* atomics */
 	struct mig_progress progress;
 	volatile int cancel;
+	volatile int postcopy_now;
 };
 
 static void *mig_thread(void *arg)
@@ -167,8 +168,11 @@ static json_object *do_migrate(struct api_server *s, json_object *req)
 			p.mode = MIG_MODE_PRECOPY;
 		else if (!strcmp(m, "postcopy"))
 			p.mode = MIG_MODE_POSTCOPY;
+		else if (!strcmp(m, "hybrid"))
+			p.mode = MIG_MODE_HYBRID;
 		else
-			return error_reply("'mode' must be \"precopy\" or \"postcopy\"");
+			return error_reply(
+			    "'mode' must be \"precopy\", \"postcopy\" or \"hybrid\"");
 	}
 	if (json_object_object_get_ex(req, "checksum_pages", &v)) {
 		if (!json_object_is_type(v, json_type_boolean))
@@ -195,8 +199,10 @@ static json_object *do_migrate(struct api_server *s, json_object *req)
 	snprintf(addr, sizeof(addr), "%s", target);
 	p.addr = addr;
 	s->cancel = 0;
+	s->postcopy_now = 0;
 	memset(&s->progress, 0, sizeof(s->progress));
 	p.cancel = &s->cancel;
+	p.postcopy_now = &s->postcopy_now;
 	p.progress = &s->progress;
 	s->mp = p;
 	memset(&s->rep, 0, sizeof(s->rep));
@@ -300,6 +306,16 @@ static json_object *handle(struct api_server *s, const char *line, bool *subscri
 			__atomic_store_n(&s->cancel, 1, __ATOMIC_RELAXED);
 			reply = ok_reply();
 		}
+	} else if (!strcmp(cmd, "migrate-postcopy")) {
+		uint32_t phase = __atomic_load_n(&s->progress.phase, __ATOMIC_RELAXED);
+		if (!busy)
+			reply = error_reply("no migration is running");
+		else if (s->mp.mode == MIG_MODE_POSTCOPY || phase > MIG_PHASE_ITERATE)
+			reply = error_reply("the migration is past its pre-copy rounds");
+		else {
+			__atomic_store_n(&s->postcopy_now, 1, __ATOMIC_RELAXED);
+			reply = ok_reply();
+		}
 	} else if (!strcmp(cmd, "subscribe")) {
 		*subscribe = true;
 		reply = ok_reply();
@@ -311,9 +327,10 @@ static json_object *handle(struct api_server *s, const char *line, bool *subscri
 		vm_notify(s->vm);
 		reply = ok_reply();
 	} else {
-		reply = error_reply("unknown command '%.40s' (status, pause, resume, migrate, "
-				    "migrate-status, migrate-cancel, subscribe, quit)",
-				    cmd);
+		reply = error_reply(
+		    "unknown command '%.40s' (status, pause, resume, migrate, "
+		    "migrate-status, migrate-cancel, migrate-postcopy, subscribe, quit)",
+		    cmd);
 	}
 	json_object_put(req);
 	return reply;

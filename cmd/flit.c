@@ -86,7 +86,8 @@ static void usage(FILE *f)
 		"  --migrate-after SEC start the migration after SEC s (default 1)\n"
 		"  --token-file FILE   shared secret, 16..256 bytes (both sides; required)\n"
 		"  --mode MODE         precopy (default): rounds while the guest runs;\n"
-		"                      postcopy: switch at once, pages follow on demand\n"
+		"                      postcopy: switch at once, pages follow on demand;\n"
+		"                      hybrid: pre-copy rounds while they pay, then post-copy\n"
 		"  --channels N        data connections, 1..16 (default 2)\n"
 		"  --transport NAME    how data connections send: uring (io_uring; the\n"
 		"                      default, plain sends where io_uring is off) or sync\n"
@@ -232,8 +233,10 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 				o->mig.mode = MIG_MODE_PRECOPY;
 			else if (!strcmp(optarg, "postcopy"))
 				o->mig.mode = MIG_MODE_POSTCOPY;
+			else if (!strcmp(optarg, "hybrid"))
+				o->mig.mode = MIG_MODE_HYBRID;
 			else
-				return bad_usage("--mode %s: precopy or postcopy", optarg);
+				return bad_usage("--mode %s: precopy, postcopy or hybrid", optarg);
 			break;
 		case 'K':
 			o->mig.checksum_pages = true;

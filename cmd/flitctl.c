@@ -220,7 +220,7 @@ static int usage(void)
 {
 	fprintf(stderr, "usage: flitctl --api PATH COMMAND [key=value ...]\n"
 			"commands: status, pause, resume, migrate TARGET, migrate-status,\n"
-			"          migrate-cancel, events, quit (docs/api.md)\n");
+			"          migrate-cancel, migrate-postcopy, events, quit (docs/api.md)\n");
 	return 64;
 }
 

@@ -456,6 +456,7 @@ static bool known_type(uint16_t t)
 	case MIG_REC_POSTCOPY:
 	case MIG_REC_PAGE_REQ:
 	case MIG_REC_POSTCOPY_DONE:
+	case MIG_REC_DISCARD:
 	case MIG_REC_ERROR:
 		return true;
 	default:

@@ -63,6 +63,7 @@ struct dst {
 	pthread_cond_t cond;
 	/* post-copy */
 	bool postcopy;		   /* the source said so before COMPLETE */
+	uint64_t *discard;	   /* hybrid: pages held stale, dropped at the switch */
 	struct uffd *uffd;	   /* set once RAM is registered (atomic) */
 	struct mig_conn *ctl;	   /* the control connection, */
 	pthread_mutex_t send_lock; /* whose sends this serializes */
@@ -359,6 +360,29 @@ static int recv_state(struct dst *d, struct mig_conn *ctl, uint32_t *rounds)
 			have |= 1ULL << c.index;
 			continue;
 		}
+		if (h.type == MIG_REC_DISCARD) {
+			struct mig_discard dh;
+			uint32_t crc = 0;
+			if (d->discard || h.len != sizeof(dh) + BITMAP_WORDS(d->nr_pages) * 8) {
+				snprintf(ctl->why, sizeof(ctl->why), "DISCARD record of %u bytes",
+					 h.len);
+				r = -EPROTO;
+				break;
+			}
+			d->discard = bitmap_alloc(d->nr_pages);
+			r = d->discard ? mig_recv_part(ctl, &dh, sizeof(dh), &crc) : -ENOMEM;
+			if (!r && (dh.gfn || dh.count != d->nr_pages)) {
+				snprintf(ctl->why, sizeof(ctl->why), "DISCARD of %u pages at %llu",
+					 dh.count, (unsigned long long)dh.gfn);
+				r = -EPROTO;
+			}
+			if (!r)
+				r = mig_recv_part(ctl, d->discard, BITMAP_WORDS(d->nr_pages) * 8,
+						  &crc);
+			if (!r)
+				r = mig_recv_crc_check(ctl, &h, crc);
+			continue;
+		}
 		if (h.type == MIG_REC_POSTCOPY) {
 			struct mig_postcopy pc;
 			r = mig_recv_payload(ctl, &h, &pc, sizeof(pc));
@@ -388,6 +412,10 @@ static int recv_state(struct dst *d, struct mig_conn *ctl, uint32_t *rounds)
 			if (!r && (have != want || c.nr_cpus != vm->nr_vcpus)) {
 				snprintf(ctl->why, sizeof(ctl->why),
 					 "COMPLETE before all vCPU, VM and device state");
+				r = -EPROTO;
+			}
+			if (!r && d->discard && !d->postcopy) {
+				snprintf(ctl->why, sizeof(ctl->why), "DISCARD without POSTCOPY");
 				r = -EPROTO;
 			}
 			if (!r)
@@ -442,6 +470,16 @@ static int recv_state(struct dst *d, struct mig_conn *ctl, uint32_t *rounds)
 		if (r)
 			snprintf(ctl->why, sizeof(ctl->why),
 				 "a data channel failed before the switch");
+		/* Stale copies are dropped at the switch: they fault and come
+		 * again. (Every receiver is idle now, past its MARK.) */
+		if (!r && d->discard) {
+			uint64_t g;
+			bitmap_for_each_set(g, d->discard, d->nr_pages)
+			{
+				bitmap_clear(d->touched, g);
+				bitmap_clear(d->zeroed, g);
+			}
+		}
 	}
 	/* Every data channel must have delivered all its pages. */
 	for (unsigned i = 0; i < d->n && !r && !d->postcopy; i++) {
@@ -838,7 +876,7 @@ int mig_dest_run(const struct mig_dest_params *p, struct vm **out, struct mig_re
 			goto fail;
 	}
 	if (d.postcopy) {
-		snprintf(rep->mode, sizeof(rep->mode), "postcopy");
+		snprintf(rep->mode, sizeof(rep->mode), "%s", d.discard ? "hybrid" : "postcopy");
 		r = postcopy_run(&d, &ctl, rep);
 		if (r)
 			goto fail;
@@ -864,6 +902,7 @@ int mig_dest_run(const struct mig_dest_params *p, struct vm **out, struct mig_re
 	mig_conn_close(&ctl);
 	free(d.touched);
 	free(d.zeroed);
+	free(d.discard);
 	if (p->listen_fd < 0)
 		close(lfd);
 	*out = d.vm;
@@ -895,6 +934,7 @@ fail:
 	vm_destroy(d.vm);
 	free(d.touched);
 	free(d.zeroed);
+	free(d.discard);
 out:
 	vm_destroy(early);
 	mig_conn_close(&ctl);

@@ -53,6 +53,8 @@ static const char *type_name(uint16_t t)
 		return "PAGE_REQ";
 	case MIG_REC_POSTCOPY_DONE:
 		return "POSTCOPY_DONE";
+	case MIG_REC_DISCARD:
+		return "DISCARD";
 	case MIG_REC_ERROR:
 		return "ERROR";
 	default:

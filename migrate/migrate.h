@@ -57,6 +57,7 @@ enum mig_phase {
 enum mig_mode {
 	MIG_MODE_PRECOPY,  /* rounds while the guest runs, then stop and copy */
 	MIG_MODE_POSTCOPY, /* switch at once; pages follow on demand and pushed */
+	MIG_MODE_HYBRID,   /* pre-copy rounds while they pay, then post-copy */
 };
 
 struct mig_params {
@@ -77,7 +78,10 @@ struct mig_params {
 	/* How data channels send: NULL is io_uring, falling back to plain
 	 * sends where io_uring is missing; set, that one or fail. */
 	const struct transport_ops *transport;
-	volatile int *cancel;	       /* set non-zero (any thread) to cancel */
+	volatile int *cancel; /* set non-zero (any thread) to cancel */
+	/* set non-zero (any thread) to switch a running pre-copy to post-copy
+	 * after the current round */
+	volatile int *postcopy_now;
 	struct mig_progress *progress; /* optional: updated as the migration goes */
 };
 

@@ -2,7 +2,8 @@
 /*
  * Migration policies: the research surface. A policy decides, after every
  * pre-copy round, whether to stop iterating (and pause the guest for the
- * last copy) and how hard to throttle the vCPUs (auto-converge). Adding a
+ * last copy; in hybrid mode, switch to post-copy) and how hard to throttle
+ * the vCPUs (auto-converge). Adding a
  * policy is one file with one const struct mig_policy_ops. Called on the
  * migration thread; must not block.
  */
@@ -19,11 +20,12 @@ struct mig_round_stats {
 	uint64_t sent_pages; /* sent in this round (data and zero) */
 	uint64_t sent_bytes;
 	double round_ms;
-	double bandwidth;	/* bytes/s measured over this round */
-	uint64_t dirty_pages;	/* dirtied during this round: next round's work */
-	double dirty_rate;	/* pages/s during this round */
-	double est_downtime_ms; /* dirty_pages at the measured bandwidth */
-	uint32_t throttle_pct;	/* in force during this round */
+	double bandwidth;	   /* bytes/s measured over this round */
+	uint64_t dirty_pages;	   /* dirtied during this round: next round's work */
+	uint64_t prev_dirty_pages; /* the same after the round before (0 in round 1) */
+	double dirty_rate;	   /* pages/s during this round */
+	double est_downtime_ms;	   /* dirty_pages at the measured bandwidth */
+	uint32_t throttle_pct;	   /* in force during this round */
 };
 
 struct mig_policy_ops {
@@ -35,6 +37,7 @@ struct mig_policy_ops {
 };
 
 extern const struct mig_policy_ops mig_policy_precopy_default;
+extern const struct mig_policy_ops mig_policy_hybrid_default;
 
 /* By name ("precopy-default"), or NULL. */
 const struct mig_policy_ops *mig_policy_by_name(const char *name);

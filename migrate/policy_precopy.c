@@ -40,5 +40,7 @@ const struct mig_policy_ops *mig_policy_by_name(const char *name)
 {
 	if (!name || !strcmp(name, mig_policy_precopy_default.name))
 		return &mig_policy_precopy_default;
+	if (!strcmp(name, mig_policy_hybrid_default.name))
+		return &mig_policy_hybrid_default;
 	return NULL;
 }

@@ -64,7 +64,7 @@ json_object *mig_report_to_json(const struct mig_report *r)
 		}
 		json_object_object_add(o, "timeline", tl);
 	}
-	if (!strcmp(r->mode, "postcopy")) {
+	if (!strcmp(r->mode, "postcopy") || !strcmp(r->mode, "hybrid")) {
 		D("postcopy_ms", r->postcopy_ms);
 		I("faults", r->faults);
 		I("pages_pulled", r->pages_pulled);

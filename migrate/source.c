@@ -352,7 +352,9 @@ static void fill_report_static(struct mig_report *rep, const struct vm *vm,
 	rep->guest_stall_ms = -1;
 	rep->paused_at_ms = rep->resumed_at_ms = -1;
 	snprintf(rep->mode, sizeof(rep->mode), "%s",
-		 p->mode == MIG_MODE_POSTCOPY ? "postcopy" : "precopy");
+		 p->mode == MIG_MODE_POSTCOPY ? "postcopy"
+		 : p->mode == MIG_MODE_HYBRID ? "hybrid"
+					      : "precopy");
 	snprintf(rep->status, sizeof(rep->status), "failed");
 	snprintf(rep->transport, sizeof(rep->transport), "tcp");
 	snprintf(rep->dirty_track, sizeof(rep->dirty_track), "%s", vm->dirty->name);
@@ -451,7 +453,8 @@ static int connect_all(struct src *s, struct mig_conn *ctl, const struct mig_par
 	return 0;
 }
 
-static int send_state(struct src *s, struct mig_conn *ctl, uint32_t rounds, bool postcopy)
+static int send_state(struct src *s, struct mig_conn *ctl, uint32_t rounds, bool postcopy,
+		      const uint64_t *discard)
 {
 	struct vm *vm = s->vm;
 	struct x86_cpu_state *st = calloc(vm->nr_vcpus, sizeof(*st));
@@ -471,6 +474,12 @@ static int send_state(struct src *s, struct mig_conn *ctl, uint32_t rounds, bool
 		vm_save_devices(vm, devs);
 		r = mig_send_rec(ctl, MIG_REC_DEVICES, devs, (uint32_t)dsz);
 	}
+	if (!r && discard) {
+		struct mig_discard dh = {.gfn = 0, .count = (uint32_t)s->nr_pages};
+		struct iovec iov[2] = {{&dh, sizeof(dh)},
+				       {(void *)discard, BITMAP_WORDS(s->nr_pages) * 8}};
+		r = mig_send_iov(ctl, MIG_REC_DISCARD, iov, 2);
+	}
 	if (!r && postcopy) {
 		struct mig_postcopy pc = {0};
 		r = mig_send_rec(ctl, MIG_REC_POSTCOPY, &pc, sizeof(pc));
@@ -489,16 +498,19 @@ static int send_state(struct src *s, struct mig_conn *ctl, uint32_t rounds, bool
  * destination's page requests on the control connection, until it says
  * every page is in place. */
 static int postcopy_serve(struct src *s, struct mig_conn *ctl, uint32_t round,
-			  struct mig_report *rep)
+			  struct mig_report *rep, const uint64_t *push)
 {
 	uint8_t *ram = s->vm->mem.regions[0].hva;
 	uint64_t t0 = now_ns(), answered = 0;
 	struct mig_rec_hdr h;
 	int r = 0;
 
+	/* push: the pages the destination lacks (NULL: all of them) */
 	memset(s->todo, 0xff, BITMAP_WORDS(s->nr_pages) * 8);
+	if (push)
+		memcpy(s->todo, push, BITMAP_WORDS(s->nr_pages) * 8);
 	if (s->nr_pages % 64)
-		s->todo[s->nr_pages / 64] = (1ULL << (s->nr_pages % 64)) - 1;
+		s->todo[s->nr_pages / 64] &= (1ULL << (s->nr_pages % 64)) - 1;
 	for (uint64_t g = 0; g < VM_UNTRACKED_BYTES / 4096 && g < s->nr_pages; g++)
 		bitmap_clear(s->todo, g); /* went before the switch */
 	round_begin(s, round, true);
@@ -574,10 +586,16 @@ static int postcopy_serve(struct src *s, struct mig_conn *ctl, uint32_t round,
 int mig_source_run(struct vm *vm, const struct mig_params *p, struct mig_report *rep)
 {
 	struct src s = {.vm = vm, .p = p, .nr_pages = mem_nr_pages(&vm->mem), .n = p->channels};
-	const struct mig_policy_ops *pol = p->policy ? p->policy : &mig_policy_precopy_default;
+	const struct mig_policy_ops *pol = p->policy ? p->policy
+					   : p->mode == MIG_MODE_HYBRID
+					       ? &mig_policy_hybrid_default
+					       : &mig_policy_precopy_default;
 	struct mig_conn ctl = MIG_CONN_INIT;
 	bool paused = false, tracking = false, switched = false;
 	const bool postcopy = p->mode == MIG_MODE_POSTCOPY;
+	/* the switch goes to post-copy: pure post-copy, or a hybrid's end */
+	bool to_postcopy = postcopy;
+	uint64_t *discard = NULL; /* hybrid: pages the destination holds stale */
 	uint64_t t_start = now_ns(), t_pause = 0, total_dirty = 0;
 	double total_round_s = 0;
 	uint32_t round = 0;
@@ -668,8 +686,10 @@ int mig_source_run(struct vm *vm, const struct mig_params *p, struct mig_report 
 		if (r)
 			goto fail;
 		double secs = (double)(now_ns() - t0) / 1e9;
+		uint64_t prev_dirty = round > 1 ? st.dirty_pages : 0;
 		st = (struct mig_round_stats){
 		    .round = round,
+		    .prev_dirty_pages = prev_dirty,
 		    .sent_pages = pages,
 		    .sent_bytes = bytes,
 		    .round_ms = secs * 1e3,
@@ -709,8 +729,15 @@ int mig_source_run(struct vm *vm, const struct mig_params *p, struct mig_report 
 			  "%.2f ms, throttle %u%%",
 			  round, (unsigned long long)pages, st.round_ms, st.bandwidth / 1e6,
 			  (unsigned long long)st.dirty_pages, st.est_downtime_ms, st.throttle_pct);
-		if (pol->should_stop(p, &st))
+		if (pol->should_stop(p, &st)) {
+			to_postcopy = p->mode == MIG_MODE_HYBRID;
 			break;
+		}
+		if (p->postcopy_now && __atomic_load_n(p->postcopy_now, __ATOMIC_RELAXED)) {
+			log_info("switching to post-copy after round %u, as asked", round);
+			to_postcopy = true;
+			break;
+		}
 		uint32_t t = pol->throttle(p, &st);
 		if (t != s.throttle_pct) {
 			pthread_mutex_lock(&s.lock);
@@ -748,6 +775,17 @@ stop_copy:
 		for (uint64_t w = 0; w < BITMAP_WORDS(s.nr_pages); w++)
 			s.todo[w] |= more[w];
 	free(more);
+	/* A switch to post-copy after rounds: what was dirtied since it was
+	 * sent is not sent now; the destination drops its stale copy, and it
+	 * comes after the switch (pushed, or pulled by a fault). */
+	if (!r && to_postcopy && !postcopy) {
+		discard = bitmap_alloc(s.nr_pages);
+		if (!discard)
+			r = -ENOMEM;
+		else
+			memcpy(discard, s.todo, BITMAP_WORDS(s.nr_pages) * 8);
+		memset(s.todo, 0, BITMAP_WORDS(s.nr_pages) * 8);
+	}
 	/* The untracked boot area goes again, whole: its changes are not logged. */
 	for (uint64_t g = 0; g < VM_UNTRACKED_BYTES / 4096 && g < s.nr_pages; g++)
 		bitmap_set(s.todo, g);
@@ -755,10 +793,10 @@ stop_copy:
 		goto fail;
 	round++;
 	uint64_t pages, bytes, t_paused = now_ns();
-	r = run_round(&s, round, !postcopy, &pages, &bytes);
+	r = run_round(&s, round, !to_postcopy, &pages, &bytes);
 	uint64_t t_sent = now_ns();
 	if (!r)
-		r = send_state(&s, &ctl, round, postcopy);
+		r = send_state(&s, &ctl, round, to_postcopy, discard);
 	if (r)
 		goto fail;
 	uint64_t t_state = now_ns();
@@ -785,11 +823,12 @@ stop_copy:
 		  (unsigned long long)pages, (double)(t_sent - t_paused) / 1e6,
 		  (double)(t_state - t_sent) / 1e6, (double)(t_end - t_state) / 1e6,
 		  (double)res.restore_ns / 1e6);
-	if (postcopy) {
+	if (to_postcopy) {
 		/* From here the guest runs at the destination: whatever
 		 * happens, this copy must never run again. */
 		switched = true;
-		r = postcopy_serve(&s, &ctl, round + 1, rep);
+		snprintf(rep->mode, sizeof(rep->mode), "%s", discard ? "hybrid" : "postcopy");
+		r = postcopy_serve(&s, &ctl, round + 1, rep, discard);
 		if (r)
 			goto fail;
 	} else {
@@ -824,6 +863,7 @@ stop_copy:
 	rep->dirty_rate_pps = total_round_s > 0 ? (double)total_dirty / total_round_s : 0;
 	rep->throttle_pct = s.throttle_pct;
 	mig_conn_close(&ctl);
+	free(discard);
 	src_free(&s);
 	return 0;
 
@@ -864,6 +904,7 @@ fail:
 	rep->rounds = round;
 	rep->total_ms = (double)(now_ns() - t_start) / 1e6;
 	PROGRESS_SET(p, phase, MIG_PHASE_DONE);
+	free(discard);
 	src_free(&s);
 	return r;
 }

@@ -65,6 +65,7 @@ enum mig_rec_type {
 	MIG_REC_POSTCOPY = 33,	    /* control, before COMPLETE: the rest comes after */
 	MIG_REC_PAGE_REQ = 34,	    /* control, destination: a page the guest faulted on */
 	MIG_REC_POSTCOPY_DONE = 35, /* control, destination: every page is in place */
+	MIG_REC_DISCARD = 36,	    /* control, hybrid switch: pages the destination holds stale */
 	MIG_REC_ERROR = 40,
 };
 
@@ -185,6 +186,16 @@ struct mig_guest_stall {
  * (PAGES and ZERO, then END) on the data channels. */
 struct mig_postcopy {
 	uint32_t flags;
+	uint32_t pad;
+};
+
+/* DISCARD payload: this header, then BITMAP_WORDS(count) words: bit i set
+ * means the copy of page gfn + i the destination holds is stale (the guest
+ * wrote it after it was sent); it is dropped at the switch and comes again
+ * after it. Before POSTCOPY only. */
+struct mig_discard {
+	uint64_t gfn;
+	uint32_t count;
 	uint32_t pad;
 };
 

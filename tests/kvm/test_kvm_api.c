@@ -299,12 +299,57 @@ static void migrate_onward(void)
 	TEST_ASSERT(strstr(out, "pages verified, 0 bad"), "C verified: %s", out);
 }
 
+/* A pre-copy told to switch to post-copy through the API: it finishes as a
+ * hybrid, and the destination's guest verifies every page. */
+static void switch_to_postcopy(void)
+{
+	char out[8192], slog[300], dlog[300];
+	snprintf(slog, sizeof(slog), "%s/source5.log", tmpdir);
+	snprintf(dlog, sizeof(dlog), "%s/dest5.log", tmpdir);
+	const char *dargv[] = {test_build_path("flit"),
+			       "--incoming",
+			       "tcp:127.0.0.1:7347",
+			       "--token-file",
+			       token,
+			       "--verify",
+			       "--finish-after",
+			       "1",
+			       "--timeout",
+			       "300",
+			       NULL};
+	pid_t dst = proc_spawn(dlog, dargv);
+	TEST_ASSERT(proc_wait_log(dlog, "listening for a migration", 60), "destination listens");
+	pid_t src = start_source(slog, "ws=8m");
+
+	TEST_ASSERT_EQ(flitctl(out, sizeof(out), "migrate-postcopy", NULL), 1);
+	TEST_ASSERT(strstr(out, "no migration is running"), "refused without a migration");
+	/* 40 MB/s: round 1 of 128 MiB takes about 3 s; the switch comes after it. */
+	TEST_ASSERT_EQ(flitctl(out, sizeof(out), "migrate", "tcp:127.0.0.1:7347", "bandwidth=40M",
+			       "--no-wait", NULL),
+		       0);
+	usleep(500000);
+	TEST_ASSERT_EQ(flitctl(out, sizeof(out), "migrate-postcopy", NULL), 0);
+	for (int i = 0; i < 600; i++) {
+		flitctl(out, sizeof(out), "migrate-status", NULL);
+		if (!strstr(out, "\"status\":\"active\""))
+			break;
+		usleep(100000);
+	}
+	TEST_ASSERT(strstr(out, "\"status\":\"completed\""), "completed: %s", out);
+	TEST_ASSERT(strstr(out, "\"mode\":\"hybrid\""), "as a hybrid: %s", out);
+	TEST_ASSERT_EQ(proc_wait(src, 60), 0);
+	int drc = proc_wait(dst, 120);
+	proc_read_file(dlog, out, sizeof(out));
+	TEST_ASSERT(drc == 0, "destination exit %d, its log:\n%s", drc, out);
+	TEST_ASSERT(strstr(out, "pages verified, 0 bad"), "destination verified: %s", out);
+}
+
 int main(int argc, char **argv)
 {
 	static const struct test_case cases[] = {
 	    TEST_CASE(migrate_through_api), TEST_CASE(cancel_keeps_source),
 	    TEST_CASE(source_killed),	    TEST_CASE(source_killed_during_postcopy),
-	    TEST_CASE(migrate_onward),
+	    TEST_CASE(migrate_onward),	    TEST_CASE(switch_to_postcopy),
 	};
 	if (!test_have_dev_kvm())
 		return 77;

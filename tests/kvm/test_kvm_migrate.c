@@ -325,7 +325,7 @@ static void *cancel_thread(void *arg)
  * touches while the rest is pushed; the guest then verifies every page and
  * the host checks them. prealloc: the destination's RAM was faulted in
  * (zeros) before the source came, which must not hide the faults. */
-static void postcopy_run_case(const char *args, bool prealloc)
+static void postcopy_run_case(const char *args, bool prealloc, enum mig_mode mode)
 {
 	struct vm *src = start_source("bitmap", 2, 128 * MiB, args);
 	struct mig_run m;
@@ -337,12 +337,17 @@ static void postcopy_run_case(const char *args, bool prealloc)
 		m.d.p.nr_vcpus = 2;
 		m.d.p.prealloc = true;
 	}
-	m.p.mode = MIG_MODE_POSTCOPY;
+	m.p.mode = mode;
 	int r = run_go(&m, src);
+	const char *want = mode == MIG_MODE_HYBRID ? "hybrid" : "postcopy";
 	TEST_ASSERT(r == 0, "source: %s", m.rep.error);
 	TEST_ASSERT(m.d.r == 0, "destination: %s", m.d.rep.error);
-	TEST_ASSERT(!strcmp(m.rep.status, "completed") && !strcmp(m.rep.mode, "postcopy"), "%s %s",
-		    m.rep.mode, m.rep.status);
+	TEST_ASSERT(!strcmp(m.rep.status, "completed") && !strcmp(m.rep.mode, want) &&
+			!strcmp(m.d.rep.mode, want),
+		    "%s %s, destination %s", m.rep.mode, m.rep.status, m.d.rep.mode);
+	if (mode == MIG_MODE_HYBRID)
+		TEST_ASSERT(m.rep.rounds >= 2, "pre-copy rounds before the switch: %u",
+			    m.rep.rounds);
 	TEST_ASSERT(m.rep.pages_pulled <= m.rep.faults, "pulled %llu of %llu faults",
 		    (unsigned long long)m.rep.pages_pulled, (unsigned long long)m.rep.faults);
 	TEST_ASSERT(m.rep.postcopy_ms > 0 && m.rep.fault_lat_us[0] <= m.rep.fault_lat_us[4],
@@ -359,12 +364,20 @@ static void postcopy_run_case(const char *args, bool prealloc)
 
 static void postcopy_busy_guest(void)
 {
-	postcopy_run_case("rounds=0 ws=16m", false);
+	postcopy_run_case("rounds=0 ws=16m", false, MIG_MODE_POSTCOPY);
 }
 
 static void postcopy_preallocated_destination(void)
 {
-	postcopy_run_case("rounds=0 ws=4m", true);
+	postcopy_run_case("rounds=0 ws=4m", true, MIG_MODE_POSTCOPY);
+}
+
+/* Hybrid: pre-copy rounds while they shrink the dirty set, then the switch
+ * to post-copy; the pages dirtied since they were sent are dropped at the
+ * destination and pulled or pushed again. */
+static void hybrid_hot_guest(void)
+{
+	postcopy_run_case("rounds=0 ws=64m", true, MIG_MODE_HYBRID);
 }
 
 /* A destination that cannot do post-copy (memfd RAM) refuses before the
@@ -421,6 +434,7 @@ int main(int argc, char **argv)
 	    TEST_CASE(postcopy_busy_guest),
 	    TEST_CASE(postcopy_preallocated_destination),
 	    TEST_CASE(postcopy_refused_keeps_source),
+	    TEST_CASE(hybrid_hot_guest),
 	};
 	return test_main(argc, argv, cases, ARRAY_SIZE(cases));
 }

@@ -50,6 +50,7 @@ expect 64 "needs a value" -- --guest hello --mem
 expect 64 "must be bitmap or ring" -- --guest hello --dirty-track log
 expect 64 "must be anon or memfd" -- --guest hello --mem-backend file
 expect 64 "--transport rdma: one of uring, sync" -- --guest hello --transport rdma
+expect 64 "--mode fast: precopy, postcopy or hybrid" -- --guest hello --mode fast
 expect 64 "seconds from 1" -- --guest hello --timeout 0
 expect 64 "guest arguments too long" -- --guest hello "a=$long"
 expect 66 "guest 'nosuchguest' not found" -- --guest nosuchguest
