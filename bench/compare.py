@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: MIT
-"""Side-by-side table: Flit's migrations (flit-bench-precopy CSV) against
-QEMU's (qemu_ref.py CSV) for the same case, as ratios Flit / QEMU.
+"""Side-by-side table: Flit's pre-copy migrations (flit-bench-precopy CSV)
+against QEMU's (qemu_ref.py CSV) for the same case, as ratios Flit / QEMU.
 
 A case is (RAM MiB, workload, channels, destination RAM preallocated). For
 Flit, the row of the chosen transport (default uring) counts. A case where
@@ -38,7 +38,8 @@ def compare(flit_rows, qemu_rows, transport="uring"):
     """Returns the table rows (dicts with the OUT keys), in QEMU's order."""
     flit = {}
     for r in flit_rows:
-        if r.get("kind") == "precopy" and r.get("transport", transport) == transport:
+        if (r.get("kind") == "migration" and r.get("transport", transport) == transport
+                and r.get("mode", "precopy") == "precopy"):
             flit[key(r)] = r
     table = []
     for q in qemu_rows:

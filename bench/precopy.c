@@ -10,7 +10,9 @@
  * and destination share the machine's cores, as two processes would), each
  * case once per transport: plain blocking sends (sync), io_uring with its
  * own zero-copy choice (uring), and io_uring forced to zero-copy sends
- * (uring-zc, where the kernel has them). Each
+ * (uring-zc, where the kernel has them); and with io_uring, the idle and hot
+ * guests again in post-copy and hybrid mode, next to one 4 KiB request's
+ * round trip over loopback TCP (the floor for a post-copy fault). Each
  * destination guest then verifies all of its memory; a run that fails that
  * is reported as failed, never as a time.
  *
@@ -130,6 +132,73 @@ static double tcp_gbps(unsigned n, uint64_t total)
 	return (double)got / ((double)(now_ns() - t0) / 1e9) / 1e9;
 }
 
+struct echo {
+	struct mig_conn c;
+	pthread_t t;
+	unsigned n;
+};
+
+/* Answers every 16-byte request with a 4 KiB page. */
+static void *echo_thread(void *arg)
+{
+	struct echo *e = arg;
+	static uint8_t page[4096];
+	uint8_t req[16];
+
+	for (unsigned i = 0; i < e->n; i++) {
+		if (read(e->c.fd, req, sizeof(req)) != (ssize_t)sizeof(req))
+			break;
+		if (write(e->c.fd, page, sizeof(page)) != (ssize_t)sizeof(page))
+			break;
+	}
+	return NULL;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return (x > y) - (x < y);
+}
+
+/* One 4 KiB request/response round trip over loopback TCP (the same socket
+ * settings as a migration), the median of 2000, in µs: the floor for a
+ * post-copy fault. */
+static double rtt_4k_us(void)
+{
+	enum { N = 2000 };
+	static double t[N];
+	struct echo e = {.n = N};
+	struct mig_conn c;
+	uint16_t port;
+	char addr[64];
+	uint8_t req[16] = {0}, page[4096];
+	int lfd = mig_listen("tcp:127.0.0.1:0", &port);
+
+	snprintf(addr, sizeof(addr), "tcp:127.0.0.1:%u", port);
+	mig_connect(addr, 5000, &c);
+	mig_accept(lfd, 5000, &e.c);
+	pthread_create(&e.t, NULL, echo_thread, &e);
+	for (unsigned i = 0; i < N; i++) {
+		uint64_t t0 = now_ns();
+		size_t got = 0;
+		if (write(c.fd, req, sizeof(req)) != (ssize_t)sizeof(req))
+			break;
+		while (got < sizeof(page)) {
+			ssize_t r = read(c.fd, page + got, sizeof(page) - got);
+			if (r <= 0)
+				break;
+			got += (size_t)r;
+		}
+		t[i] = (double)(now_ns() - t0) / 1e3;
+	}
+	pthread_join(e.t, NULL);
+	mig_conn_close(&c);
+	mig_conn_close(&e.c);
+	close(lfd);
+	qsort(t, N, sizeof(t[0]), cmp_double);
+	return t[N / 2];
+}
+
 /* How the data channels send: a transport and, for io_uring, whether its
  * zero-copy choice is forced (FLIT_TRANSPORT_ZC). */
 struct tx_variant {
@@ -148,7 +217,7 @@ static const struct tx_variant variants[] = {
  * is rewritten at (0: as fast as the guest can). */
 static void migrate_one(uint64_t mem, uint64_t hot, uint64_t rate, unsigned channels,
 			const char *dirty, bool prealloc, double tcp_limit,
-			const struct tx_variant *tx)
+			const struct tx_variant *tx, enum mig_mode mode)
 {
 	char args[128], path[4096], addr[64];
 	struct vm_config cfg = {.mem_size = mem, .nr_vcpus = 2, .dirty_track = dirty};
@@ -199,6 +268,7 @@ static void migrate_one(uint64_t mem, uint64_t hot, uint64_t rate, unsigned chan
 	memcpy(p.token, TOKEN, p.token_len);
 	p.timeout_ms = 60000;
 	p.transport = tx->ops;
+	p.mode = mode;
 	if (tx->zc)
 		setenv("FLIT_TRANSPORT_ZC", tx->zc, 1);
 	else
@@ -221,16 +291,19 @@ static void migrate_one(uint64_t mem, uint64_t hot, uint64_t rate, unsigned chan
 	/* least possible: every non-zero page once, plus what was dirtied */
 	uint64_t need = (rep.pages_sent - rep.pages_resent) * 4096 +
 			(uint64_t)(rep.dirty_rate_pps * rep.total_ms / 1e3) * 4096;
-	fprintf(out,
-		"precopy,%llu,%s,%u,%s,%s,%.1f,%.2f,%u,%llu,%llu,%llu,%llu,%.0f,%.0f,%.2f,%.2f,%u,"
-		"%s,%s,%s,%s,%llu\n",
-		(unsigned long long)(mem >> 20), hot ? "hot" : "idle", (unsigned)(hot >> 20), dirty,
-		strcmp(rep.status, "completed") ? rep.status : "ok", rep.total_ms, rep.downtime_ms,
-		rep.rounds, (unsigned long long)rep.bytes, (unsigned long long)rep.pages_sent,
-		(unsigned long long)rep.pages_resent, (unsigned long long)rep.zero_pages, mbps,
-		tcp_limit * 1e3, tcp_limit > 0 ? mbps / (tcp_limit * 1e3) : 0,
-		need ? (double)rep.bytes / (double)need : 0, channels, verified,
-		prealloc ? "yes" : "no", tx->name, rep.send_mode, (unsigned long long)rate);
+	fprintf(
+	    out,
+	    "migration,%llu,%s,%u,%s,%s,%.1f,%.2f,%u,%llu,%llu,%llu,%llu,%.0f,%.0f,%.2f,%.2f,%u,"
+	    "%s,%s,%s,%s,%llu,%s,%.1f,%llu,%llu,%llu\n",
+	    (unsigned long long)(mem >> 20), hot ? "hot" : "idle", (unsigned)(hot >> 20), dirty,
+	    strcmp(rep.status, "completed") ? rep.status : "ok", rep.total_ms, rep.downtime_ms,
+	    rep.rounds, (unsigned long long)rep.bytes, (unsigned long long)rep.pages_sent,
+	    (unsigned long long)rep.pages_resent, (unsigned long long)rep.zero_pages, mbps,
+	    tcp_limit * 1e3, tcp_limit > 0 ? mbps / (tcp_limit * 1e3) : 0,
+	    need ? (double)rep.bytes / (double)need : 0, channels, verified,
+	    prealloc ? "yes" : "no", tx->name, rep.send_mode, (unsigned long long)rate, rep.mode,
+	    rep.postcopy_ms, (unsigned long long)rep.faults,
+	    (unsigned long long)rep.fault_lat_us[0], (unsigned long long)rep.fault_lat_us[2]);
 	fflush(out);
 	if (json_out)
 		mig_report_json(&rep, json_out);
@@ -271,31 +344,51 @@ int main(int argc, char **argv)
 		"kind,ram_mib,workload,hot_mib,dirty_track,status,total_ms,downtime_ms,rounds,"
 		"bytes,pages_sent,pages_resent,zero_pages,mb_per_s,tcp_limit_mb_per_s,"
 		"ratio_to_tcp,bytes_vs_needed,channels,verified,dest_prealloc,transport,send_mode,"
-		"rate_pps\n");
+		"rate_pps,mode,postcopy_ms,faults,fault_p50_us,fault_p99_us\n");
 	fprintf(out, "limit_memcpy,,,,,,,,,,,,,%.0f,,,,1,,\n", mc * 1e3);
 	fprintf(out, "limit_tcp,,,,,,,,,,,,,%.0f,,,,1,,\n", t1 * 1e3);
 	fprintf(out, "limit_tcp,,,,,,,,,,,,,%.0f,,,,2,,\n", t2 * 1e3);
 	fprintf(out, "limit_tcp,,,,,,,,,,,,,%.0f,,,,4,,\n", t4 * 1e3);
+	/* The floor for a post-copy fault, in the fault_p50_us column. */
+	fprintf(out, "limit_rtt_4k,,,,,,,,,,,,,,,,,1,,,,,,,,,,%.0f,\n", rtt_4k_us());
 	uint64_t sizes_q[] = {1 * GiB}, sizes[] = {1 * GiB, 2 * GiB, 4 * GiB};
 	uint64_t *sz = quick ? sizes_q : sizes;
 	unsigned nsz = quick ? 1 : 3;
 	/* Each case with every transport, one after the other. */
 	for (unsigned v = 0; smoke && v < 3; v++)
-		migrate_one(256 * MiB, 0, 0, 2, "bitmap", true, t2, &variants[v]);
+		migrate_one(256 * MiB, 0, 0, 2, "bitmap", true, t2, &variants[v], MIG_MODE_PRECOPY);
 	for (unsigned i = 0; !smoke && i < nsz; i++) {
 		for (unsigned v = 0; v < 3; v++) {
-			migrate_one(sz[i], 0, 0, 1, "bitmap", true, t1, &variants[v]);
-			migrate_one(sz[i], 0, 0, 2, "bitmap", true, t2, &variants[v]);
-			migrate_one(sz[i], 0, 0, 4, "bitmap", true, t4, &variants[v]);
+			migrate_one(sz[i], 0, 0, 1, "bitmap", true, t1, &variants[v],
+				    MIG_MODE_PRECOPY);
+			migrate_one(sz[i], 0, 0, 2, "bitmap", true, t2, &variants[v],
+				    MIG_MODE_PRECOPY);
+			migrate_one(sz[i], 0, 0, 4, "bitmap", true, t4, &variants[v],
+				    MIG_MODE_PRECOPY);
 			migrate_one(sz[i], quick ? 64 * MiB : 256 * MiB, 0, 2, "bitmap", true, t2,
-				    &variants[v]);
+				    &variants[v], MIG_MODE_PRECOPY);
+			if (v == 1) {
+				/* The same guests switched at once, and after
+				 * rounds (io_uring only). */
+				for (int m = MIG_MODE_POSTCOPY; m <= MIG_MODE_HYBRID; m++) {
+					migrate_one(sz[i], 0, 0, 2, "bitmap", true, t2,
+						    &variants[v], (enum mig_mode)m);
+					migrate_one(sz[i], quick ? 64 * MiB : 256 * MiB, 0, 2,
+						    "bitmap", true, t2, &variants[v],
+						    (enum mig_mode)m);
+				}
+			}
 			if (quick)
 				continue;
-			migrate_one(sz[i], 0, 0, 2, "bitmap", false, t2, &variants[v]);
-			migrate_one(sz[i], 256 * MiB, 0, 2, "ring", true, t2, &variants[v]);
+			migrate_one(sz[i], 0, 0, 2, "bitmap", false, t2, &variants[v],
+				    MIG_MODE_PRECOPY);
+			migrate_one(sz[i], 256 * MiB, 0, 2, "ring", true, t2, &variants[v],
+				    MIG_MODE_PRECOPY);
 			/* The hot set at bounded dirty rates (per vCPU, 2 vCPUs). */
-			migrate_one(sz[i], 256 * MiB, 20000, 2, "bitmap", true, t2, &variants[v]);
-			migrate_one(sz[i], 256 * MiB, 100000, 2, "bitmap", true, t2, &variants[v]);
+			migrate_one(sz[i], 256 * MiB, 20000, 2, "bitmap", true, t2, &variants[v],
+				    MIG_MODE_PRECOPY);
+			migrate_one(sz[i], 256 * MiB, 100000, 2, "bitmap", true, t2, &variants[v],
+				    MIG_MODE_PRECOPY);
 		}
 	}
 	if (out != stdout)

@@ -15,11 +15,11 @@ fail() {
 	echo "bench smoke: $*" >&2
 	exit 1
 }
-rows=$(grep -c '^precopy,256,idle,' "$out/flit.csv" || true)
+rows=$(grep -c '^migration,256,idle,' "$out/flit.csv" || true)
 [ "$rows" -eq 3 ] || fail "flit.csv has $rows migration rows, 3 expected"
-bad=$(grep '^precopy,' "$out/flit.csv" | grep -v ',ok,' || true)
+bad=$(grep '^migration,' "$out/flit.csv" | grep -v ',ok,' || true)
 [ -z "$bad" ] || fail "a Flit migration failed: $bad"
-grep '^precopy,' "$out/flit.csv" | awk -F, '$19 != "yes" {exit 1}' ||
+grep '^migration,' "$out/flit.csv" | awk -F, '$19 != "yes" {exit 1}' ||
 	fail "a Flit destination did not verify"
 grep -q '^qemu,.*,256,idle,2,yes,ok,.*,yes$' "$out/qemu.csv" ||
 	fail "QEMU's migration did not complete and verify: $(tail -n1 "$out/qemu.csv")"

@@ -12,7 +12,7 @@ import compare  # noqa: E402
 
 def flit(ram=1024, ch=2, total="500", down="2", mbps="2000", status="ok", verified="yes",
          transport="uring", prealloc="yes", workload="idle"):
-    return {"kind": "precopy", "ram_mib": str(ram), "workload": workload, "channels": str(ch),
+    return {"kind": "migration", "mode": "precopy", "ram_mib": str(ram), "workload": workload, "channels": str(ch),
             "dest_prealloc": prealloc, "total_ms": total, "downtime_ms": down,
             "mb_per_s": mbps, "status": status, "verified": verified, "transport": transport}
 
@@ -55,6 +55,12 @@ class Compare(unittest.TestCase):
         self.assertEqual(row["total_ratio"], "0.40")
         (row,) = compare.compare(rows, [qemu()], transport="sync")
         self.assertEqual(row["total_ratio"], "0.90")
+
+    def test_only_precopy_rows_compare(self):
+        post = flit(total="100")
+        post["mode"] = "postcopy"
+        (row,) = compare.compare([post, flit(total="700")], [qemu()])
+        self.assertEqual(row["total_ratio"], "0.70")
 
     def test_zero_reference_is_no_ratio(self):
         (row,) = compare.compare([flit()], [qemu(down="0")])
