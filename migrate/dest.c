@@ -120,6 +120,10 @@ static int recv_pages(struct receiver *t, const struct mig_rec_hdr *h)
 	struct uffd *u = __atomic_load_n(&d->uffd, __ATOMIC_ACQUIRE);
 	if (u && !t->buf && !(t->buf = malloc(MIG_MAX_RUN_PAGES * 4096)))
 		return -ENOMEM;
+	/* Post-copy: while a faulted page is on its way, the push gives way
+	 * (briefly) to the thread that places it. */
+	for (int i = 0; u && i < 50 && uffd_waiting(u); i++)
+		usleep(20);
 	r = mig_recv_part(&t->conn, u ? t->buf : d->vm->mem.regions[0].hva + ph.gfn * 4096,
 			  (size_t)ph.count * 4096, h->flags & MIG_F_UNCHECKED ? NULL : &crc);
 	if (!r)

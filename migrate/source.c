@@ -62,6 +62,8 @@ struct src {
 	bool quit;
 	bool final;	/* this round is the last: send END after it */
 	uint32_t round; /* this round's number, for its MARK */
+	/* post-copy: page requests being answered; the push gives way */
+	uint32_t pending;
 
 	/* throttle */
 	pthread_t throttle_thread;
@@ -140,6 +142,9 @@ static int send_chunk(struct sender *t, uint64_t chunk, uint64_t t0, uint64_t b0
 		 * round (in the last one the vCPUs are stopped). With
 		 * checksummed pages they are copied first, so that the
 		 * checksum matches what goes on the wire. */
+		/* Post-copy: a page request being answered goes first. */
+		for (int i = 0; i < 50 && __atomic_load_n(&s->pending, __ATOMIC_RELAXED); i++)
+			usleep(20);
 		r = mig_send_pages(&t->conn, g, ram + g * 4096, (uint32_t)(run - g),
 				   s->p->checksum_pages);
 		if (r)
@@ -529,8 +534,10 @@ static int postcopy_serve(struct src *s, struct mig_conn *ctl, uint32_t round,
 					 (unsigned long long)q.gfn, q.count);
 				r = -EPROTO;
 			}
+			__atomic_add_fetch(&s->pending, 1, __ATOMIC_RELAXED);
 			if (!r)
 				r = mig_send_pages(ctl, q.gfn, ram + q.gfn * 4096, q.count, false);
+			__atomic_sub_fetch(&s->pending, 1, __ATOMIC_RELAXED);
 			if (r)
 				break;
 			answered += q.count;

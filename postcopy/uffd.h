@@ -58,6 +58,13 @@ int uffd_place(struct uffd *u, uint64_t gfn, const void *src, uint32_t count);
 /* A page of zeros. */
 int uffd_place_zero(struct uffd *u, uint64_t gfn);
 
+/* Pages faulted on and not placed yet. */
+static inline bool uffd_waiting(struct uffd *u)
+{
+	return __atomic_load_n(&u->faults, __ATOMIC_RELAXED) >
+	       __atomic_load_n(&u->pulled, __ATOMIC_RELAXED);
+}
+
 static inline bool uffd_complete(struct uffd *u)
 {
 	return __atomic_load_n(&u->nr_placed, __ATOMIC_ACQUIRE) >= u->nr_pages;
