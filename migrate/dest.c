@@ -485,6 +485,7 @@ static int recv_state(struct dst *d, struct mig_conn *ctl, uint32_t *rounds)
 			}
 		}
 	}
+	uint64_t t0 = now_ns();
 	/* Every data channel must have delivered all its pages. */
 	for (unsigned i = 0; i < d->n && !r && !d->postcopy; i++) {
 		pthread_join(d->rcv[i].thread, NULL);
@@ -495,10 +496,14 @@ static int recv_state(struct dst *d, struct mig_conn *ctl, uint32_t *rounds)
 				 d->rcv[i].conn.why[0] ? d->rcv[i].conn.why : strerror(-r));
 		}
 	}
+	uint64_t t1 = now_ns();
 	if (!r)
 		r = vm_restore_cpus(vm, st, &vmst);
+	uint64_t t2 = now_ns();
 	if (!r)
 		r = vm_restore_devices(vm, devs);
+	log_debug("after COMPLETE: last pages in %.2f ms, vCPU state %.2f ms, devices %.2f ms",
+		  (double)(t1 - t0) / 1e6, (double)(t2 - t1) / 1e6, (double)(now_ns() - t2) / 1e6);
 	if (r && !ctl->why[0])
 		snprintf(ctl->why, sizeof(ctl->why), "restoring the guest's state: %s",
 			 strerror(-r));
@@ -862,7 +867,9 @@ int mig_dest_run(const struct mig_dest_params *p, struct vm **out, struct mig_re
 	t_complete = now_ns();
 	/* Post-copy: RESUMED goes first, because the guest's first fault
 	 * sends a PAGE_REQ, which the source reads only after RESUMED. */
+	uint64_t t_resume = now_ns();
 	r = p->start_paused || d.postcopy ? 0 : vm_resume(d.vm);
+	log_debug("resume %.2f ms", (double)(now_ns() - t_resume) / 1e6);
 	if (r)
 		goto fail;
 	struct mig_resumed res = {.restore_ns = now_ns() - t_complete};

@@ -767,6 +767,7 @@ stop_copy:
 	if (r)
 		goto fail;
 	paused = true;
+	log_debug("vCPUs paused in %.2f ms", (double)(now_ns() - t_pause) / 1e6);
 	for (uint32_t i = 0; i < vm->nr_vcpus; i++) {
 		if (vcpu_get_run_state(vm->vcpus[i]) == VCPU_FAILED) {
 			snprintf(rep->error, sizeof(rep->error),

@@ -206,26 +206,31 @@ static void *vcpu_thread(void *arg)
 	return NULL;
 }
 
-static int vcpu_call(struct vcpu *v, enum vcpu_req req, void *arg, unsigned parts)
+/* Hands m to the vCPU and kicks it; vcpu_answer waits for the answer. */
+static void vcpu_post(struct vcpu *v, struct vcpu_msg *m)
 {
-	struct vcpu_msg m = {.req = req, .arg = arg, .parts = parts};
-
-	if (!v->thread_started)
-		return -ESRCH;
 	pthread_mutex_lock(&v->lock);
 	while (v->msg)
 		pthread_cond_wait(&v->cond, &v->lock);
-	v->msg = &m;
+	v->msg = m;
 	pthread_cond_broadcast(&v->cond);
 	vcpu_kick(v);
+	pthread_mutex_unlock(&v->lock);
+}
+
+static int vcpu_answer(struct vcpu *v, struct vcpu_msg *m)
+{
+	enum vcpu_req req = m->req;
+
+	pthread_mutex_lock(&v->lock);
 	/* The answer may take long only if the vCPU is stuck in the
 	 * hypervisor or in a device: say so, and keep waiting (the request
-	 * lives on this stack until answered). */
-	for (unsigned waited = 0; !m.done;) {
+	 * lives on the caller's stack until answered). */
+	for (unsigned waited = 0; !m->done;) {
 		struct timespec dl;
 		clock_gettime(CLOCK_MONOTONIC, &dl);
 		dl.tv_sec += VCPU_ANSWER_WARN_S;
-		if (pthread_cond_timedwait(&v->cond, &v->lock, &dl) == ETIMEDOUT && !m.done) {
+		if (pthread_cond_timedwait(&v->cond, &v->lock, &dl) == ETIMEDOUT && !m->done) {
 			static const char *const where[] = {"between entries", "in the guest",
 							    "handling an exit"};
 			waited += VCPU_ANSWER_WARN_S;
@@ -239,7 +244,46 @@ static int vcpu_call(struct vcpu *v, enum vcpu_req req, void *arg, unsigned part
 		}
 	}
 	pthread_mutex_unlock(&v->lock);
-	return m.result;
+	return m->result;
+}
+
+static int vcpu_call(struct vcpu *v, enum vcpu_req req, void *arg, unsigned parts)
+{
+	struct vcpu_msg m = {.req = req, .arg = arg, .parts = parts};
+
+	if (!v->thread_started)
+		return -ESRCH;
+	vcpu_post(v, &m);
+	return vcpu_answer(v, &m);
+}
+
+int vcpus_call_all(struct vcpu **v, unsigned n, enum vcpu_req req, bool only_paused)
+{
+	struct vcpu_msg m[VCPU_MAX_BATCH];
+	bool posted[VCPU_MAX_BATCH] = {false};
+	int first = 0;
+
+	if (n > VCPU_MAX_BATCH)
+		return -E2BIG;
+	/* Every vCPU gets its request before any answer is awaited: they
+	 * stop (or start) together, not one scheduling delay after another. */
+	for (unsigned i = 0; i < n; i++) {
+		if (!v[i]->thread_started) {
+			first = first ? first : -ESRCH;
+			continue;
+		}
+		if (only_paused && vcpu_get_run_state(v[i]) != VCPU_PAUSED)
+			continue;
+		m[i] = (struct vcpu_msg){.req = req};
+		vcpu_post(v[i], &m[i]);
+		posted[i] = true;
+	}
+	for (unsigned i = 0; i < n; i++) {
+		int r = posted[i] ? vcpu_answer(v[i], &m[i]) : 0;
+		if (r && !first)
+			first = r;
+	}
+	return first;
 }
 
 int vcpu_pause(struct vcpu *v)

@@ -229,17 +229,12 @@ int vm_start(struct vm *vm)
 
 int vm_pause(struct vm *vm)
 {
-	return vm_for_each_vcpu(vm, vcpu_pause);
-}
-
-static int vcpu_resume_if_paused(struct vcpu *v)
-{
-	return vcpu_get_run_state(v) == VCPU_PAUSED ? vcpu_resume(v) : 0;
+	return vcpus_call_all(vm->vcpus, vm->nr_vcpus, VCPU_REQ_PAUSE, false);
 }
 
 int vm_resume(struct vm *vm)
 {
-	return vm_for_each_vcpu(vm, vcpu_resume_if_paused);
+	return vcpus_call_all(vm->vcpus, vm->nr_vcpus, VCPU_REQ_RESUME, true);
 }
 
 /* Fills *res if the VM is finished; returns true then. Takes vCPU locks. */
