@@ -49,11 +49,10 @@ int uffd_open(struct uffd *u, void *base, uint64_t nr_pages)
 		goto fail;
 	}
 	u->placed = bitmap_alloc(nr_pages);
-	u->requested = bitmap_alloc(nr_pages);
 	u->fault_ns = calloc(nr_pages, sizeof(*u->fault_ns));
 	u->lat_us = calloc(nr_pages, sizeof(*u->lat_us));
 	u->stop_fd = eventfd(0, EFD_CLOEXEC);
-	if (!u->placed || !u->requested || !u->fault_ns || !u->lat_us || u->stop_fd < 0) {
+	if (!u->placed || !u->fault_ns || !u->lat_us || u->stop_fd < 0) {
 		errno = ENOMEM;
 		goto fail;
 	}
@@ -71,8 +70,8 @@ static void placed(struct uffd *u, uint64_t gfn)
 		return;
 	}
 	/* A page someone waited for: how long they waited. */
-	uint64_t t0 = __atomic_load_n(&u->fault_ns[gfn], __ATOMIC_ACQUIRE);
-	if (t0) {
+	uint64_t t0 = __atomic_exchange_n(&u->fault_ns[gfn], UFFD_PLACED, __ATOMIC_ACQ_REL);
+	if (t0 > UFFD_PLACED) {
 		uint64_t us = (now_ns() - t0) / 1000;
 		uint64_t i = __atomic_fetch_add(&u->nr_lat, 1, __ATOMIC_RELAXED);
 		if (i < u->nr_pages)
@@ -180,21 +179,17 @@ static void *fault_thread(void *arg)
 			uint64_t gfn = (addr - (uintptr_t)u->base) / 4096;
 			if (gfn >= u->nr_pages)
 				continue;
-			if (atomic_test(u->placed, gfn)) {
-				/* It came while the fault was queued. */
-				wake(u, gfn, 1);
+			/* The first fault on a page that is not there asks for
+			 * it; a later one waits for the same answer; a page
+			 * placed meanwhile only needs its waiters woken. */
+			uint64_t expect = 0;
+			if (!__atomic_compare_exchange_n(&u->fault_ns[gfn], &expect, now, false,
+							 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+				if (expect == UFFD_PLACED)
+					wake(u, gfn, 1);
 				continue;
 			}
-			if (test_and_set(u->requested, gfn))
-				continue; /* asked for already: its answer wakes all */
-			__atomic_store_n(&u->fault_ns[gfn], now, __ATOMIC_RELEASE);
 			__atomic_fetch_add(&u->faults, 1, __ATOMIC_RELAXED);
-			/* A page placed between the test and the store above
-			 * had no fault time: nobody waits on it any more. */
-			if (atomic_test(u->placed, gfn)) {
-				wake(u, gfn, 1);
-				continue;
-			}
 			int r = u->request(u->opaque, gfn);
 			if (r) {
 				log_err("post-copy: asking for page %llu: %s",
@@ -253,10 +248,9 @@ void uffd_close(struct uffd *u)
 	if (u->stop_fd >= 0)
 		close(u->stop_fd);
 	free(u->placed);
-	free(u->requested);
 	free(u->fault_ns);
 	free(u->lat_us);
-	u->placed = u->requested = u->fault_ns = NULL;
+	u->placed = u->fault_ns = NULL;
 	u->lat_us = NULL;
 	u->fd = u->stop_fd = -1;
 }

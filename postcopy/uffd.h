@@ -20,14 +20,19 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#define UFFD_PLACED 1
+
 struct uffd {
 	int fd, stop_fd;
 	uint8_t *base;
 	uint64_t nr_pages;
-	uint64_t *placed;    /* bitmap, atomic */
-	uint64_t *requested; /* bitmap, the fault thread's */
-	uint64_t *fault_ns;  /* when each requested page was first faulted on */
-	uint64_t nr_placed;  /* atomic */
+	uint64_t *placed; /* bitmap, atomic */
+	/* Per page: 0 untouched, UFFD_PLACED once placed, else the time of
+	 * the first fault on it (the page is asked for then). Changed only
+	 * by compare-and-swap or exchange, so a fault and a placement that
+	 * race are counted exactly once. */
+	uint64_t *fault_ns;
+	uint64_t nr_placed; /* atomic */
 	int (*request)(void *opaque, uint64_t gfn);
 	void *opaque;
 	pthread_t thread;
