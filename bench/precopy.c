@@ -61,7 +61,8 @@ static double memcpy_gbps(void)
 	return 4.0 * (double)n / s / 1e9;
 }
 
-struct sink {
+/* One end of a TCP limit measurement: bytes to send, or bytes received. */
+struct flow {
 	struct mig_conn c;
 	pthread_t t;
 	uint64_t bytes;
@@ -69,7 +70,7 @@ struct sink {
 
 static void *sink_thread(void *arg)
 {
-	struct sink *s = arg;
+	struct flow *s = arg;
 	static __thread uint8_t buf[CHUNK];
 	ssize_t r;
 	while ((r = read(s->c.fd, buf, sizeof(buf))) > 0)
@@ -77,15 +78,9 @@ static void *sink_thread(void *arg)
 	return NULL;
 }
 
-struct source {
-	struct mig_conn c;
-	pthread_t t;
-	uint64_t bytes;
-};
-
 static void *source_thread(void *arg)
 {
-	struct source *s = arg;
+	struct flow *s = arg;
 	uint8_t *buf = malloc(CHUNK);
 	memset(buf, 7, CHUNK);
 	for (uint64_t sent = 0; sent < s->bytes;) {
@@ -102,8 +97,7 @@ static void *source_thread(void *arg)
 /* Loopback TCP, n connections, total bytes; GB/s. */
 static double tcp_gbps(unsigned n, uint64_t total)
 {
-	struct sink sk[MIG_MAX_CHANNELS];
-	struct source sr[MIG_MAX_CHANNELS];
+	struct flow sk[MIG_MAX_CHANNELS], sr[MIG_MAX_CHANNELS];
 	uint16_t port;
 	char addr[64];
 	int lfd = mig_listen("tcp:127.0.0.1:0", &port);

@@ -534,6 +534,27 @@ int mig_recv_payload(struct mig_conn *c, const struct mig_rec_hdr *h, void *buf,
 	return r ? r : mig_recv_crc_check(c, h, crc32c(0, buf, mig_rec_checked_len(h)));
 }
 
+int mig_recv_error(struct mig_conn *c, const struct mig_rec_hdr *h, const char *who)
+{
+	struct {
+		struct mig_error e;
+		char text[257];
+	} m;
+	int r;
+
+	if (h->len < sizeof(m.e) || h->len > sizeof(m.e) + 256)
+		return proto(c, "ERROR record of %u bytes", h->len);
+	memset(&m, 0, sizeof(m));
+	r = mig_recv_payload(c, h, &m, h->len);
+	if (r)
+		return r;
+	for (char *p = m.text; *p; p++)
+		if (*p < 0x20 || *p > 0x7e)
+			*p = '?';
+	snprintf(c->why, sizeof(c->why), "%s: %.180s", who, m.text);
+	return -ECONNABORTED;
+}
+
 int mig_recv_expect(struct mig_conn *c, uint16_t type, void *buf, size_t len)
 {
 	struct mig_rec_hdr h;
@@ -541,21 +562,8 @@ int mig_recv_expect(struct mig_conn *c, uint16_t type, void *buf, size_t len)
 
 	if (r)
 		return r;
-	if (h.type == MIG_REC_ERROR && h.len >= sizeof(struct mig_error) && h.len <= 256) {
-		struct {
-			struct mig_error e;
-			char text[257];
-		} m;
-		memset(&m, 0, sizeof(m));
-		r = mig_recv_payload(c, &h, &m, h.len);
-		if (r)
-			return r;
-		for (char *p = m.text; *p; p++)
-			if (*p < 0x20 || *p > 0x7e)
-				*p = '?';
-		snprintf(c->why, sizeof(c->why), "peer: %.180s", m.text);
-		return -ECONNABORTED;
-	}
+	if (h.type == MIG_REC_ERROR)
+		return mig_recv_error(c, &h, "peer");
 	if (h.type != type)
 		return proto(c, "record type %u where type %u was due", h.type, type);
 	return mig_recv_payload(c, &h, buf, len);

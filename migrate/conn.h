@@ -89,6 +89,10 @@ int mig_recv_expect(struct mig_conn *c, uint16_t type, void *buf, size_t len);
  * PAGES header of a MIG_F_UNCHECKED record. */
 size_t mig_rec_checked_len(const struct mig_rec_hdr *h);
 
+/* The ERROR record whose header was just read: its text goes to why, after
+ * "who: ". Returns -ECONNABORTED (or the error reading it). */
+int mig_recv_error(struct mig_conn *c, const struct mig_rec_hdr *h, const char *who);
+
 /* Receives payload bytes in pieces: start with crc 0, feed every part that
  * the crc covers, then mig_recv_crc_check; crc NULL: a part it does not
  * cover. */

@@ -302,7 +302,7 @@ static int round_done(struct dst *d, struct mig_conn *ctl, uint32_t round)
 	}
 	pthread_mutex_unlock(&d->lock);
 	if (!all)
-		return 0; /* late: the source will go on without it */
+		return 0; /* too late: the source has given up on its own timeout */
 	struct mig_mark m = {.round = round};
 	return mig_send_rec(ctl, MIG_REC_ROUND_DONE, &m, sizeof(m));
 }
@@ -427,18 +427,7 @@ static int recv_state(struct dst *d, struct mig_conn *ctl, uint32_t *rounds)
 			break;
 		}
 		if (h.type == MIG_REC_ERROR) {
-			/* let mig_recv_expect-style decoding report it */
-			char text[256] = "";
-			if (h.len <= sizeof(text) + sizeof(struct mig_error)) {
-				uint8_t buf[300];
-				if (!mig_recv_payload(ctl, &h, buf, h.len) &&
-				    h.len > sizeof(struct mig_error))
-					snprintf(text, sizeof(text), "%.*s",
-						 (int)(h.len - sizeof(struct mig_error)),
-						 (char *)buf + sizeof(struct mig_error));
-			}
-			snprintf(ctl->why, sizeof(ctl->why), "source gave up: %s", text);
-			r = -ECONNABORTED;
+			r = mig_recv_error(ctl, &h, "source gave up");
 			break;
 		}
 		snprintf(ctl->why, sizeof(ctl->why), "record type %u on the control channel",
@@ -610,10 +599,14 @@ static int postcopy_run(struct dst *d, struct mig_conn *ctl, struct mig_report *
 			r = mig_recv_hdr(ctl, &h);
 			if (r)
 				break;
+			if (h.type == MIG_REC_ERROR) {
+				r = mig_recv_error(ctl, &h, "source gave up");
+				break;
+			}
 			if (h.type != MIG_REC_PAGES || h.len < sizeof(ph)) {
 				snprintf(ctl->why, sizeof(ctl->why),
 					 "record type %u during post-copy", h.type);
-				r = h.type == MIG_REC_ERROR ? -ECONNABORTED : -EPROTO;
+				r = -EPROTO;
 				break;
 			}
 			r = mig_recv_part(ctl, &ph, sizeof(ph), &crc);

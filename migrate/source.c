@@ -250,12 +250,8 @@ static int run_round(struct src *s, uint32_t round, bool final, uint64_t *pages,
 		p0 += s->snd[i].pages + s->snd[i].zero_pages;
 		b0 += s->snd[i].bytes;
 	}
+	round_begin(s, round, final);
 	pthread_mutex_lock(&s->lock);
-	s->final = final;
-	s->round = round;
-	s->running = s->n;
-	s->gen++;
-	pthread_cond_broadcast(&s->cond);
 	uint64_t next_beat = now_ns() + 1000000000ULL;
 	while (s->running) {
 		struct timespec dl;
@@ -564,13 +560,7 @@ static int postcopy_serve(struct src *s, struct mig_conn *ctl, uint32_t round,
 				  (unsigned long long)answered, (unsigned long long)dn.faults);
 			break;
 		} else if (h.type == MIG_REC_ERROR) {
-			char buf[300] = "";
-			if (h.len < sizeof(buf) && !mig_recv_payload(ctl, &h, buf, h.len) &&
-			    h.len > sizeof(struct mig_error))
-				snprintf(ctl->why, sizeof(ctl->why), "destination: %.*s",
-					 (int)(h.len - sizeof(struct mig_error)),
-					 buf + sizeof(struct mig_error));
-			r = -ECONNABORTED;
+			r = mig_recv_error(ctl, &h, "destination");
 		} else {
 			snprintf(ctl->why, sizeof(ctl->why), "record type %u during post-copy",
 				 h.type);

@@ -62,7 +62,6 @@ static int sync_commit_ext(struct transport *t, size_t len, const void *ext, siz
 			}
 			return t->err;
 		}
-		t->sends++;
 		len -= (size_t)w;
 		while (m.msg_iovlen && (size_t)w >= m.msg_iov->iov_len) {
 			w -= (ssize_t)m.msg_iov->iov_len;

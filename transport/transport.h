@@ -34,8 +34,7 @@ struct transport {
 	int fd;		/* the connected socket (not the transport's to close) */
 	int timeout_ms; /* a send that makes no progress this long fails */
 	int err;	/* sticky: 0 or -errno */
-	char mode[32];	/* how it sends, for the report ("sendmsg", "send-zc", ...) */
-	uint64_t sends; /* system calls or SQEs that carried data */
+	char mode[32];	/* how it sends, for the report ("send", "send-zc", ...) */
 	char why[160];
 };
 

@@ -121,7 +121,6 @@ static void pump(struct uring_tx *u)
 		}
 	}
 	u->sending = true;
-	u->t.sends++;
 }
 
 static void zc_notified(struct uring_tx *u, const struct io_uring_cqe *cqe)

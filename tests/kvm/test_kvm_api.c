@@ -81,24 +81,36 @@ static pid_t start_source(const char *log, const char *ws)
 	return pid;
 }
 
+/* A destination flit --incoming on addr, listening when this returns.
+ * verify: the guest then runs a second, verifies itself and the host checks
+ * every page; api: the socket it serves once the guest is there (or NULL). */
+static pid_t start_dest(const char *log, const char *addr, bool verify, const char *api)
+{
+	const char *argv[16] = {
+	    test_build_path("flit"), "--incoming", addr, "--token-file", token, "--timeout", "300"};
+	unsigned n = 7;
+
+	if (verify) {
+		argv[n++] = "--verify";
+		argv[n++] = "--finish-after";
+		argv[n++] = "1";
+	}
+	if (api) {
+		argv[n++] = "--api";
+		argv[n++] = api;
+	}
+	argv[n] = NULL;
+	pid_t pid = proc_spawn(log, argv);
+	TEST_ASSERT(proc_wait_log(log, "listening for a migration", 60), "the destination listens");
+	return pid;
+}
+
 static void migrate_through_api(void)
 {
 	char out[8192], slog[300], dlog[300];
 	snprintf(slog, sizeof(slog), "%s/source.log", tmpdir);
 	snprintf(dlog, sizeof(dlog), "%s/dest.log", tmpdir);
-	const char *dargv[] = {test_build_path("flit"),
-			       "--incoming",
-			       "tcp:127.0.0.1:7341",
-			       "--token-file",
-			       token,
-			       "--verify",
-			       "--finish-after",
-			       "1",
-			       "--timeout",
-			       "300",
-			       NULL};
-	pid_t dst = proc_spawn(dlog, dargv);
-	TEST_ASSERT(proc_wait_log(dlog, "listening for a migration", 60), "destination listens");
+	pid_t dst = start_dest(dlog, "tcp:127.0.0.1:7341", true, NULL);
 	pid_t src = start_source(slog, "ws=8m");
 
 	TEST_ASSERT_EQ(flitctl(out, sizeof(out), "status", NULL), 0);
@@ -127,16 +139,7 @@ static void cancel_keeps_source(void)
 	char out[8192], slog[300], dlog[300];
 	snprintf(slog, sizeof(slog), "%s/source2.log", tmpdir);
 	snprintf(dlog, sizeof(dlog), "%s/dest2.log", tmpdir);
-	const char *dargv[] = {test_build_path("flit"),
-			       "--incoming",
-			       "tcp:127.0.0.1:7342",
-			       "--token-file",
-			       token,
-			       "--timeout",
-			       "300",
-			       NULL};
-	pid_t dst = proc_spawn(dlog, dargv);
-	TEST_ASSERT(proc_wait_log(dlog, "listening for a migration", 60), "destination listens");
+	pid_t dst = start_dest(dlog, "tcp:127.0.0.1:7342", false, NULL);
 	pid_t src = start_source(slog, "ws=8m");
 	/* A second client follows the event stream meanwhile. */
 	char elog[300];
@@ -191,14 +194,6 @@ static void source_killed_in(const char *mode, const char *port_addr, const char
 	char out[8192], dlog[300], slog[300];
 	snprintf(dlog, sizeof(dlog), "%s/dest-%s.log", tmpdir, tag);
 	snprintf(slog, sizeof(slog), "%s/source-%s.log", tmpdir, tag);
-	const char *dargv[] = {test_build_path("flit"),
-			       "--incoming",
-			       port_addr,
-			       "--token-file",
-			       token,
-			       "--timeout",
-			       "300",
-			       NULL};
 	const char *sargv[] = {test_build_path("flit"),
 			       "--guest",
 			       "memcheck",
@@ -216,9 +211,7 @@ static void source_killed_in(const char *mode, const char *port_addr, const char
 			       "--mode",
 			       mode,
 			       NULL};
-	pid_t dst = proc_spawn(dlog, dargv);
-	TEST_ASSERT(proc_wait_log(dlog, "listening for a migration", 60), "destination listens");
-	usleep(200000);
+	pid_t dst = start_dest(dlog, port_addr, false, NULL);
 	pid_t src = proc_spawn(slog, sargv);
 	usleep(1500000); /* inside the ~13 s the capped migration would take */
 	kill(src, SIGKILL);
@@ -251,31 +244,8 @@ static void migrate_onward(void)
 	snprintf(blog, sizeof(blog), "%s/b.log", tmpdir);
 	snprintf(clog, sizeof(clog), "%s/c.log", tmpdir);
 	snprintf(bsock, sizeof(bsock), "%s/b.sock", tmpdir);
-	const char *bargv[] = {test_build_path("flit"),
-			       "--incoming",
-			       "tcp:127.0.0.1:7344",
-			       "--token-file",
-			       token,
-			       "--api",
-			       bsock,
-			       "--timeout",
-			       "300",
-			       NULL};
-	const char *cargv[] = {test_build_path("flit"),
-			       "--incoming",
-			       "tcp:127.0.0.1:7345",
-			       "--token-file",
-			       token,
-			       "--verify",
-			       "--finish-after",
-			       "1",
-			       "--timeout",
-			       "300",
-			       NULL};
-	pid_t b = proc_spawn(blog, bargv), c = proc_spawn(clog, cargv);
-	TEST_ASSERT(proc_wait_log(blog, "listening for a migration", 60) &&
-			proc_wait_log(clog, "listening for a migration", 60),
-		    "both destinations listen");
+	pid_t b = start_dest(blog, "tcp:127.0.0.1:7344", false, bsock);
+	pid_t c = start_dest(clog, "tcp:127.0.0.1:7345", true, NULL);
 	pid_t a = start_source(alog, "ws=4m");
 
 	TEST_ASSERT(access(bsock, F_OK) != 0, "B serves no API before the guest is there");
@@ -308,19 +278,7 @@ static void switch_to_postcopy(void)
 	char out[8192], slog[300], dlog[300];
 	snprintf(slog, sizeof(slog), "%s/source5.log", tmpdir);
 	snprintf(dlog, sizeof(dlog), "%s/dest5.log", tmpdir);
-	const char *dargv[] = {test_build_path("flit"),
-			       "--incoming",
-			       "tcp:127.0.0.1:7347",
-			       "--token-file",
-			       token,
-			       "--verify",
-			       "--finish-after",
-			       "1",
-			       "--timeout",
-			       "300",
-			       NULL};
-	pid_t dst = proc_spawn(dlog, dargv);
-	TEST_ASSERT(proc_wait_log(dlog, "listening for a migration", 60), "destination listens");
+	pid_t dst = start_dest(dlog, "tcp:127.0.0.1:7347", true, NULL);
 	pid_t src = start_source(slog, "ws=8m");
 
 	TEST_ASSERT_EQ(flitctl(out, sizeof(out), "migrate-postcopy", NULL), 1);
