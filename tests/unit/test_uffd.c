@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/util.h"
@@ -25,7 +26,7 @@ static uint8_t *ram;
 static pthread_mutex_t qlock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t qcond = PTHREAD_COND_INITIALIZER;
 static uint64_t queue[PAGES * 4];
-static unsigned qhead, qtail, requests;
+static unsigned qhead, qtail, requests, answered;
 static bool qstop;
 static unsigned answer_us = 200; /* how long an answer takes */
 
@@ -66,6 +67,8 @@ static void *server(void *arg)
 		if (r)
 			fprintf(stderr, "place %llu: %s\n", (unsigned long long)gfn, strerror(-r));
 		pthread_mutex_lock(&qlock);
+		answered++;
+		pthread_cond_broadcast(&qcond);
 	}
 	pthread_mutex_unlock(&qlock);
 	return NULL;
@@ -91,13 +94,30 @@ static void *reader(void *arg)
 
 static pthread_t server_t;
 
+/* Waits until the server has answered every request, its bookkeeping
+ * included: a reader wakes inside UFFDIO_COPY, before the placement is
+ * counted, so the readers being done says nothing about the counters. */
+static void wait_answered(void)
+{
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += 10;
+	pthread_mutex_lock(&qlock);
+	int r = 0;
+	while (answered != requests && r == 0)
+		r = pthread_cond_timedwait(&qcond, &qlock, &until);
+	unsigned a = answered, q = requests;
+	pthread_mutex_unlock(&qlock);
+	TEST_ASSERT(a == q, "the server answered %u of %u requests in 10 s", a, q);
+}
+
 static void setup(void)
 {
 	ram = mmap(NULL, PAGES * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	TEST_ASSERT(ram != MAP_FAILED, "mmap");
 	int r = uffd_open(&u, ram, PAGES);
 	TEST_ASSERT(r == 0, "userfaultfd: %s", strerror(-r));
-	qhead = qtail = requests = 0;
+	qhead = qtail = requests = answered = 0;
 	qstop = false;
 	TEST_ASSERT_EQ(uffd_start(&u, request, NULL), 0);
 	pthread_create(&server_t, NULL, server, NULL);
@@ -128,6 +148,7 @@ static void many_threads_one_page(void)
 		pthread_join(r[i].t, NULL);
 		TEST_ASSERT_EQ(r[i].bad, 0);
 	}
+	wait_answered();
 	TEST_ASSERT_EQ(requests, 64);
 	TEST_ASSERT_EQ(u.faults, 64);
 	TEST_ASSERT_EQ(u.nr_placed, 64);
@@ -175,15 +196,7 @@ static void push_races_faults(void)
 	}
 	/* Let the server answer what is still queued: each answer then finds
 	 * its page there. */
-	for (int i = 0; i < 200; i++) {
-		pthread_mutex_lock(&qlock);
-		bool idle = qhead == qtail;
-		pthread_mutex_unlock(&qlock);
-		if (idle)
-			break;
-		usleep(10000);
-	}
-	usleep(5000);
+	wait_answered();
 	TEST_ASSERT(uffd_complete(&u), "every page placed: %llu of %d",
 		    (unsigned long long)u.nr_placed, PAGES);
 	TEST_ASSERT_EQ(u.nr_placed, PAGES);
@@ -213,7 +226,7 @@ static void answer_after_push(void)
 	TEST_ASSERT_EQ(uffd_place(&u, 10, page, 1), 0);
 	pthread_join(r.t, NULL);
 	TEST_ASSERT_EQ(r.bad, 0);
-	usleep(150000); /* the answer arrives */
+	wait_answered(); /* the late answer arrives */
 	TEST_ASSERT_EQ(u.eexist, 1);
 	TEST_ASSERT_EQ(u.nr_placed, 1);
 	TEST_ASSERT_EQ(u.pulled, 1);
