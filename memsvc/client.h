@@ -1,0 +1,85 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The memsvc client: one connection to flit-memsvc, one namespace, blocking
+ * request/response (one request in flight; a mutex makes a connection safe
+ * to share between threads, but each hot path should own its connection).
+ *
+ * A namespace is an array of nr_pages 4 KiB pages, zero until written. Its
+ * owner is one client at a time: memsvc_open with epoch 0 takes ownership
+ * and makes a new epoch, which fences every earlier owner (their requests
+ * are refused with -ESTALE from then on); memsvc_open with the epoch a
+ * client already held takes it back after a lost connection, and only if no
+ * one has taken the namespace since.
+ *
+ * Every call returns 0 or -errno; memsvc_why gives the reason in words (the
+ * service's own message when it refused). Service refusals map to:
+ *   -ENOENT  no such namespace          -EEXIST  namespace exists
+ *   -EACCES  wrong token                -ESTALE  a newer owner holds it
+ *   -ENOSPC  over the namespace limit   -ERANGE  page number out of range
+ *   -E2BIG   batch too large            -EPROTO  malformed request/answer
+ * A lost connection gives -ECONNRESET, -EPIPE or -ETIMEDOUT; the client is
+ * then unusable until memsvc_reconnect succeeds.
+ */
+#ifndef FLIT_MEMSVC_CLIENT_H
+#define FLIT_MEMSVC_CLIENT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define MEMSVC_PAGE 4096u
+#define MEMSVC_MAX_BATCH 64u /* pages in one read or write request */
+#define MEMSVC_DEFAULT_PORT 4610
+
+struct memsvc_client;
+
+struct memsvc_ns_info {
+	uint64_t nr_pages;    /* size of the namespace */
+	uint64_t limit_pages; /* at most this many written pages */
+	uint64_t used_pages;  /* pages written (stored) */
+	uint64_t epoch;       /* the current owner's epoch */
+};
+
+/* Connects (TCP, TCP_NODELAY; timeout_ms for the connect and for every
+ * answer afterwards, 0 = 10 s). NULL and *err (-errno) on failure, with the
+ * reason in why. */
+struct memsvc_client *memsvc_connect(const char *host, uint16_t port, int timeout_ms, int *err,
+				     char *why, unsigned whylen);
+void memsvc_close(struct memsvc_client *c);
+const char *memsvc_why(const struct memsvc_client *c);
+
+/* Creates a namespace (the caller does not own it yet). limit_pages 0 means
+ * nr_pages. */
+int memsvc_create(struct memsvc_client *c, const char *ns, const char *token, uint64_t nr_pages,
+		  uint64_t limit_pages);
+
+/* Opens ns as its owner. *epoch: in 0 to take ownership anew, or the epoch
+ * held before to take it back; out the epoch now held. info may be NULL. */
+int memsvc_open(struct memsvc_client *c, const char *ns, const char *token, uint64_t *epoch,
+		struct memsvc_ns_info *info);
+
+/* The open namespace's numbers (any owner state; a stale owner gets
+ * -ESTALE). */
+int memsvc_info(struct memsvc_client *c, struct memsvc_ns_info *info);
+
+/* Reads n (<= MEMSVC_MAX_BATCH) pages into out[i * 4096]. zero may be NULL;
+ * else zero[i] is set when the page was never written (out is zeroed
+ * then too). */
+int memsvc_read(struct memsvc_client *c, const uint64_t *gfn, unsigned n, void *out,
+		bool *zero);
+
+/* Writes n (<= MEMSVC_MAX_BATCH) pages, page i from src[i]; when it returns
+ * 0 the service has stored them (and, with a backing file, they survive a
+ * restart of the service). */
+int memsvc_write(struct memsvc_client *c, const uint64_t *gfn, unsigned n,
+		 const void *const *src);
+
+/* Connects again to the same service and reopens the namespace with the
+ * epoch held (see memsvc_open); -ESTALE if another owner took it. */
+int memsvc_reconnect(struct memsvc_client *c);
+
+/* Parses "memsvc://HOST[:PORT]/NAMESPACE" (port defaults to
+ * MEMSVC_DEFAULT_PORT). 0 or -EINVAL with why set. */
+int memsvc_parse_url(const char *url, char *host, unsigned hostlen, uint16_t *port, char *ns,
+		     unsigned nslen, char *why, unsigned whylen);
+
+#endif
