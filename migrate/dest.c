@@ -543,7 +543,7 @@ static int postcopy_prepare(struct dst *d, struct mig_conn *ctl)
 	}
 	/* Huge pages would fault in 2 MiB at a time, zeros included. */
 	madvise(ram, d->nr_pages * 4096, MADV_NOHUGEPAGE);
-	r = uffd_open(u, ram, d->nr_pages);
+	r = uffd_open(u, ram, d->nr_pages, 0);
 	if (r) {
 		snprintf(ctl->why, sizeof(ctl->why), "userfaultfd: %s%s", strerror(-r),
 			 r == -EPERM ? " (post-copy needs root or vm.unprivileged_userfaultfd=1)"

@@ -27,7 +27,7 @@ static bool atomic_test(const uint64_t *bm, uint64_t bit)
 	return __atomic_load_n(&bm[bit / 64], __ATOMIC_ACQUIRE) & (1ULL << (bit % 64));
 }
 
-int uffd_open(struct uffd *u, void *base, uint64_t nr_pages)
+int uffd_open(struct uffd *u, void *base, uint64_t nr_pages, unsigned flags)
 {
 	memset(u, 0, sizeof(*u));
 	u->fd = u->stop_fd = -1;
@@ -37,14 +37,18 @@ int uffd_open(struct uffd *u, void *base, uint64_t nr_pages)
 	u->fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
 	if (u->fd < 0)
 		return -errno;
-	struct uffdio_api api = {.api = UFFD_API};
+	bool wp = flags & UFFD_OPEN_WP;
+	struct uffdio_api api = {.api = UFFD_API,
+				 .features = wp ? UFFD_FEATURE_PAGEFAULT_FLAG_WP : 0};
 	if (ioctl(u->fd, UFFDIO_API, &api))
 		goto fail;
 	struct uffdio_register reg = {.range = {.start = (uintptr_t)base, .len = nr_pages * 4096},
-				      .mode = UFFDIO_REGISTER_MODE_MISSING};
+				      .mode = UFFDIO_REGISTER_MODE_MISSING |
+					      (wp ? UFFDIO_REGISTER_MODE_WP : 0)};
 	if (ioctl(u->fd, UFFDIO_REGISTER, &reg))
 		goto fail;
-	if (!(reg.ioctls & (1ULL << _UFFDIO_COPY))) {
+	uint64_t need = (1ULL << _UFFDIO_COPY) | (wp ? 1ULL << _UFFDIO_WRITEPROTECT : 0);
+	if ((reg.ioctls & need) != need) {
 		errno = ENOTSUP;
 		goto fail;
 	}
@@ -88,13 +92,40 @@ void uffd_mark_present(struct uffd *u, uint64_t gfn, uint64_t count)
 			placed(u, g);
 }
 
-static void wake(struct uffd *u, uint64_t gfn, uint64_t count)
+void uffd_wake(struct uffd *u, uint64_t gfn, uint64_t count)
 {
 	struct uffdio_range r = {.start = (uintptr_t)(u->base + gfn * 4096), .len = count * 4096};
 	ioctl(u->fd, UFFDIO_WAKE, &r);
 }
 
+int uffd_protect(struct uffd *u, uint64_t gfn, uint64_t count, bool on)
+{
+	struct uffdio_writeprotect w = {
+	    .range = {.start = (uintptr_t)(u->base + gfn * 4096), .len = count * 4096},
+	    .mode = on ? UFFDIO_WRITEPROTECT_MODE_WP : 0};
+	if (gfn >= u->nr_pages || count > u->nr_pages - gfn)
+		return -ERANGE;
+	while (ioctl(u->fd, UFFDIO_WRITEPROTECT, &w))
+		if (errno != EAGAIN)
+			return -errno;
+	return 0;
+}
+
+void uffd_forget(struct uffd *u, uint64_t gfn)
+{
+	uint64_t m = 1ULL << (gfn % 64);
+	if (!(__atomic_fetch_and(&u->placed[gfn / 64], ~m, __ATOMIC_ACQ_REL) & m))
+		return;
+	__atomic_store_n(&u->fault_ns[gfn], 0, __ATOMIC_RELEASE);
+	__atomic_fetch_sub(&u->nr_placed, 1, __ATOMIC_RELEASE);
+}
+
 int uffd_place(struct uffd *u, uint64_t gfn, const void *src, uint32_t count)
+{
+	return uffd_place_mode(u, gfn, src, count, false);
+}
+
+int uffd_place_mode(struct uffd *u, uint64_t gfn, const void *src, uint32_t count, bool wp)
 {
 	const uint8_t *s = src;
 
@@ -103,7 +134,8 @@ int uffd_place(struct uffd *u, uint64_t gfn, const void *src, uint32_t count)
 	while (count) {
 		struct uffdio_copy c = {.dst = (uintptr_t)(u->base + gfn * 4096),
 					.src = (uintptr_t)s,
-					.len = (uint64_t)count * 4096};
+					.len = (uint64_t)count * 4096,
+					.mode = wp ? UFFDIO_COPY_MODE_WP : 0};
 		int r = ioctl(u->fd, UFFDIO_COPY, &c);
 		uint64_t done = c.copy > 0 ? (uint64_t)c.copy / 4096 : 0;
 		for (uint64_t i = 0; i < done; i++)
@@ -120,7 +152,7 @@ int uffd_place(struct uffd *u, uint64_t gfn, const void *src, uint32_t count)
 		/* The next page is there already (a push and a fault's answer
 		 * met): skip it, and wake whoever might wait on it. */
 		placed(u, gfn);
-		wake(u, gfn, 1);
+		uffd_wake(u, gfn, 1);
 		gfn++;
 		s += 4096;
 		count--;
@@ -141,7 +173,7 @@ int uffd_place_zero(struct uffd *u, uint64_t gfn)
 			continue;
 		if (errno != EEXIST)
 			return -errno;
-		wake(u, gfn, 1);
+		uffd_wake(u, gfn, 1);
 		break;
 	}
 	placed(u, gfn);
@@ -179,6 +211,15 @@ static void *fault_thread(void *arg)
 			uint64_t gfn = (addr - (uintptr_t)u->base) / 4096;
 			if (gfn >= u->nr_pages)
 				continue;
+			if (msg[i].arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP) {
+				/* A write to a protected page: its owner decides
+				 * (no owner: nothing protects pages on purpose). */
+				if (u->wp_fault)
+					u->wp_fault(u->opaque, gfn);
+				else
+					uffd_protect(u, gfn, 1, false);
+				continue;
+			}
 			/* The first fault on a page that is not there asks for
 			 * it; a later one waits for the same answer; a page
 			 * placed meanwhile only needs its waiters woken. */
@@ -186,7 +227,7 @@ static void *fault_thread(void *arg)
 			if (!__atomic_compare_exchange_n(&u->fault_ns[gfn], &expect, now, false,
 							 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
 				if (expect == UFFD_PLACED)
-					wake(u, gfn, 1);
+					uffd_wake(u, gfn, 1);
 				continue;
 			}
 			__atomic_fetch_add(&u->faults, 1, __ATOMIC_RELAXED);

@@ -34,6 +34,9 @@ struct uffd {
 	uint64_t *fault_ns;
 	uint64_t nr_placed; /* atomic */
 	int (*request)(void *opaque, uint64_t gfn);
+	/* With UFFD_OPEN_WP: a write hit a write-protected page (the fault
+	 * thread; the writer waits until the page is unprotected or woken). */
+	void (*wp_fault)(void *opaque, uint64_t gfn);
 	void *opaque;
 	pthread_t thread;
 	bool started;
@@ -50,7 +53,8 @@ struct uffd {
  * present already (populated) never fault; mark them with uffd_mark_present
  * so that completion counts them. 0 or -errno (-EPERM: no permission for
  * kernel-mode faults; see docs). */
-int uffd_open(struct uffd *u, void *base, uint64_t nr_pages);
+#define UFFD_OPEN_WP 1u /* write-protect faults too (uffd_protect, wp_fault) */
+int uffd_open(struct uffd *u, void *base, uint64_t nr_pages, unsigned flags);
 void uffd_mark_present(struct uffd *u, uint64_t gfn, uint64_t count);
 
 /* Starts the fault thread: request(opaque, gfn) asks for one page (it must
@@ -60,8 +64,20 @@ int uffd_start(struct uffd *u, int (*request)(void *opaque, uint64_t gfn), void 
 /* Places count pages from src at gfn (any that are there already are
  * skipped) and wakes their waiters. 0 or -errno. */
 int uffd_place(struct uffd *u, uint64_t gfn, const void *src, uint32_t count);
+/* The same, the pages mapped write-protected if wp (UFFD_OPEN_WP): the
+ * first write to each then reaches wp_fault. */
+int uffd_place_mode(struct uffd *u, uint64_t gfn, const void *src, uint32_t count, bool wp);
 /* A page of zeros. */
 int uffd_place_zero(struct uffd *u, uint64_t gfn);
+
+/* Write-protects (on) or unprotects count pages; unprotecting wakes the
+ * writers that wait on them. 0 or -errno. */
+int uffd_protect(struct uffd *u, uint64_t gfn, uint64_t count, bool on);
+/* Wakes whoever waits on the pages (they fault again if need be). */
+void uffd_wake(struct uffd *u, uint64_t gfn, uint64_t count);
+/* The page is about to be dropped (MADV_DONTNEED): it counts as never
+ * placed, and the next fault on it asks for it again. */
+void uffd_forget(struct uffd *u, uint64_t gfn);
 
 /* Pages faulted on and not placed yet. */
 static inline bool uffd_waiting(struct uffd *u)

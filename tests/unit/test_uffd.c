@@ -115,7 +115,7 @@ static void setup(void)
 {
 	ram = mmap(NULL, PAGES * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	TEST_ASSERT(ram != MAP_FAILED, "mmap");
-	int r = uffd_open(&u, ram, PAGES);
+	int r = uffd_open(&u, ram, PAGES, 0);
 	TEST_ASSERT(r == 0, "userfaultfd: %s", strerror(-r));
 	qhead = qtail = requests = answered = 0;
 	qstop = false;
@@ -242,7 +242,7 @@ static void zero_and_present_pages(void)
 	ram = mmap(NULL, PAGES * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	TEST_ASSERT(ram != MAP_FAILED, "mmap");
 	memset(ram, 7, 4096); /* page 0 present before */
-	TEST_ASSERT_EQ(uffd_open(&u, ram, PAGES), 0);
+	TEST_ASSERT_EQ(uffd_open(&u, ram, PAGES, 0), 0);
 	uffd_mark_present(&u, 0, 1);
 	for (uint64_t g = 1; g < PAGES / 2; g++)
 		TEST_ASSERT_EQ(uffd_place_zero(&u, g), 0);

@@ -1,0 +1,490 @@
+// SPDX-License-Identifier: MIT
+#include "pager.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/util.h"
+#include "uffd.h"
+
+enum { MISSING, CLEAN, DIRTY, UNPROTECTING, BUSY };
+
+#define MAX_BATCH 64
+
+struct pager {
+	struct uffd u;
+	uint8_t *base;
+	uint64_t nr_pages;
+	struct pager_params prm;
+	const struct page_store_ops *ops;
+	void *fetch_store, *evict_store;
+	unsigned batch;
+
+	uint8_t *state; /* per page, atomic */
+	uint8_t *ref;	/* per page: written since last passed over */
+
+	/* Resident pages in arrival order: a ring of nr_pages entries (a page
+	 * is in it at most once). */
+	pthread_mutex_t lock;
+	pthread_cond_t cond; /* evictor: over budget, or stop */
+	uint64_t *fifo, head, count;
+	bool stop;
+
+	pthread_mutex_t store_lock; /* evict_store: evictor, flush, prefetch */
+	pthread_t evictor;
+	bool evictor_started;
+
+	uint64_t resident, fetched, fetched_zero, evicted, written, wp_faults, reconnects;
+	int failed;
+	char why[200];
+	uint8_t buf[MAX_BATCH * 4096];	/* fault thread's fetch buffer */
+	uint8_t pbuf[MAX_BATCH * 4096]; /* prefetch buffer (store_lock) */
+};
+
+static bool cas(uint8_t *s, uint8_t from, uint8_t to)
+{
+	return __atomic_compare_exchange_n(s, &from, to, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+}
+
+static void fifo_push(struct pager *p, uint64_t gfn)
+{
+	pthread_mutex_lock(&p->lock);
+	p->fifo[(p->head + p->count++) % p->nr_pages] = gfn;
+	p->resident++;
+	if (p->resident > p->prm.cache_pages)
+		pthread_cond_signal(&p->cond);
+	pthread_mutex_unlock(&p->lock);
+}
+
+static void fail(struct pager *p, int err, const char *what, void *store)
+{
+	pthread_mutex_lock(&p->lock);
+	if (!p->failed) {
+		p->failed = err;
+		snprintf(p->why, sizeof(p->why), "%s: %s", what,
+			 p->ops->why ? p->ops->why(store) : strerror(-err));
+		log_err("remote memory: %s", p->why);
+	}
+	pthread_mutex_unlock(&p->lock);
+}
+
+/* Runs op on store until it succeeds, reconnecting after a failure, for
+ * up to retry_ms. */
+static int with_retry(struct pager *p, void *store, int (*op)(struct pager *, void *, void *),
+		      void *arg, const char *what)
+{
+	uint64_t until = now_ns() + (uint64_t)p->prm.retry_ms * 1000000ULL;
+	bool warned = false;
+
+	for (;;) {
+		int r = op(p, store, arg);
+		if (r != -ECONNRESET && r != -EPIPE && r != -ETIMEDOUT && r != -ECONNREFUSED &&
+		    r != -ENOTCONN)
+			return r;
+		if (!warned) {
+			log_warn("remote memory: %s: %s; reconnecting", what,
+				 p->ops->why ? p->ops->why(store) : strerror(-r));
+			warned = true;
+		}
+		while (now_ns() < until) {
+			if (p->ops->reconnect && !p->ops->reconnect(store)) {
+				__atomic_fetch_add(&p->reconnects, 1, __ATOMIC_RELAXED);
+				log_info("remote memory: connected again");
+				break;
+			}
+			usleep(100000);
+		}
+		if (now_ns() >= until) {
+			fail(p, r, what, store);
+			return r;
+		}
+	}
+}
+
+struct fetch_arg {
+	const uint64_t *gfn;
+	unsigned n;
+	uint8_t *buf;
+	bool *zero;
+};
+
+static int do_read(struct pager *p, void *store, void *arg)
+{
+	struct fetch_arg *a = arg;
+	return p->ops->read(store, a->gfn, a->n, a->buf, a->zero);
+}
+
+/* Places fetched pages write-protected (clean); a page someone else placed
+ * first is skipped. */
+static int place_fetched(struct pager *p, const uint64_t *gfn, unsigned n, const uint8_t *buf,
+			 const bool *zero)
+{
+	for (unsigned i = 0; i < n; i++) {
+		if (!cas(&p->state[gfn[i]], MISSING, CLEAN))
+			continue;
+		int r = uffd_place_mode(&p->u, gfn[i], buf + (size_t)i * 4096, 1, true);
+		if (r) {
+			__atomic_store_n(&p->state[gfn[i]], MISSING, __ATOMIC_RELEASE);
+			return r;
+		}
+		__atomic_fetch_add(&p->fetched, 1, __ATOMIC_RELAXED);
+		if (zero[i])
+			__atomic_fetch_add(&p->fetched_zero, 1, __ATOMIC_RELAXED);
+		fifo_push(p, gfn[i]);
+	}
+	return 0;
+}
+
+/* The fault thread: a touched page that is missing. */
+static int request(void *opaque, uint64_t gfn)
+{
+	struct pager *p = opaque;
+	bool zero[1];
+	struct fetch_arg a = {.gfn = &gfn, .n = 1, .buf = p->buf, .zero = zero};
+
+	if (__atomic_load_n(&p->state[gfn], __ATOMIC_ACQUIRE) != MISSING) {
+		uffd_wake(&p->u, gfn, 1); /* placed meanwhile */
+		return 0;
+	}
+	int r = with_retry(p, p->fetch_store, do_read, &a, "reading a page");
+	return r ? r : place_fetched(p, &gfn, 1, p->buf, zero);
+}
+
+/* The fault thread: the first write to a clean page. */
+static void wp_fault(void *opaque, uint64_t gfn)
+{
+	struct pager *p = opaque;
+
+	__atomic_fetch_add(&p->wp_faults, 1, __ATOMIC_RELAXED);
+	if (cas(&p->state[gfn], CLEAN, UNPROTECTING)) {
+		int r = uffd_protect(&p->u, gfn, 1, false); /* wakes the writer */
+		if (r)
+			log_err("remote memory: unprotecting page %llu: %s",
+				(unsigned long long)gfn, strerror(-r));
+		p->ref[gfn] = 1;
+		__atomic_store_n(&p->state[gfn], DIRTY, __ATOMIC_RELEASE);
+		return;
+	}
+	/* BUSY: whoever holds it wakes the writer when done; DIRTY: a late
+	 * message, the page is writable already; MISSING: dropped, the
+	 * writer faults again when woken. */
+	if (__atomic_load_n(&p->state[gfn], __ATOMIC_ACQUIRE) != BUSY)
+		uffd_wake(&p->u, gfn, 1);
+}
+
+struct write_arg {
+	const uint64_t *gfn;
+	unsigned n;
+	const void *const *src;
+};
+
+static int do_write(struct pager *p, void *store, void *arg)
+{
+	struct write_arg *a = arg;
+	return p->ops->write(store, a->gfn, a->n, a->src);
+}
+
+/* Writes back n BUSY pages (write-protected first, so they hold still);
+ * store_lock held. */
+static int write_back(struct pager *p, const uint64_t *gfn, unsigned n)
+{
+	const void *src[MAX_BATCH];
+
+	for (unsigned i = 0; i < n; i++) {
+		int r = uffd_protect(&p->u, gfn[i], 1, true);
+		if (r)
+			return r;
+		src[i] = p->base + gfn[i] * 4096;
+	}
+	if (!n)
+		return 0;
+	struct write_arg a = {.gfn = gfn, .n = n, .src = src};
+	int r = with_retry(p, p->evict_store, do_write, &a, "writing pages back");
+	if (!r)
+		__atomic_fetch_add(&p->written, n, __ATOMIC_RELAXED);
+	return r;
+}
+
+/* Ends a hold: the pages are clean now (still protected), or dirty again
+ * when the write-back failed (unprotected, which wakes their writers). */
+static void release(struct pager *p, const uint64_t *gfn, unsigned n, bool stored)
+{
+	for (unsigned i = 0; i < n; i++) {
+		if (!stored)
+			uffd_protect(&p->u, gfn[i], 1, false);
+		__atomic_store_n(&p->state[gfn[i]], stored ? CLEAN : DIRTY, __ATOMIC_RELEASE);
+		if (stored)
+			uffd_wake(&p->u, gfn[i], 1);
+	}
+}
+
+/* Drops BUSY pages the store holds. */
+static void drop(struct pager *p, const uint64_t *gfn, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++) {
+		uffd_forget(&p->u, gfn[i]);
+		__atomic_store_n(&p->state[gfn[i]], MISSING, __ATOMIC_RELEASE);
+		if (madvise(p->base + gfn[i] * 4096, 4096, MADV_DONTNEED))
+			log_err("remote memory: dropping page %llu: %s", (unsigned long long)gfn[i],
+				strerror(errno));
+		uffd_wake(&p->u, gfn[i], 1); /* writers that waited: fault again */
+	}
+	pthread_mutex_lock(&p->lock);
+	p->resident -= n;
+	pthread_mutex_unlock(&p->lock);
+	__atomic_fetch_add(&p->evicted, n, __ATOMIC_RELAXED);
+}
+
+/* Takes up to max victims from the front of the ring: clean ones as they
+ * come, dirty ones unless written since last passed over. */
+static unsigned pick(struct pager *p, uint64_t *clean, unsigned *nclean, uint64_t *dirty,
+		     unsigned max)
+{
+	unsigned nd = 0, nc = 0;
+
+	pthread_mutex_lock(&p->lock);
+	for (uint64_t seen = 0, n = p->count; seen < n && nc + nd < max; seen++) {
+		uint64_t g = p->fifo[p->head];
+		p->head = (p->head + 1) % p->nr_pages;
+		p->count--;
+		uint8_t *s = &p->state[g];
+		if (cas(s, CLEAN, BUSY)) {
+			clean[nc++] = g;
+			continue;
+		}
+		if (!p->ref[g] && cas(s, DIRTY, BUSY)) {
+			dirty[nd++] = g;
+			continue;
+		}
+		p->ref[g] = 0; /* second chance */
+		p->fifo[(p->head + p->count++) % p->nr_pages] = g;
+	}
+	pthread_mutex_unlock(&p->lock);
+	*nclean = nc;
+	return nd;
+}
+
+static void requeue(struct pager *p, const uint64_t *gfn, unsigned n)
+{
+	pthread_mutex_lock(&p->lock);
+	for (unsigned i = 0; i < n; i++)
+		p->fifo[(p->head + p->count++) % p->nr_pages] = gfn[i];
+	pthread_mutex_unlock(&p->lock);
+}
+
+static void *evictor(void *arg)
+{
+	struct pager *p = arg;
+	uint64_t clean[MAX_BATCH], dirty[MAX_BATCH];
+	unsigned nc;
+	/* Evict down to a little under the budget, so that every fault does
+	 * not wake the evictor. */
+	uint64_t slack = MAX(p->prm.cache_pages / 32, 1);
+
+	pthread_mutex_lock(&p->lock);
+	for (;;) {
+		while (!p->stop && (p->resident <= p->prm.cache_pages || p->failed))
+			pthread_cond_wait(&p->cond, &p->lock);
+		if (p->stop)
+			break;
+		while (!p->stop && !p->failed && p->resident + slack > p->prm.cache_pages) {
+			pthread_mutex_unlock(&p->lock);
+			pthread_mutex_lock(&p->store_lock);
+			unsigned nd = pick(p, clean, &nc, dirty, p->batch);
+			int r = write_back(p, dirty, nd);
+			if (r) {
+				release(p, dirty, nd, false);
+				requeue(p, dirty, nd);
+			} else {
+				drop(p, dirty, nd);
+			}
+			drop(p, clean, nc);
+			pthread_mutex_unlock(&p->store_lock);
+			pthread_mutex_lock(&p->lock);
+			if (!nd && !nc)
+				break; /* everything is in use: try again later */
+		}
+	}
+	pthread_mutex_unlock(&p->lock);
+	return NULL;
+}
+
+int pager_flush(struct pager *p, uint64_t *written)
+{
+	uint64_t gfn[MAX_BATCH], total = 0;
+	int r = 0;
+
+	pthread_mutex_lock(&p->store_lock);
+	for (uint64_t g = 0; g < p->nr_pages && !r;) {
+		unsigned n = 0;
+		for (; g < p->nr_pages && n < p->batch; g++)
+			if (cas(&p->state[g], DIRTY, BUSY))
+				gfn[n++] = g;
+		r = write_back(p, gfn, n);
+		release(p, gfn, n, !r);
+		total += r ? 0 : n;
+	}
+	pthread_mutex_unlock(&p->store_lock);
+	if (written)
+		*written = total;
+	return r;
+}
+
+uint64_t pager_resident(struct pager *p, uint64_t *gfn, uint64_t max)
+{
+	uint64_t n = 0;
+
+	pthread_mutex_lock(&p->lock);
+	for (; n < p->count && n < max; n++)
+		gfn[n] = p->fifo[(p->head + n) % p->nr_pages];
+	pthread_mutex_unlock(&p->lock);
+	return n;
+}
+
+int pager_prefetch(struct pager *p, const uint64_t *gfn, uint64_t n)
+{
+	uint64_t batch[MAX_BATCH];
+	bool zero[MAX_BATCH];
+	int r = 0;
+
+	pthread_mutex_lock(&p->store_lock);
+	for (uint64_t i = 0; i < n && !r;) {
+		unsigned k = 0;
+		for (; i < n && k < p->batch; i++)
+			if (gfn[i] < p->nr_pages &&
+			    __atomic_load_n(&p->state[gfn[i]], __ATOMIC_ACQUIRE) == MISSING)
+				batch[k++] = gfn[i];
+		if (!k)
+			continue;
+		struct fetch_arg a = {.gfn = batch, .n = k, .buf = p->pbuf, .zero = zero};
+		r = with_retry(p, p->evict_store, do_read, &a, "prefetching pages");
+		if (!r)
+			r = place_fetched(p, batch, k, p->pbuf, zero);
+	}
+	pthread_mutex_unlock(&p->store_lock);
+	return r;
+}
+
+void pager_stats(struct pager *p, struct pager_stats *s)
+{
+	uint64_t q[3];
+
+	pthread_mutex_lock(&p->lock);
+	s->resident = p->resident;
+	pthread_mutex_unlock(&p->lock);
+	s->fetched = __atomic_load_n(&p->fetched, __ATOMIC_RELAXED);
+	s->fetched_zero = __atomic_load_n(&p->fetched_zero, __ATOMIC_RELAXED);
+	s->evicted = __atomic_load_n(&p->evicted, __ATOMIC_RELAXED);
+	s->written = __atomic_load_n(&p->written, __ATOMIC_RELAXED);
+	s->wp_faults = __atomic_load_n(&p->wp_faults, __ATOMIC_RELAXED);
+	s->reconnects = __atomic_load_n(&p->reconnects, __ATOMIC_RELAXED);
+	uffd_latency_quantiles(&p->u, (const double[]){0.5, 0.99, 1.0}, q, 3);
+	s->fetch_p50_us = q[0];
+	s->fetch_p99_us = q[1];
+	s->fetch_max_us = q[2];
+}
+
+int pager_failed(struct pager *p, char *why, unsigned whylen)
+{
+	pthread_mutex_lock(&p->lock);
+	int r = p->failed;
+	if (r && why)
+		snprintf(why, whylen, "%s", p->why);
+	pthread_mutex_unlock(&p->lock);
+	return r;
+}
+
+int pager_open(struct pager **out, void *base, uint64_t nr_pages, const struct pager_params *prm,
+	       const struct page_store_ops *ops, void *fetch_store, void *evict_store, char *why,
+	       unsigned whylen)
+{
+	struct pager *p = calloc(1, sizeof(*p));
+	int r;
+
+	*out = NULL;
+	if (!p)
+		return -ENOMEM;
+	p->u.fd = p->u.stop_fd = -1;
+	p->base = base;
+	p->nr_pages = nr_pages;
+	p->prm = *prm;
+	if (!p->prm.retry_ms)
+		p->prm.retry_ms = 30000;
+	p->ops = ops;
+	p->fetch_store = fetch_store;
+	p->evict_store = evict_store;
+	p->batch = MIN(MAX(ops->max_batch, 1u), MAX_BATCH);
+	pthread_mutex_init(&p->lock, NULL);
+	pthread_mutex_init(&p->store_lock, NULL);
+	pthread_cond_init(&p->cond, NULL);
+	p->state = calloc(nr_pages, 1);
+	p->ref = calloc(nr_pages, 1);
+	p->fifo = calloc(nr_pages, sizeof(*p->fifo));
+	unsigned char *vec = calloc(nr_pages, 1);
+	if (!p->state || !p->ref || !p->fifo || !vec) {
+		free(vec);
+		pager_close(p);
+		return -ENOMEM;
+	}
+	/* Pages written before (the image) stay, resident and dirty. Huge
+	 * pages would bring in 2 MiB at a fault and could not be dropped
+	 * page by page. */
+	madvise(base, nr_pages * 4096, MADV_NOHUGEPAGE);
+	r = mincore(base, nr_pages * 4096, vec) ? -errno : 0;
+	if (!r)
+		r = uffd_open(&p->u, base, nr_pages, UFFD_OPEN_WP);
+	if (r) {
+		snprintf(why, whylen, "userfaultfd with write protection: %s%s", strerror(-r),
+			 r == -EPERM ? " (needs root or vm.unprivileged_userfaultfd=1)" : "");
+		free(vec);
+		pager_close(p);
+		return r;
+	}
+	for (uint64_t g = 0; g < nr_pages; g++)
+		if (vec[g] & 1) {
+			p->state[g] = DIRTY;
+			uffd_mark_present(&p->u, g, 1);
+			fifo_push(p, g);
+		}
+	free(vec);
+	p->u.wp_fault = wp_fault;
+	r = uffd_start(&p->u, request, p);
+	if (!r) {
+		r = -pthread_create(&p->evictor, NULL, evictor, p);
+		p->evictor_started = !r;
+	}
+	if (r) {
+		snprintf(why, whylen, "starting the pager threads: %s", strerror(-r));
+		pager_close(p);
+		return r;
+	}
+	*out = p;
+	return 0;
+}
+
+void pager_close(struct pager *p)
+{
+	if (!p)
+		return;
+	if (p->evictor_started) {
+		pthread_mutex_lock(&p->lock);
+		p->stop = true;
+		pthread_cond_signal(&p->cond);
+		pthread_mutex_unlock(&p->lock);
+		pthread_join(p->evictor, NULL);
+	}
+	uffd_close(&p->u);
+	free(p->state);
+	free(p->ref);
+	free(p->fifo);
+	pthread_mutex_destroy(&p->lock);
+	pthread_mutex_destroy(&p->store_lock);
+	pthread_cond_destroy(&p->cond);
+	free(p);
+}

@@ -1,0 +1,196 @@
+// SPDX-License-Identifier: MIT
+#include "remote.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "common/util.h"
+#include "memsvc/client.h"
+#include "vm.h"
+
+#define FIRST_GFN (VM_UNTRACKED_BYTES / 4096)
+
+/* One connection of the pager's: its page numbers are relative to the
+ * first MiB. */
+struct store {
+	struct memsvc_client *c;
+};
+
+struct remote_mem {
+	struct store fetch, evict;
+	struct pager *pager;
+	uint64_t epoch;
+};
+
+static int store_read(void *s, const uint64_t *gfn, unsigned n, void *out, bool *zero)
+{
+	uint64_t abs[MEMSVC_MAX_BATCH];
+
+	for (unsigned i = 0; i < n; i++)
+		abs[i] = gfn[i] + FIRST_GFN;
+	return memsvc_read(((struct store *)s)->c, abs, n, out, zero);
+}
+
+static int store_write(void *s, const uint64_t *gfn, unsigned n, const void *const *src)
+{
+	uint64_t abs[MEMSVC_MAX_BATCH];
+
+	for (unsigned i = 0; i < n; i++)
+		abs[i] = gfn[i] + FIRST_GFN;
+	return memsvc_write(((struct store *)s)->c, abs, n, src);
+}
+
+static int store_reconnect(void *s)
+{
+	return memsvc_reconnect(((struct store *)s)->c);
+}
+
+static const char *store_why(void *s)
+{
+	return memsvc_why(((struct store *)s)->c);
+}
+
+static const struct page_store_ops memsvc_store = {
+    .read = store_read,
+    .write = store_write,
+    .reconnect = store_reconnect,
+    .why = store_why,
+    .max_batch = MEMSVC_MAX_BATCH,
+};
+
+/* The token as text: hex, so any bytes a token file holds will do. */
+static void token_text(const struct remote_params *p, char *out)
+{
+	for (size_t i = 0; i < p->token_len; i++)
+		sprintf(out + 2 * i, "%02x", p->token[i]);
+	out[2 * p->token_len] = 0;
+}
+
+static int connect_one(struct store *s, const char *host, uint16_t port, const char *ns,
+		       const char *token, uint64_t *epoch)
+{
+	char why[200];
+	int r;
+
+	s->c = memsvc_connect(host, port, 0, &r, why, sizeof(why));
+	if (!s->c) {
+		log_err("memsvc %s:%u: %s", host, port, why);
+		return r;
+	}
+	r = memsvc_open(s->c, ns, token, epoch, NULL);
+	if (r)
+		log_err("memsvc namespace %s: %s", ns, memsvc_why(s->c));
+	return r;
+}
+
+int remote_open(struct remote_mem **out, struct vm *vm, const struct remote_params *p)
+{
+	char host[256], ns[128], why[200], token[600];
+	uint16_t port;
+	uint64_t nr_pages = mem_nr_pages(&vm->mem);
+	struct remote_mem *rm;
+	int r;
+
+	*out = NULL;
+	if (memsvc_parse_url(p->url, host, sizeof(host), &port, ns, sizeof(ns), why, sizeof(why))) {
+		log_err("%s: %s", p->url, why);
+		return -EINVAL;
+	}
+	if (vm->mem.nr_regions != 1 || vm->mem.regions[0].backing != MEM_ANON) {
+		log_err("remote memory needs one anonymous RAM region");
+		return -EINVAL;
+	}
+	rm = calloc(1, sizeof(*rm));
+	if (!rm)
+		return -ENOMEM;
+	token_text(p, token);
+
+	/* Create it if need be (the first connection), then own it: the
+	 * evictor's connection takes a new epoch, the fault thread's joins
+	 * it. */
+	rm->evict.c = memsvc_connect(host, port, 0, &r, why, sizeof(why));
+	if (!rm->evict.c) {
+		log_err("memsvc %s:%u: %s", host, port, why);
+		goto fail;
+	}
+	r = memsvc_create(rm->evict.c, ns, token, nr_pages, 0);
+	if (r && r != -EEXIST) {
+		log_err("memsvc: creating namespace %s: %s", ns, memsvc_why(rm->evict.c));
+		goto fail;
+	}
+	struct memsvc_ns_info info;
+	r = memsvc_open(rm->evict.c, ns, token, &rm->epoch, &info);
+	if (r) {
+		log_err("memsvc namespace %s: %s", ns, memsvc_why(rm->evict.c));
+		goto fail;
+	}
+	if (info.nr_pages != nr_pages) {
+		char a[32], b[32];
+		log_err("memsvc namespace %s holds %s, the guest has %s of RAM", ns,
+			fmt_size(info.nr_pages * 4096, a, sizeof(a)),
+			fmt_size(nr_pages * 4096, b, sizeof(b)));
+		r = -EINVAL;
+		goto fail;
+	}
+	uint64_t epoch = rm->epoch;
+	r = connect_one(&rm->fetch, host, port, ns, token, &epoch);
+	if (r)
+		goto fail;
+
+	uint64_t paged = nr_pages - FIRST_GFN;
+	struct pager_params pp = {.cache_pages = p->cache_bytes / 4096, .retry_ms = p->retry_ms};
+	if (!pp.cache_pages)
+		pp.cache_pages = MAX(paged / 4, 1);
+	r = pager_open(&rm->pager, vm->mem.regions[0].hva + VM_UNTRACKED_BYTES, paged, &pp,
+		       &memsvc_store, &rm->fetch, &rm->evict, why, sizeof(why));
+	if (r) {
+		log_err("remote memory: %s", why);
+		goto fail;
+	}
+	char a[32];
+	log_info("guest RAM in memsvc %s:%u/%s (epoch %llu, %s of it resident at most, %llu "
+		 "pages stored)",
+		 host, port, ns, (unsigned long long)rm->epoch,
+		 fmt_size(pp.cache_pages * 4096, a, sizeof(a)),
+		 (unsigned long long)info.used_pages);
+	*out = rm;
+	return 0;
+fail:
+	remote_close(rm);
+	return r;
+}
+
+int remote_flush(struct remote_mem *rm, uint64_t *written)
+{
+	return pager_flush(rm->pager, written);
+}
+
+void remote_stats(struct remote_mem *rm, struct pager_stats *s)
+{
+	pager_stats(rm->pager, s);
+}
+
+int remote_failed(struct remote_mem *rm, char *why, unsigned whylen)
+{
+	return pager_failed(rm->pager, why, whylen);
+}
+
+uint64_t remote_epoch(const struct remote_mem *rm)
+{
+	return rm->epoch;
+}
+
+void remote_close(struct remote_mem *rm)
+{
+	if (!rm)
+		return;
+	pager_close(rm->pager);
+	if (rm->fetch.c)
+		memsvc_close(rm->fetch.c);
+	if (rm->evict.c)
+		memsvc_close(rm->evict.c);
+	free(rm);
+}

@@ -1,0 +1,43 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Guest RAM backed by memsvc (flit --mem-backend memsvc://HOST:PORT/NS):
+ * the namespace holds the guest's RAM, this process only a bounded cache of
+ * it (postcopy/pager.h). The first MiB (boot structures) stays resident and
+ * local; every page above it is the namespace's page of the same number.
+ *
+ * The namespace is created if it does not exist (the guest's RAM size, no
+ * limit beyond it) and opened as its owner: a new epoch, or the epoch given
+ * (a destination taking over after a migration, see migrate/).
+ */
+#ifndef FLIT_VMM_REMOTE_H
+#define FLIT_VMM_REMOTE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "postcopy/pager.h"
+
+struct vm;
+struct remote_mem;
+
+struct remote_params {
+	const char *url;      /* memsvc://HOST[:PORT]/NAMESPACE */
+	const uint8_t *token; /* the namespace's secret */
+	size_t token_len;
+	uint64_t cache_bytes; /* resident budget; 0: a quarter of RAM */
+	int retry_ms;	      /* a lost service is retried this long (0: 30 s) */
+};
+
+/* Attaches vm's RAM (created, image loaded, not started) to the namespace.
+ * 0 or -errno, with the reason logged. */
+int remote_open(struct remote_mem **out, struct vm *vm, const struct remote_params *p);
+/* Writes back every page written since the last flush. */
+int remote_flush(struct remote_mem *rm, uint64_t *written);
+void remote_stats(struct remote_mem *rm, struct pager_stats *s);
+/* Non-zero once the service has been gone for retry_ms (why filled). */
+int remote_failed(struct remote_mem *rm, char *why, unsigned whylen);
+uint64_t remote_epoch(const struct remote_mem *rm);
+/* Only with the vCPUs stopped for good. */
+void remote_close(struct remote_mem *rm);
+
+#endif
