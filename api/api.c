@@ -170,10 +170,16 @@ static json_object *do_migrate(struct api_server *s, json_object *req)
 			p.mode = MIG_MODE_POSTCOPY;
 		else if (!strcmp(m, "hybrid"))
 			p.mode = MIG_MODE_HYBRID;
+		else if (!strcmp(m, "memsvc"))
+			p.mode = MIG_MODE_MEMSVC;
 		else
-			return error_reply(
-			    "'mode' must be \"precopy\", \"postcopy\" or \"hybrid\"");
+			return error_reply("'mode' must be \"precopy\", \"postcopy\", \"hybrid\" "
+					   "or \"memsvc\"");
 	}
+	if ((p.mode == MIG_MODE_MEMSVC) != !!p.remote)
+		return error_reply(p.remote ? "this guest's RAM is in memsvc: 'mode' must be "
+					      "\"memsvc\""
+					    : "'mode' \"memsvc\" needs guest RAM in memsvc");
 	if (json_object_object_get_ex(req, "checksum_pages", &v)) {
 		if (!json_object_is_type(v, json_type_boolean))
 			return error_reply("'checksum_pages' must be true or false");

@@ -26,6 +26,7 @@
 #include "migrate/migrate.h"
 #include "transport/transport.h"
 #include "vmm/loader.h"
+#include "vmm/remote.h"
 #include "vmm/vm.h"
 
 enum {
@@ -35,6 +36,7 @@ enum {
 	FLIT_EXIT_NO_KVM = 69,	    /* hypervisor unavailable */
 	FLIT_EXIT_GUEST_CRASH = 70, /* a vCPU failed */
 	FLIT_EXIT_RESOURCES = 71,   /* memory or other host resources */
+	FLIT_EXIT_REMOTE_MEM = 74,  /* the memory service is gone; the guest stopped */
 	FLIT_EXIT_TIMEOUT = 75,
 	FLIT_EXIT_MIGRATION = 76, /* migration failed (the guest ran on here) */
 };
@@ -58,7 +60,26 @@ struct opts {
 	uint64_t migrate_after_ms;
 	uint64_t finish_after_ms; /* then command the guest to verify and exit */
 	struct mig_params mig;
+	const char *memsvc; /* --mem-backend memsvc://... */
+	uint64_t cache;
+	uint64_t memsvc_retry_ms;
+	bool mode_given;
 };
+
+/* Guest RAM in memsvc, if --mem-backend said so (one guest per process). */
+static struct remote_mem *remote;
+
+/* Stops the guest for good and frees it (the pager goes first, while the
+ * RAM is still mapped and nothing runs). */
+static void guest_destroy(struct vm *vm)
+{
+	if (remote) {
+		vm_pause(vm);
+		remote_close(remote);
+		remote = NULL;
+	}
+	vm_destroy(vm);
+}
 
 static void usage(FILE *f)
 {
@@ -69,7 +90,12 @@ static void usage(FILE *f)
 		"  --mem SIZE          guest RAM, e.g. 256M, 2G (default 256M; 4M..64G,\n"
 		"                      a multiple of 2M)\n"
 		"  --vcpus N           vCPUs, 1..%d (default 1)\n"
-		"  --mem-backend B     anon (default) or memfd\n"
+		"  --mem-backend B     anon (default), memfd, or memsvc://HOST[:PORT]/NS: RAM\n"
+		"                      held by flit-memsvc, only --cache of it here\n"
+		"                      (the namespace's secret is --token-file's)\n"
+		"  --cache SIZE        with memsvc: resident RAM at most (default: a quarter)\n"
+		"  --memsvc-timeout SEC  a lost memsvc is retried this long, then the guest\n"
+		"                      stops (default 30)\n"
 		"  --dirty-track M     bitmap (default) or ring\n"
 		"  --verify            after the guest exits, check every memcheck page from\n"
 		"                      the host side too\n"
@@ -87,7 +113,9 @@ static void usage(FILE *f)
 		"  --token-file FILE   shared secret, 16..256 bytes (both sides; required)\n"
 		"  --mode MODE         precopy (default): rounds while the guest runs;\n"
 		"                      postcopy: switch at once, pages follow on demand;\n"
-		"                      hybrid: pre-copy rounds while they pay, then post-copy\n"
+		"                      hybrid: pre-copy rounds while they pay, then post-copy;\n"
+		"                      memsvc (for memsvc-backed RAM): write back, then\n"
+		"                      hand the namespace over with the vCPU state\n"
 		"  --channels N        data connections, 1..16 (default 2)\n"
 		"  --transport NAME    how data connections send: uring (io_uring; the\n"
 		"                      default, plain sends where io_uring is off) or sync\n"
@@ -167,6 +195,8 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 	    {"mem-prealloc", no_argument, NULL, 'P'},
 	    {"api", required_argument, NULL, 'S'},
 	    {"no-mem-prealloc", no_argument, NULL, 'Q'},
+	    {"cache", required_argument, NULL, 'Z'},
+	    {"memsvc-timeout", required_argument, NULL, 'W'},
 	    {0},
 	};
 	uint64_t v;
@@ -229,14 +259,18 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 			o->mig.channels = (unsigned)v;
 			break;
 		case 'O':
+			o->mode_given = true;
 			if (!strcmp(optarg, "precopy"))
 				o->mig.mode = MIG_MODE_PRECOPY;
 			else if (!strcmp(optarg, "postcopy"))
 				o->mig.mode = MIG_MODE_POSTCOPY;
 			else if (!strcmp(optarg, "hybrid"))
 				o->mig.mode = MIG_MODE_HYBRID;
+			else if (!strcmp(optarg, "memsvc"))
+				o->mig.mode = MIG_MODE_MEMSVC;
 			else
-				return bad_usage("--mode %s: precopy, postcopy or hybrid", optarg);
+				return bad_usage("--mode %s: precopy, postcopy, hybrid or memsvc",
+						 optarg);
 			break;
 		case 'K':
 			o->mig.checksum_pages = true;
@@ -275,8 +309,22 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 			o->prealloc = c == 'P' ? 1 : 0;
 			break;
 		case 'b':
-			if (mem_backing_parse(optarg, &o->backing))
-				return bad_usage("--mem-backend %s: must be anon or memfd", optarg);
+			if (!strncmp(optarg, "memsvc://", 9)) {
+				o->memsvc = optarg;
+				o->backing = MEM_ANON;
+			} else if (mem_backing_parse(optarg, &o->backing)) {
+				return bad_usage("--mem-backend %s: anon, memfd or "
+						 "memsvc://HOST[:PORT]/NAMESPACE",
+						 optarg);
+			}
+			break;
+		case 'W':
+			if (parse_seconds_ms(optarg, &o->memsvc_retry_ms) || !o->memsvc_retry_ms)
+				return bad_usage("--memsvc-timeout %s: seconds, e.g. 30", optarg);
+			break;
+		case 'Z':
+			if (parse_size(optarg, &o->cache) || o->cache < MiB)
+				return bad_usage("--cache %s: a size of at least 1M", optarg);
 			break;
 		case 'd':
 			if (strcmp(optarg, "bitmap") && strcmp(optarg, "ring"))
@@ -313,6 +361,21 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 				       "one (flitctl migrate, or --migrate-to)");
 	if ((o->incoming || o->migrate_to) && !o->token_file)
 		return bad_usage("%s", "a migration needs --token-file (the same on both sides)");
+	if (o->memsvc && !o->token_file)
+		return bad_usage("%s", "--mem-backend memsvc needs --token-file (the namespace's "
+				       "secret)");
+	if (o->cache && !o->memsvc)
+		return bad_usage("%s", "--cache is for --mem-backend memsvc://...");
+	if (o->memsvc && o->prealloc == 1)
+		return bad_usage("%s", "--mem-prealloc and memsvc-backed RAM do not mix: the "
+				       "cache fills on demand");
+	if (o->memsvc && !o->mode_given)
+		o->mig.mode = MIG_MODE_MEMSVC;
+	if (o->memsvc && !o->incoming && o->mig.mode != MIG_MODE_MEMSVC)
+		return bad_usage("%s",
+				 "a guest with memsvc-backed RAM migrates with --mode memsvc");
+	if (!o->memsvc && !o->incoming && o->mig.mode == MIG_MODE_MEMSVC)
+		return bad_usage("%s", "--mode memsvc needs --mem-backend memsvc://...");
 	if (o->token_file) {
 		int r = mig_read_token(o->token_file, o->mig.token, &o->mig.token_len);
 		if (r == -EINVAL)
@@ -415,14 +478,14 @@ static int exit_code_for(int err)
 /* Runs the guest until it exits (or fails, or the timeout passes), telling it
  * to verify and exit after --finish-after; then the optional host check.
  * Returns the process exit status. Destroys the VM. */
-enum { WAIT_DONE, WAIT_MIGRATED, WAIT_QUIT };
+enum { WAIT_DONE, WAIT_MIGRATED, WAIT_QUIT, WAIT_REMOTE_LOST };
 
 /* vm_wait, but also ending when the API says the guest left or to quit. */
 static int wait_guest(struct vm *vm, struct api_server *api, int timeout_ms, struct vm_result *res)
 {
 	uint64_t end = timeout_ms < 0 ? UINT64_MAX : now_ns() + (uint64_t)timeout_ms * 1000000ULL;
 
-	if (!api) {
+	if (!api && !remote) {
 		vm_wait(vm, timeout_ms, res);
 		return WAIT_DONE;
 	}
@@ -430,10 +493,12 @@ static int wait_guest(struct vm *vm, struct api_server *api, int timeout_ms, str
 		uint64_t now = now_ns();
 		int slice = now >= end ? 0 : (int)MIN((end - now) / 1000000ULL, 200);
 		vm_wait(vm, slice, res);
-		if (api_migrated(api))
+		if (api && api_migrated(api))
 			return WAIT_MIGRATED;
-		if (api_quit_requested(api))
+		if (api && api_quit_requested(api))
 			return WAIT_QUIT;
+		if (remote && remote_failed(remote, NULL, 0))
+			return WAIT_REMOTE_LOST;
 		if (!res->timed_out || now_ns() >= end)
 			return WAIT_DONE;
 	}
@@ -455,17 +520,37 @@ static int run_to_end(struct vm *vm, const struct opts *o, uint64_t t0, struct a
 	if (w == WAIT_MIGRATED)
 		api_wait_final_read(api, 3000); /* let flitctl read the report */
 	api_stop(api);				/* waits for a migration still running */
+	if (w == WAIT_REMOTE_LOST) {
+		char why[200];
+		remote_failed(remote, why, sizeof(why));
+		/* The vCPUs may wait on pages that cannot come: no pause. */
+		log_err("guest RAM is out of reach (%s): stopping; every page written back is "
+			"in memsvc",
+			why);
+		_exit(FLIT_EXIT_REMOTE_MEM);
+	}
+	if (remote) {
+		struct pager_stats ps;
+		remote_stats(remote, &ps);
+		log_info("remote memory: %llu pages fetched (%llu never written), %llu evicted, "
+			 "%llu written back, %llu resident; fault to page p50 %llu us, p99 %llu "
+			 "us",
+			 (unsigned long long)ps.fetched, (unsigned long long)ps.fetched_zero,
+			 (unsigned long long)ps.evicted, (unsigned long long)ps.written,
+			 (unsigned long long)ps.resident, (unsigned long long)ps.fetch_p50_us,
+			 (unsigned long long)ps.fetch_p99_us);
+	}
 	if (w == WAIT_MIGRATED || (api && w == WAIT_QUIT)) {
 		log_info("%s", w == WAIT_MIGRATED ? "the guest runs at the destination now; "
 						    "leaving"
 						  : "quitting as asked");
-		vm_destroy(vm);
+		guest_destroy(vm);
 		return 0;
 	}
 	vm_pause(vm);
 	if (res.failed || res.timed_out) {
 		log_err("%s", res.reason);
-		vm_destroy(vm);
+		guest_destroy(vm);
 		return res.failed ? FLIT_EXIT_GUEST_CRASH : FLIT_EXIT_TIMEOUT;
 	}
 	status = (int)(res.exit_status > 63 ? 63 : res.exit_status);
@@ -491,7 +576,7 @@ static int run_to_end(struct vm *vm, const struct opts *o, uint64_t t0, struct a
 				status = 1;
 		}
 	}
-	vm_destroy(vm);
+	guest_destroy(vm);
 	return status;
 }
 
@@ -529,7 +614,12 @@ static int run_incoming(const struct opts *o)
 	dp.accept_timeout_ms = o->timeout_s ? (int)(o->timeout_s * 1000) : -1;
 	/* Preallocation pays off when it happens before the source connects,
 	 * which needs the layout up front: on by default with --mem and --vcpus. */
-	dp.prealloc = o->prealloc == 1 || (o->prealloc < 0 && o->mem_given && o->vcpus_given);
+	dp.prealloc =
+	    o->prealloc == 1 || (o->prealloc < 0 && o->mem_given && o->vcpus_given && !o->memsvc);
+	/* A guest whose RAM is in memsvc: its namespace is taken over here. */
+	dp.memsvc_url = o->memsvc;
+	dp.cache_bytes = o->cache;
+	dp.remote_out = &remote;
 	int r = mig_dest_run(&dp, &vm, &rep);
 	report_summary(&rep, false);
 	if (r)
@@ -538,11 +628,16 @@ static int run_incoming(const struct opts *o)
 	/* The API comes up once the guest has arrived: it can then be
 	 * paused, watched, or migrated on. */
 	struct api_server *api = NULL;
+	static struct mig_params onward; /* the API keeps a pointer to it */
+	onward = o->mig;
+	onward.remote = remote;
+	if (remote && onward.mode != MIG_MODE_MEMSVC)
+		onward.mode = MIG_MODE_MEMSVC; /* the only way such a guest moves on */
 	if (o->api) {
-		r = api_start(o->api, vm, &o->mig, &api);
+		r = api_start(o->api, vm, &onward, &api);
 		if (r) {
 			log_err("the guest runs here, but the API could not start; stopping it");
-			vm_destroy(vm);
+			guest_destroy(vm);
 			return FLIT_EXIT_RESOURCES;
 		}
 		log_info("API on %s", o->api);
@@ -588,21 +683,34 @@ int main(int argc, char **argv)
 		return exit_code_for(r);
 	r = vm_load_guest(vm, path, o.args);
 	if (r) {
-		vm_destroy(vm);
+		guest_destroy(vm);
 		if (r == -ENOEXEC)
 			return FLIT_EXIT_BAD_IMAGE;
 		return r == -ENOENT || r == -EISDIR || r == -EACCES ? FLIT_EXIT_NO_IMAGE
 								    : FLIT_EXIT_RESOURCES;
 	}
+	if (o.memsvc) {
+		struct remote_params rp = {.url = o.memsvc,
+					   .token = o.mig.token,
+					   .token_len = o.mig.token_len,
+					   .cache_bytes = o.cache,
+					   .retry_ms = (int)o.memsvc_retry_ms};
+		r = remote_open(&remote, vm, &rp);
+		if (r) {
+			guest_destroy(vm);
+			return FLIT_EXIT_REMOTE_MEM;
+		}
+		o.mig.remote = remote;
+	}
 	char sz[32];
 	log_info("guest %s: %s RAM (%s), %u vCPU%s, dirty tracking %s", o.guest,
-		 fmt_size(o.mem, sz, sizeof(sz)), mem_backing_name(o.backing), (unsigned)o.vcpus,
-		 o.vcpus > 1 ? "s" : "", o.dirty);
+		 fmt_size(o.mem, sz, sizeof(sz)), o.memsvc ? "memsvc" : mem_backing_name(o.backing),
+		 (unsigned)o.vcpus, o.vcpus > 1 ? "s" : "", o.dirty);
 	uint64_t t0 = now_ns();
 	r = vm_start(vm);
 	if (r) {
 		log_err("starting the vCPUs: %s", strerror(-r));
-		vm_destroy(vm);
+		guest_destroy(vm);
 		return FLIT_EXIT_RESOURCES;
 	}
 	if (!o.migrate_to) {
@@ -610,7 +718,7 @@ int main(int argc, char **argv)
 		if (o.api) {
 			r = api_start(o.api, vm, &o.mig, &api);
 			if (r) {
-				vm_destroy(vm);
+				guest_destroy(vm);
 				return FLIT_EXIT_RESOURCES;
 			}
 			log_info("API on %s", o.api);
@@ -623,7 +731,7 @@ int main(int argc, char **argv)
 	if (!res.timed_out) {
 		log_err("the guest ended before the migration could start");
 		vm_pause(vm);
-		vm_destroy(vm);
+		guest_destroy(vm);
 		return res.failed ? FLIT_EXIT_GUEST_CRASH : FLIT_EXIT_MIGRATION;
 	}
 	struct mig_report rep;
@@ -632,12 +740,12 @@ int main(int argc, char **argv)
 	mig_report_json(&rep, stdout);
 	report_summary(&rep, true);
 	if (!r) {
-		vm_destroy(vm); /* the guest lives on at the destination */
+		guest_destroy(vm); /* the guest lives on at the destination */
 		return 0;
 	}
 	if (!strcmp(rep.status, "lost")) {
 		/* Post-copy broke after the switch: this copy is stale. */
-		vm_destroy(vm);
+		guest_destroy(vm);
 		return FLIT_EXIT_MIGRATION;
 	}
 	/* The guest never left: it runs on here. */

@@ -30,6 +30,7 @@
 #include "postcopy/uffd.h"
 #include "vmm/dirty.h"
 #include "vmm/hv.h"
+#include "vmm/remote.h"
 #include "vmm/vm.h"
 
 #define CHUNK_PAGES 512
@@ -67,6 +68,13 @@ struct dst {
 	struct uffd *uffd;	   /* set once RAM is registered (atomic) */
 	struct mig_conn *ctl;	   /* the control connection, */
 	pthread_mutex_t send_lock; /* whose sends this serializes */
+	/* memsvc: the namespace, the hot pages to read first, and the remote
+	 * memory once the namespace is ours */
+	bool memsvc;
+	char memsvc_url[MIG_MEMSVC_URL_MAX];
+	uint64_t *hot;
+	uint32_t nr_hot;
+	struct remote_mem *remote;
 };
 
 void mig_dest_params_default(struct mig_dest_params *p)
@@ -307,6 +315,55 @@ static int round_done(struct dst *d, struct mig_conn *ctl, uint32_t round)
 	return mig_send_rec(ctl, MIG_REC_ROUND_DONE, &m, sizeof(m));
 }
 
+/* MEMSVC: where the RAM is, and the hot pages. Checked before use: one
+ * record, a terminated URL of the right form, page numbers in range. */
+static int recv_memsvc(struct dst *d, struct mig_conn *ctl, const struct mig_rec_hdr *h)
+{
+	struct mig_memsvc m;
+	uint32_t crc = 0;
+	int r;
+
+	if (d->memsvc || d->postcopy || h->len < sizeof(m) || (h->len - sizeof(m)) % 8 ||
+	    (h->len - sizeof(m)) / 8 > MIG_MEMSVC_MAX_HOT) {
+		snprintf(ctl->why, sizeof(ctl->why), "MEMSVC record of %u bytes%s", h->len,
+			 d->memsvc     ? " (a second one)"
+			 : d->postcopy ? " with POSTCOPY"
+				       : "");
+		return -EPROTO;
+	}
+	r = mig_recv_part(ctl, &m, sizeof(m), &crc);
+	if (r)
+		return r;
+	if (m.nr_hot != (h->len - sizeof(m)) / 8 || !memchr(m.url, 0, sizeof(m.url)) ||
+	    strncmp(m.url, "memsvc://", 9)) {
+		snprintf(ctl->why, sizeof(ctl->why), "MEMSVC record: bad URL or hot page count");
+		return -EPROTO;
+	}
+	d->hot = calloc(MAX(m.nr_hot, 1), sizeof(*d->hot));
+	if (!d->hot)
+		return -ENOMEM;
+	r = mig_recv_part(ctl, d->hot, (size_t)m.nr_hot * 8, &crc);
+	if (!r)
+		r = mig_recv_crc_check(ctl, h, crc);
+	for (uint32_t i = 0; i < m.nr_hot && !r; i++)
+		if (d->hot[i] >= d->nr_pages) {
+			snprintf(ctl->why, sizeof(ctl->why), "MEMSVC record: hot page %llu",
+				 (unsigned long long)d->hot[i]);
+			r = -EPROTO;
+		}
+	if (r)
+		return r;
+	if (d->vm->mem.regions[0].backing != MEM_ANON) {
+		snprintf(ctl->why, sizeof(ctl->why),
+			 "memsvc-backed RAM needs anonymous guest RAM (--mem-backend anon)");
+		return -ENOTSUP;
+	}
+	memcpy(d->memsvc_url, m.url, sizeof(m.url));
+	d->nr_hot = m.nr_hot;
+	d->memsvc = true;
+	return 0;
+}
+
 static int recv_state(struct dst *d, struct mig_conn *ctl, uint32_t *rounds)
 {
 	struct vm *vm = d->vm;
@@ -397,6 +454,10 @@ static int recv_state(struct dst *d, struct mig_conn *ctl, uint32_t *rounds)
 				r = -ENOTSUP;
 			}
 			d->postcopy = true;
+			continue;
+		}
+		if (h.type == MIG_REC_MEMSVC) {
+			r = recv_memsvc(d, ctl, &h);
 			continue;
 		}
 		if (h.type == MIG_REC_VMSTATE) {
@@ -855,6 +916,18 @@ int mig_dest_run(const struct mig_dest_params *p, struct vm **out, struct mig_re
 	r = recv_state(&d, &ctl, &rounds);
 	if (!r && d.postcopy)
 		r = postcopy_prepare(&d, &ctl);
+	if (!r && d.memsvc) {
+		/* Taking the namespace fences the source off it. */
+		struct remote_params rp = {.url = p->memsvc_url ? p->memsvc_url : d.memsvc_url,
+					   .token = p->token,
+					   .token_len = p->token_len,
+					   .cache_bytes = p->cache_bytes,
+					   .drop_resident = true};
+		r = remote_open(&d.remote, d.vm, &rp);
+		if (r)
+			snprintf(ctl.why, sizeof(ctl.why), "taking over memsvc namespace %s: %s",
+				 rp.url, strerror(-r));
+	}
 	if (r)
 		goto fail;
 	t_complete = now_ns();
@@ -889,6 +962,15 @@ int mig_dest_run(const struct mig_dest_params *p, struct vm **out, struct mig_re
 			d.rcv[i].started = false;
 		}
 	} else {
+		if (d.memsvc) {
+			snprintf(rep->mode, sizeof(rep->mode), "memsvc");
+			uint64_t t_hot = now_ns();
+			r = remote_prefetch(d.remote, d.hot, d.nr_hot);
+			rep->hot_pages = d.nr_hot;
+			log_debug("memsvc: %u hot pages read in %.1f ms (%s)", d.nr_hot,
+				  (double)(now_ns() - t_hot) / 1e6, r ? strerror(-r) : "ok");
+			r = 0; /* a page the prefetch missed comes when touched */
+		}
 		send_guest_stall(d.vm, &ctl, !p->start_paused);
 	}
 	snprintf(rep->status, sizeof(rep->status), "completed");
@@ -907,9 +989,14 @@ int mig_dest_run(const struct mig_dest_params *p, struct vm **out, struct mig_re
 	free(d.touched);
 	free(d.zeroed);
 	free(d.discard);
+	free(d.hot);
 	if (p->listen_fd < 0)
 		close(lfd);
 	*out = d.vm;
+	if (p->remote_out)
+		*p->remote_out = d.remote;
+	else if (d.remote)
+		log_warn("memsvc-backed guest arrived but nobody keeps its remote memory");
 	pthread_cond_destroy(&d.cond);
 	pthread_mutex_destroy(&d.lock);
 	return 0;
@@ -935,7 +1022,12 @@ fail:
 		free(d.uffd);
 		d.uffd = NULL;
 	}
+	if (d.remote) {
+		vm_pause(d.vm);
+		remote_close(d.remote);
+	}
 	vm_destroy(d.vm);
+	free(d.hot);
 	free(d.touched);
 	free(d.zeroed);
 	free(d.discard);

@@ -58,7 +58,10 @@ enum mig_mode {
 	MIG_MODE_PRECOPY,  /* rounds while the guest runs, then stop and copy */
 	MIG_MODE_POSTCOPY, /* switch at once; pages follow on demand and pushed */
 	MIG_MODE_HYBRID,   /* pre-copy rounds while they pay, then post-copy */
+	MIG_MODE_MEMSVC,   /* RAM in memsvc: write back, hand the namespace over */
 };
+
+struct remote_mem;
 
 struct mig_params {
 	const char *addr; /* "tcp:HOST:PORT" */
@@ -83,6 +86,7 @@ struct mig_params {
 	 * after the current round */
 	volatile int *postcopy_now;
 	struct mig_progress *progress; /* optional: updated as the migration goes */
+	struct remote_mem *remote;     /* the guest's RAM is in memsvc (vmm/remote.h) */
 };
 
 /* Fills p with the defaults: 2 channels, 20 ms, 30 rounds, auto-converge,
@@ -106,6 +110,12 @@ struct mig_dest_params {
 	 * (then a source that connects pays for the migration alone). */
 	int *ready;
 	int timeout_ms;
+	/* A guest whose RAM is in memsvc: the namespace's address if not the
+	 * source's (NULL: the source's), the resident budget, and where the
+	 * remote memory goes once the guest runs here. */
+	const char *memsvc_url;
+	uint64_t cache_bytes;
+	struct remote_mem **remote_out;
 };
 
 void mig_dest_params_default(struct mig_dest_params *p);
@@ -155,6 +165,9 @@ struct mig_report {
 	double postcopy_ms;
 	uint64_t faults, pages_pulled;
 	uint64_t fault_lat_us[5];
+	/* memsvc: pages written back while the guest ran and while paused,
+	 * hot pages named to the destination */
+	uint64_t written_back, written_paused, hot_pages;
 };
 
 int mig_source_run(struct vm *vm, const struct mig_params *p, struct mig_report *rep);

@@ -73,6 +73,11 @@ json_object *mig_report_to_json(const struct mig_report *r)
 		for (int k = 0; k < 5; k++)
 			I(q[k], r->fault_lat_us[k]);
 	}
+	if (!strcmp(r->mode, "memsvc")) {
+		I("written_back_pages", r->written_back);
+		I("written_paused_pages", r->written_paused);
+		I("hot_pages", r->hot_pages);
+	}
 	if (r->paused_at_ms >= 0)
 		D("paused_at_ms", r->paused_at_ms);
 	if (r->resumed_at_ms >= 0)

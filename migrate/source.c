@@ -28,6 +28,7 @@
 #include "transport/transport.h"
 #include "vmm/dirty.h"
 #include "vmm/hv.h"
+#include "vmm/remote.h"
 #include "vmm/vm.h"
 
 #define CHUNK_PAGES 512 /* 2 MiB: the unit of channel assignment */
@@ -64,6 +65,7 @@ struct src {
 	uint32_t round; /* this round's number, for its MARK */
 	/* post-copy: page requests being answered; the push gives way */
 	uint32_t pending;
+	uint64_t hot; /* memsvc: hot pages named to the destination */
 
 	/* throttle */
 	pthread_t throttle_thread;
@@ -355,6 +357,7 @@ static void fill_report_static(struct mig_report *rep, const struct vm *vm,
 	snprintf(rep->mode, sizeof(rep->mode), "%s",
 		 p->mode == MIG_MODE_POSTCOPY ? "postcopy"
 		 : p->mode == MIG_MODE_HYBRID ? "hybrid"
+		 : p->mode == MIG_MODE_MEMSVC ? "memsvc"
 					      : "precopy");
 	snprintf(rep->status, sizeof(rep->status), "failed");
 	snprintf(rep->transport, sizeof(rep->transport), "tcp");
@@ -454,6 +457,61 @@ static int connect_all(struct src *s, struct mig_conn *ctl, const struct mig_par
 	return 0;
 }
 
+/* The namespace and the hot pages (the resident ones, oldest first: the
+ * destination reads them in that order after it resumes). */
+static int send_memsvc(struct src *s, struct mig_conn *ctl)
+{
+	struct mig_memsvc m = {.epoch = remote_epoch(s->p->remote)};
+	uint64_t *hot = calloc(MIG_MEMSVC_MAX_HOT, sizeof(*hot));
+
+	if (!hot)
+		return -ENOMEM;
+	snprintf(m.url, sizeof(m.url), "%s", remote_url(s->p->remote));
+	m.nr_hot = (uint32_t)remote_hot(s->p->remote, hot, MIG_MEMSVC_MAX_HOT);
+	s->hot = m.nr_hot;
+	struct iovec iov[2] = {{&m, sizeof(m)}, {hot, (size_t)m.nr_hot * 8}};
+	int r = mig_send_iov(ctl, MIG_REC_MEMSVC, iov, 2);
+	free(hot);
+	return r;
+}
+
+/* memsvc: the rounds write back what the guest wrote (to memsvc, not to
+ * the destination) until what is left would fit the downtime limit. */
+static int memsvc_rounds(struct src *s, struct mig_report *rep, uint64_t t_start, uint32_t *round)
+{
+	const struct mig_params *p = s->p;
+
+	PROGRESS_SET(p, phase, MIG_PHASE_ITERATE);
+	for (;;) {
+		uint64_t t0 = now_ns(), n = 0;
+		int r = remote_flush(p->remote, &n);
+		if (r) {
+			snprintf(rep->error, sizeof(rep->error), "writing back to memsvc: %s",
+				 strerror(-r));
+			return r;
+		}
+		++*round;
+		double secs = (double)(now_ns() - t0) / 1e9;
+		rep->written_back += n;
+		if (rep->nr_timeline < MIG_TIMELINE_MAX)
+			rep->timeline[rep->nr_timeline++] =
+			    (struct mig_round_rec){.start_ms = (double)(t0 - t_start) / 1e6,
+						   .end_ms = (double)(now_ns() - t_start) / 1e6,
+						   .pages = n,
+						   .bytes = n * 4096};
+		PROGRESS_SET(p, round, *round);
+		log_debug("memsvc round %u: %llu pages written back in %.1f ms", *round,
+			  (unsigned long long)n, secs * 1e3);
+		if (cancelled(s))
+			return -ECANCELED;
+		/* What is dirty now, at this round's write-back rate. */
+		uint64_t dirty = remote_dirty(p->remote);
+		double est_ms = n && secs > 0 ? (double)dirty * secs * 1e3 / (double)n : 0;
+		if (dirty < 64 || est_ms <= p->downtime_limit_ms || *round >= p->max_rounds)
+			return 0;
+	}
+}
+
 static int send_state(struct src *s, struct mig_conn *ctl, uint32_t rounds, bool postcopy,
 		      const uint64_t *discard)
 {
@@ -485,6 +543,8 @@ static int send_state(struct src *s, struct mig_conn *ctl, uint32_t rounds, bool
 		struct mig_postcopy pc = {0};
 		r = mig_send_rec(ctl, MIG_REC_POSTCOPY, &pc, sizeof(pc));
 	}
+	if (!r && s->p->mode == MIG_MODE_MEMSVC)
+		r = send_memsvc(s, ctl);
 	if (!r) {
 		struct mig_complete c = {.rounds = rounds, .nr_cpus = vm->nr_vcpus};
 		r = mig_send_rec(ctl, MIG_REC_COMPLETE, &c, sizeof(c));
@@ -590,6 +650,8 @@ int mig_source_run(struct vm *vm, const struct mig_params *p, struct mig_report 
 	struct mig_conn ctl = MIG_CONN_INIT;
 	bool paused = false, tracking = false, switched = false;
 	const bool postcopy = p->mode == MIG_MODE_POSTCOPY;
+	const bool via_memsvc = p->mode == MIG_MODE_MEMSVC;
+	bool complete_sent = false;
 	/* the switch goes to post-copy: pure post-copy, or a hybrid's end */
 	bool to_postcopy = postcopy;
 	uint64_t *discard = NULL; /* hybrid: pages the destination holds stale */
@@ -599,9 +661,13 @@ int mig_source_run(struct vm *vm, const struct mig_params *p, struct mig_report 
 	int r;
 
 	fill_report_static(rep, vm, p);
-	if (!p->channels || p->channels > MIG_MAX_CHANNELS || !p->token_len) {
+	if (!p->channels || p->channels > MIG_MAX_CHANNELS || !p->token_len ||
+	    via_memsvc != !!p->remote) {
 		snprintf(rep->error, sizeof(rep->error), "%s",
-			 !p->token_len ? "no migration token" : "bad channel count");
+			 !p->token_len ? "no migration token"
+			 : via_memsvc  ? "mode memsvc needs guest RAM in memsvc"
+			 : p->remote   ? "guest RAM in memsvc migrates with mode memsvc"
+				       : "bad channel count");
 		return -EINVAL;
 	}
 	s.ctl = &ctl;
@@ -631,13 +697,15 @@ int mig_source_run(struct vm *vm, const struct mig_params *p, struct mig_report 
 			goto fail;
 		s.snd[i].started = true;
 	}
-	r = postcopy ? 0 : vm_dirty_start(vm);
+	/* memsvc: the pager's write protection tracks what changed. */
+	tracking = !postcopy && !via_memsvc;
+	r = tracking ? vm_dirty_start(vm) : 0;
 	if (r) {
+		tracking = false;
 		snprintf(rep->error, sizeof(rep->error), "starting dirty tracking: %s",
 			 strerror(-r));
 		goto fail;
 	}
-	tracking = !postcopy;
 	/* The guest's longest stall is measured from here. */
 	vm_memcheck_reset_stall(vm);
 	rep->setup_ms = (double)(now_ns() - t_start) / 1e6;
@@ -645,6 +713,12 @@ int mig_source_run(struct vm *vm, const struct mig_params *p, struct mig_report 
 	/* Post-copy switches at once: only the boot area goes before. */
 	if (postcopy)
 		goto stop_copy;
+	if (via_memsvc) {
+		r = memsvc_rounds(&s, rep, t_start, &round);
+		if (r)
+			goto fail;
+		goto stop_copy;
+	}
 
 	/* iterate: round 1 sends everything */
 	PROGRESS_SET(p, phase, MIG_PHASE_ITERATE);
@@ -767,6 +841,16 @@ stop_copy:
 			goto fail;
 		}
 	}
+	if (via_memsvc) {
+		/* The last writes go to memsvc; only the boot area travels. */
+		r = remote_flush(p->remote, &rep->written_paused);
+		if (r) {
+			snprintf(rep->error, sizeof(rep->error),
+				 "writing back to memsvc (paused): %s", strerror(-r));
+			goto fail;
+		}
+		memset(s.todo, 0, BITMAP_WORDS(s.nr_pages) * 8);
+	}
 	uint64_t *more = bitmap_alloc(s.nr_pages);
 	r = !more ? -ENOMEM : tracking ? vm_dirty_collect(vm, more) : 0;
 	if (!r)
@@ -797,6 +881,7 @@ stop_copy:
 		r = send_state(&s, &ctl, round, to_postcopy, discard);
 	if (r)
 		goto fail;
+	complete_sent = true;
 	uint64_t t_state = now_ns();
 	struct mig_resumed res;
 	r = mig_recv_expect(&ctl, MIG_REC_RESUMED, &res, sizeof(res));
@@ -860,6 +945,7 @@ stop_copy:
 	rep->throughput_mbps = rep->total_ms > 0 ? (double)rep->bytes * 8 / 1e3 / rep->total_ms : 0;
 	rep->dirty_rate_pps = total_round_s > 0 ? (double)total_dirty / total_round_s : 0;
 	rep->throttle_pct = s.throttle_pct;
+	rep->hot_pages = s.hot;
 	mig_conn_close(&ctl);
 	free(discard);
 	src_free(&s);
@@ -885,6 +971,16 @@ fail:
 		snprintf(rep->error, sizeof(rep->error),
 			 "post-copy failed after the switch, the guest is lost: %.180s", why);
 		paused = false; /* never resume it */
+	}
+	/* memsvc: once COMPLETE is out, the destination may have taken the
+	 * namespace. If it has, this copy is fenced off: never resume it. */
+	if (via_memsvc && complete_sent && paused && remote_owned(p->remote) == -ESTALE) {
+		snprintf(rep->status, sizeof(rep->status), "lost");
+		char why[sizeof(rep->error)];
+		snprintf(why, sizeof(why), "%s", rep->error);
+		snprintf(rep->error, sizeof(rep->error),
+			 "the destination took the memsvc namespace, then failed: %.170s", why);
+		paused = false;
 	}
 	mig_send_error(&ctl, r, "source: %s", rep->error);
 	for (unsigned i = 0; i < s.n; i++)

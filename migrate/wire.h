@@ -66,6 +66,7 @@ enum mig_rec_type {
 	MIG_REC_PAGE_REQ = 34,	    /* control, destination: a page the guest faulted on */
 	MIG_REC_POSTCOPY_DONE = 35, /* control, destination: every page is in place */
 	MIG_REC_DISCARD = 36,	    /* control, hybrid switch: pages the destination holds stale */
+	MIG_REC_MEMSVC = 37,	    /* control, before COMPLETE: RAM is in memsvc; hot pages */
 	MIG_REC_ERROR = 40,
 };
 
@@ -196,6 +197,20 @@ struct mig_postcopy {
 struct mig_discard {
 	uint64_t gfn;
 	uint32_t count;
+	uint32_t pad;
+};
+
+/* MEMSVC payload: this header, then nr_hot page numbers (uint64 each): the
+ * guest's RAM above the first MiB is in the memsvc namespace of url, every
+ * page written back; the destination takes the namespace over (a new
+ * owner epoch fences the source), resumes, and reads the hot pages first.
+ * Before COMPLETE only. */
+#define MIG_MEMSVC_URL_MAX 192
+#define MIG_MEMSVC_MAX_HOT (1u << 20)
+struct mig_memsvc {
+	char url[MIG_MEMSVC_URL_MAX]; /* memsvc://HOST:PORT/NS, NUL-terminated */
+	uint64_t epoch;		      /* the source's, for the record */
+	uint32_t nr_hot;
 	uint32_t pad;
 };
 

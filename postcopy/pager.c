@@ -84,19 +84,31 @@ static int with_retry(struct pager *p, void *store, int (*op)(struct pager *, vo
 
 	for (;;) {
 		int r = op(p, store, arg);
+		if (!r)
+			return 0;
 		if (r != -ECONNRESET && r != -EPIPE && r != -ETIMEDOUT && r != -ECONNREFUSED &&
-		    r != -ENOTCONN)
+		    r != -ENOTCONN) {
+			/* Refused (a newer owner, a full namespace): retrying
+			 * will not help. */
+			fail(p, r, what, store);
 			return r;
+		}
 		if (!warned) {
 			log_warn("remote memory: %s: %s; reconnecting", what,
 				 p->ops->why ? p->ops->why(store) : strerror(-r));
 			warned = true;
 		}
 		while (now_ns() < until) {
-			if (p->ops->reconnect && !p->ops->reconnect(store)) {
+			int rc = p->ops->reconnect ? p->ops->reconnect(store) : r;
+			if (!rc) {
 				__atomic_fetch_add(&p->reconnects, 1, __ATOMIC_RELAXED);
 				log_info("remote memory: connected again");
 				break;
+			}
+			if (rc == -ESTALE || rc == -EACCES || rc == -ENOENT) {
+				/* Back, but the namespace is not ours (any more). */
+				fail(p, rc, "reconnecting", store);
+				return rc;
 			}
 			usleep(100000);
 		}
@@ -334,6 +346,17 @@ int pager_flush(struct pager *p, uint64_t *written)
 	if (written)
 		*written = total;
 	return r;
+}
+
+uint64_t pager_dirty(struct pager *p)
+{
+	uint64_t n = 0;
+
+	for (uint64_t g = 0; g < p->nr_pages; g++) {
+		uint8_t st = __atomic_load_n(&p->state[g], __ATOMIC_RELAXED);
+		n += st == DIRTY || st == UNPROTECTING;
+	}
+	return n;
 }
 
 uint64_t pager_resident(struct pager *p, uint64_t *gfn, uint64_t max)

@@ -75,6 +75,9 @@ int pager_open(struct pager **out, void *base, uint64_t nr_pages, const struct p
  * written back go to *written (may be NULL). 0 or -errno. */
 int pager_flush(struct pager *p, uint64_t *written);
 
+/* Pages written since they were last stored. */
+uint64_t pager_dirty(struct pager *p);
+
 /* The resident pages, up to max, oldest first; returns the count. */
 uint64_t pager_resident(struct pager *p, uint64_t *gfn, uint64_t max);
 

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "common/log.h"
 #include "common/util.h"
@@ -23,6 +24,7 @@ struct remote_mem {
 	struct store fetch, evict;
 	struct pager *pager;
 	uint64_t epoch;
+	char url[300];
 };
 
 static int store_read(void *s, const uint64_t *gfn, unsigned n, void *out, bool *zero)
@@ -107,6 +109,13 @@ int remote_open(struct remote_mem **out, struct vm *vm, const struct remote_para
 	if (!rm)
 		return -ENOMEM;
 	token_text(p, token);
+	snprintf(rm->url, sizeof(rm->url), "memsvc://%s:%u/%s", host, port, ns);
+	if (p->drop_resident && madvise(vm->mem.regions[0].hva + VM_UNTRACKED_BYTES,
+					vm->mem.size - VM_UNTRACKED_BYTES, MADV_DONTNEED)) {
+		r = -errno;
+		log_err("remote memory: dropping RAM: %s", strerror(errno));
+		goto fail;
+	}
 
 	/* Create it if need be (the first connection), then own it: the
 	 * evictor's connection takes a new epoch, the fault thread's joins
@@ -181,6 +190,45 @@ int remote_failed(struct remote_mem *rm, char *why, unsigned whylen)
 uint64_t remote_epoch(const struct remote_mem *rm)
 {
 	return rm->epoch;
+}
+
+const char *remote_url(const struct remote_mem *rm)
+{
+	return rm->url;
+}
+
+uint64_t remote_dirty(struct remote_mem *rm)
+{
+	return pager_dirty(rm->pager);
+}
+
+uint64_t remote_hot(struct remote_mem *rm, uint64_t *gfn, uint64_t max)
+{
+	uint64_t n = pager_resident(rm->pager, gfn, max);
+	for (uint64_t i = 0; i < n; i++)
+		gfn[i] += FIRST_GFN;
+	return n;
+}
+
+int remote_prefetch(struct remote_mem *rm, const uint64_t *gfn, uint64_t n)
+{
+	uint64_t rel[256];
+	int r = 0;
+
+	for (uint64_t i = 0; i < n && !r;) {
+		unsigned k = 0;
+		for (; i < n && k < 256; i++)
+			if (gfn[i] >= FIRST_GFN)
+				rel[k++] = gfn[i] - FIRST_GFN;
+		r = pager_prefetch(rm->pager, rel, k);
+	}
+	return r;
+}
+
+int remote_owned(struct remote_mem *rm)
+{
+	struct memsvc_ns_info info;
+	return memsvc_info(rm->evict.c, &info);
 }
 
 void remote_close(struct remote_mem *rm)

@@ -26,6 +26,10 @@ struct remote_params {
 	size_t token_len;
 	uint64_t cache_bytes; /* resident budget; 0: a quarter of RAM */
 	int retry_ms;	      /* a lost service is retried this long (0: 30 s) */
+	/* Drop whatever RAM above the first MiB is populated (a migration's
+	 * destination, preallocated): the namespace has the real pages. Else
+	 * populated pages (a loaded image) are this guest's, to write back. */
+	bool drop_resident;
 };
 
 /* Attaches vm's RAM (created, image loaded, not started) to the namespace.
@@ -37,6 +41,17 @@ void remote_stats(struct remote_mem *rm, struct pager_stats *s);
 /* Non-zero once the service has been gone for retry_ms (why filled). */
 int remote_failed(struct remote_mem *rm, char *why, unsigned whylen);
 uint64_t remote_epoch(const struct remote_mem *rm);
+const char *remote_url(const struct remote_mem *rm);
+/* Pages written since the last flush. */
+uint64_t remote_dirty(struct remote_mem *rm);
+/* The resident pages (guest page numbers), oldest first, up to max. */
+uint64_t remote_hot(struct remote_mem *rm, uint64_t *gfn, uint64_t max);
+/* Reads the pages into RAM ahead of the guest (guest page numbers; those
+ * below the first MiB and those resident are skipped). */
+int remote_prefetch(struct remote_mem *rm, const uint64_t *gfn, uint64_t n);
+/* 0 if this process still owns the namespace, -ESTALE if another took it,
+ * or another -errno if the service cannot say. */
+int remote_owned(struct remote_mem *rm);
 /* Only with the vCPUs stopped for good. */
 void remote_close(struct remote_mem *rm);
 

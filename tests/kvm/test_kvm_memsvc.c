@@ -1,0 +1,355 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Guest RAM in memsvc under real KVM, against a real flit-memsvc process:
+ * memcheck with a cache smaller than its working set (pages are evicted,
+ * written back and fetched again, and every page still holds what the guest
+ * wrote); a migration through memsvc (the destination takes the namespace
+ * over, the source is fenced off it); the service killed and restarted
+ * with its backing directory while the guest runs (the guest waits, then
+ * goes on with nothing lost); the service gone for good or the namespace
+ * taken by another owner (flit stops with a clear error and status 74).
+ */
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common/util.h"
+#include "memsvc/client.h"
+#include "migrate/conn.h"
+#include "migrate/migrate.h"
+#include "tests/lib/guest_vm.h"
+#include "tests/lib/proc.h"
+#include "tests/lib/test.h"
+#include "vmm/remote.h"
+
+#define TOKEN "0123456789abcdef-memsvc-token"
+
+/* A running flit-memsvc. */
+struct svc {
+	pid_t pid;
+	uint16_t port;
+	char dir[64];
+	char log[64];
+	char url[128];
+};
+
+static uint16_t free_port(void)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t len = sizeof(a);
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	TEST_ASSERT(fd >= 0 && !bind(fd, (struct sockaddr *)&a, sizeof(a)) &&
+			!getsockname(fd, (struct sockaddr *)&a, &len),
+		    "a free port");
+	close(fd);
+	return ntohs(a.sin_port);
+}
+
+static void svc_start(struct svc *s, bool with_dir)
+{
+	char listen[64];
+	const char *argv[8] = {test_build_path("flit-memsvc"), "--listen", listen};
+	unsigned n = 3;
+
+	if (!s->port) {
+		s->port = free_port();
+		snprintf(s->log, sizeof(s->log), "/tmp/flit-memsvc-%d.log", (int)getpid());
+		if (with_dir) {
+			snprintf(s->dir, sizeof(s->dir), "/tmp/flit-memsvc-%d.d", (int)getpid());
+			char cmd[128];
+			snprintf(cmd, sizeof(cmd), "rm -rf %s && mkdir -p %s", s->dir, s->dir);
+			TEST_ASSERT_EQ(system(cmd), 0);
+		}
+	}
+	snprintf(listen, sizeof(listen), "127.0.0.1:%u", s->port);
+	if (s->dir[0]) {
+		argv[n++] = "--dir";
+		argv[n++] = s->dir;
+	}
+	argv[n] = NULL;
+	s->pid = proc_spawn(s->log, argv);
+	TEST_ASSERT(proc_wait_log(s->log, "listening on", 20), "flit-memsvc started");
+}
+
+static void svc_kill(struct svc *s)
+{
+	if (s->pid > 0) {
+		kill(s->pid, SIGKILL);
+		waitpid(s->pid, NULL, 0);
+		s->pid = 0;
+	}
+}
+
+static void svc_stop(struct svc *s)
+{
+	svc_kill(s);
+	if (s->dir[0]) {
+		char cmd[128];
+		snprintf(cmd, sizeof(cmd), "rm -rf %s", s->dir);
+		TEST_ASSERT_EQ(system(cmd), 0);
+	}
+	unlink(s->log);
+}
+
+static struct remote_mem *attach(struct vm *vm, const struct svc *s, const char *ns, uint64_t cache,
+				 int retry_ms)
+{
+	char url[128];
+	struct remote_mem *rm;
+	struct remote_params p = {.url = url,
+				  .token = (const uint8_t *)TOKEN,
+				  .token_len = strlen(TOKEN),
+				  .cache_bytes = cache,
+				  .retry_ms = retry_ms};
+
+	snprintf(url, sizeof(url), "memsvc://127.0.0.1:%u/%s", s->port, ns);
+	TEST_ASSERT_EQ(remote_open(&rm, vm, &p), 0);
+	return rm;
+}
+
+static void print_stats(const char *what, struct remote_mem *rm, struct pager_stats *ps)
+{
+	remote_stats(rm, ps);
+	printf("  %s: %llu fetched (%llu never written), %llu evicted, %llu written back, "
+	       "%llu first writes, %llu resident, %llu reconnects; fault p50 %llu us, p99 %llu "
+	       "us\n",
+	       what, (unsigned long long)ps->fetched, (unsigned long long)ps->fetched_zero,
+	       (unsigned long long)ps->evicted, (unsigned long long)ps->written,
+	       (unsigned long long)ps->wp_faults, (unsigned long long)ps->resident,
+	       (unsigned long long)ps->reconnects, (unsigned long long)ps->fetch_p50_us,
+	       (unsigned long long)ps->fetch_p99_us);
+}
+
+/* The guest checks itself and exits; the host checks every page again
+ * (through the pager: pages not resident are fetched). */
+static void verify_exit(struct vm *vm, const char *where)
+{
+	struct vm_result res;
+	uint64_t checked = 0, bad = 99;
+
+	testdev_command(&vm->testdev, -1, FLIT_CMD_VERIFY_EXIT);
+	vm_wait(vm, 120000, &res);
+	TEST_ASSERT(!res.failed && !res.timed_out, "%s: %s", where, res.reason);
+	TEST_ASSERT(res.exit_status == 0, "%s: the guest found bad pages", where);
+	vm_pause(vm);
+	TEST_ASSERT_EQ(vm_verify_memcheck(vm, &checked, &bad), 0);
+	TEST_ASSERT(bad == 0, "%s: host check found %llu bad pages", where,
+		    (unsigned long long)bad);
+	TEST_ASSERT(checked > 10000, "%s: %llu pages checked", where, (unsigned long long)checked);
+	printf("  %s: guest verified itself, host checked %llu pages: all good\n", where,
+	       (unsigned long long)checked);
+}
+
+static void destroy(struct vm *vm, struct remote_mem *rm)
+{
+	vm_pause(vm);
+	remote_close(rm);
+	vm_destroy(vm);
+}
+
+/* 64 MiB guest, 16 MiB working set, 4 MiB cache: most of what it touches
+ * comes and goes through memsvc, and nothing is lost. */
+static void small_cache_memcheck(void)
+{
+	struct svc s = {0};
+	struct pager_stats ps;
+
+	svc_start(&s, false);
+	struct vm *vm =
+	    guest_vm_create(64 * MiB, 2, "bitmap", MEM_ANON, "memcheck", "ws=16m", NULL);
+	struct remote_mem *rm = attach(vm, &s, "small-cache", 4 * MiB, 0);
+	TEST_ASSERT_EQ(vm_start(vm), 0);
+	TEST_ASSERT_EQ(testdev_wait_progress(&vm->testdev, 2, 4, 120000), 0);
+	verify_exit(vm, "4 MiB cache");
+	print_stats("4 MiB cache", rm, &ps);
+	TEST_ASSERT(ps.evicted > 4096 && ps.written > 4096, "pages went out and were written back");
+	TEST_ASSERT(ps.fetched > ps.fetched_zero, "pages came back from memsvc");
+	TEST_ASSERT(ps.resident <= 1024 + 64, "the cache stayed near its budget: %llu pages",
+		    (unsigned long long)ps.resident);
+	TEST_ASSERT_EQ(remote_failed(rm, NULL, 0), 0);
+	destroy(vm, rm);
+	svc_stop(&s);
+}
+
+/* A migration in mode memsvc: only the first MiB and the state travel; the
+ * destination takes the namespace, runs, and passes memcheck; the source
+ * is fenced off. */
+static void migrate_through_memsvc(void)
+{
+	struct svc s = {0};
+	struct mig_dest_thread d;
+	struct mig_params p;
+	struct mig_report rep;
+	struct remote_mem *drm = NULL;
+	char addr[64];
+	uint16_t port;
+
+	svc_start(&s, false);
+	struct vm *src =
+	    guest_vm_create(128 * MiB, 2, "bitmap", MEM_ANON, "memcheck", "ws=16m", NULL);
+	struct remote_mem *rm = attach(src, &s, "migrating", 32 * MiB, 0);
+	TEST_ASSERT_EQ(vm_start(src), 0);
+	TEST_ASSERT_EQ(testdev_wait_progress(&src->testdev, 2, 3, 120000), 0);
+
+	int lfd = mig_listen("tcp:127.0.0.1:0", &port);
+	TEST_ASSERT(lfd >= 0, "listen");
+	mig_dest_params_default(&d.p);
+	d.p.listen_fd = lfd;
+	d.p.accept_timeout_ms = 30000;
+	d.p.token_len = strlen(TOKEN);
+	memcpy(d.p.token, TOKEN, d.p.token_len);
+	d.p.cache_bytes = 32 * MiB;
+	d.p.remote_out = &drm;
+	mig_params_default(&p);
+	snprintf(addr, sizeof(addr), "tcp:127.0.0.1:%u", port);
+	p.addr = addr;
+	p.token_len = strlen(TOKEN);
+	memcpy(p.token, TOKEN, p.token_len);
+	p.mode = MIG_MODE_MEMSVC;
+	p.remote = rm;
+	p.timeout_ms = 20000;
+	TEST_ASSERT_EQ(mig_dest_spawn(&d), 0);
+	int r = mig_source_run(src, &p, &rep);
+	mig_dest_join(&d);
+	close(lfd);
+	mig_report_json(&rep, stdout);
+	TEST_ASSERT(r == 0, "source: %s", rep.error);
+	TEST_ASSERT(d.r == 0, "destination: %s", d.rep.error);
+	TEST_ASSERT(!strcmp(rep.mode, "memsvc") && !strcmp(d.rep.mode, "memsvc"), "mode %s / %s",
+		    rep.mode, d.rep.mode);
+	TEST_ASSERT(drm, "the destination keeps its remote memory");
+	TEST_ASSERT(rep.hot_pages > 0 && rep.hot_pages == d.rep.hot_pages, "hot pages %llu / %llu",
+		    (unsigned long long)rep.hot_pages, (unsigned long long)d.rep.hot_pages);
+	TEST_ASSERT(rep.pages_sent <= 256, "only the first MiB travelled: %llu pages",
+		    (unsigned long long)rep.pages_sent);
+	printf("  memsvc migration: %.1f ms total, %.2f ms downtime, %llu pages written back "
+	       "while running, %llu paused, %llu hot pages\n",
+	       rep.total_ms, rep.downtime_ms, (unsigned long long)rep.written_back,
+	       (unsigned long long)rep.written_paused, (unsigned long long)rep.hot_pages);
+	/* The source is fenced: the namespace has a newer owner. */
+	TEST_ASSERT_EQ(remote_owned(rm), -ESTALE);
+	TEST_ASSERT_EQ(remote_owned(drm), 0);
+	destroy(src, rm);
+	uint32_t pr = testdev_slot(&d.vm->testdev, 0).progress;
+	TEST_ASSERT_EQ(testdev_wait_progress(&d.vm->testdev, 2, pr + 2, 120000), 0);
+	verify_exit(d.vm, "destination");
+	destroy(d.vm, drm);
+	svc_stop(&s);
+}
+
+/* memsvc killed and restarted on its directory while the guest runs with
+ * pages out: the guest waits for its pages, then goes on; every page
+ * written back before the kill is still there. */
+static void service_restart_mid_run(void)
+{
+	struct svc s = {0};
+	struct pager_stats ps;
+
+	svc_start(&s, true);
+	struct vm *vm =
+	    guest_vm_create(64 * MiB, 2, "bitmap", MEM_ANON, "memcheck", "ws=16m", NULL);
+	struct remote_mem *rm = attach(vm, &s, "restarted", 4 * MiB, 30000);
+	TEST_ASSERT_EQ(vm_start(vm), 0);
+	TEST_ASSERT_EQ(testdev_wait_progress(&vm->testdev, 2, 2, 120000), 0);
+	svc_kill(&s);
+	usleep(500000);
+	svc_start(&s, true);
+	uint32_t pr = testdev_slot(&vm->testdev, 0).progress;
+	TEST_ASSERT_EQ(testdev_wait_progress(&vm->testdev, 2, pr + 2, 120000), 0);
+	verify_exit(vm, "after the restart");
+	print_stats("restart", rm, &ps);
+	TEST_ASSERT(ps.reconnects >= 1, "the pager reconnected");
+	TEST_ASSERT_EQ(remote_failed(rm, NULL, 0), 0);
+	destroy(vm, rm);
+	svc_stop(&s);
+}
+
+static int run_flit(const char *log, const char *const *args, pid_t *pid)
+{
+	const char *argv[32] = {test_build_path("flit")};
+	unsigned n = 1;
+
+	for (; args[n - 1] && n < 31; n++)
+		argv[n] = args[n - 1];
+	argv[n] = NULL;
+	*pid = proc_spawn(log, argv);
+	return *pid > 0 ? 0 : -1;
+}
+
+/* flit with its RAM in memsvc: the service goes away for good, or another
+ * owner takes the namespace. Either way flit stops with status 74 and says
+ * why; it never runs on with pages it cannot have. */
+static void flit_stops_clearly(bool takeover)
+{
+	struct svc s = {0};
+	char url[128], log[64], tok[64], text[8192];
+	pid_t pid;
+
+	svc_start(&s, false);
+	snprintf(url, sizeof(url), "memsvc://127.0.0.1:%u/cli", s.port);
+	snprintf(log, sizeof(log), "/tmp/flit-memsvc-cli-%d.log", (int)getpid());
+	snprintf(tok, sizeof(tok), "/tmp/flit-memsvc-tok-%d", (int)getpid());
+	FILE *f = fopen(tok, "w");
+	TEST_ASSERT(f && fputs(TOKEN, f) >= 0 && !fclose(f), "token file");
+	const char *a[] = {"--guest",	       "memcheck", "--mem",	   "64M",
+			   "--vcpus",	       "2",	   "--cache",	   "4M",
+			   "--mem-backend",    url,	   "--token-file", tok,
+			   "--memsvc-timeout", "3",	   "ws=16m",	   NULL};
+	TEST_ASSERT_EQ(run_flit(log, a, &pid), 0);
+	TEST_ASSERT(proc_wait_log(log, "guest RAM in memsvc", 30), "flit attached");
+	usleep(1500000);
+	if (takeover) {
+		char hex[2 * sizeof(TOKEN)];
+		int err;
+		char why[200];
+		for (size_t i = 0; i < strlen(TOKEN); i++)
+			sprintf(hex + 2 * i, "%02x", (unsigned char)TOKEN[i]);
+		struct memsvc_client *c =
+		    memsvc_connect("127.0.0.1", s.port, 0, &err, why, sizeof(why));
+		TEST_ASSERT(c, "connect: %s", why);
+		uint64_t epoch = 0;
+		TEST_ASSERT_EQ(memsvc_open(c, "cli", hex, &epoch, NULL), 0);
+		memsvc_close(c);
+	} else {
+		svc_kill(&s);
+	}
+	/* Gone for good: the pager retries for 3 s before it gives up. */
+	int st = proc_wait(pid, 60);
+	proc_read_tail(log, text, sizeof(text));
+	printf("  flit -> %d: ...%s\n", st, strstr(text, "flit: error") ?: text);
+	TEST_ASSERT(st == 74, "flit stops with status 74: %d\n%s", st, text);
+	TEST_ASSERT(strstr(text, "out of reach"), "it says why:\n%s", text);
+	if (takeover)
+		TEST_ASSERT(strstr(text, "handed over") || strstr(text, "epoch") ||
+				strstr(text, "stale") || strstr(text, "Stale"),
+			    "it names the hand-over:\n%s", text);
+	unlink(log);
+	unlink(tok);
+	svc_stop(&s);
+}
+
+static void service_gone_for_good(void)
+{
+	flit_stops_clearly(false);
+}
+
+static void namespace_taken_over(void)
+{
+	flit_stops_clearly(true);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct test_case cases[] = {
+	    TEST_CASE(small_cache_memcheck),	TEST_CASE(migrate_through_memsvc),
+	    TEST_CASE(service_restart_mid_run), TEST_CASE(service_gone_for_good),
+	    TEST_CASE(namespace_taken_over),
+	};
+	return test_main(argc, argv, cases, ARRAY_SIZE(cases));
+}
