@@ -26,9 +26,11 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#define MEMSVC_PAGE 4096u
-#define MEMSVC_MAX_BATCH 64u /* pages in one read or write request */
+#define MEMSVC_PAGE	    4096u
+#define MEMSVC_MAX_BATCH    64u /* pages in one read or write request */
 #define MEMSVC_DEFAULT_PORT 4610
+#define MEMSVC_NAME_MAX	    63u	 /* namespace name: bytes of [A-Za-z0-9._-], no leading '.' */
+#define MEMSVC_TOKEN_MAX    255u /* token: 1 to this many bytes */
 
 struct memsvc_client;
 
@@ -36,7 +38,7 @@ struct memsvc_ns_info {
 	uint64_t nr_pages;    /* size of the namespace */
 	uint64_t limit_pages; /* at most this many written pages */
 	uint64_t used_pages;  /* pages written (stored) */
-	uint64_t epoch;       /* the current owner's epoch */
+	uint64_t epoch;	      /* the current owner's epoch */
 };
 
 /* Connects (TCP, TCP_NODELAY; timeout_ms for the connect and for every
@@ -64,14 +66,12 @@ int memsvc_info(struct memsvc_client *c, struct memsvc_ns_info *info);
 /* Reads n (<= MEMSVC_MAX_BATCH) pages into out[i * 4096]. zero may be NULL;
  * else zero[i] is set when the page was never written (out is zeroed
  * then too). */
-int memsvc_read(struct memsvc_client *c, const uint64_t *gfn, unsigned n, void *out,
-		bool *zero);
+int memsvc_read(struct memsvc_client *c, const uint64_t *gfn, unsigned n, void *out, bool *zero);
 
 /* Writes n (<= MEMSVC_MAX_BATCH) pages, page i from src[i]; when it returns
  * 0 the service has stored them (and, with a backing file, they survive a
  * restart of the service). */
-int memsvc_write(struct memsvc_client *c, const uint64_t *gfn, unsigned n,
-		 const void *const *src);
+int memsvc_write(struct memsvc_client *c, const uint64_t *gfn, unsigned n, const void *const *src);
 
 /* Connects again to the same service and reopens the namespace with the
  * epoch held (see memsvc_open); -ESTALE if another owner took it. */

@@ -1,0 +1,140 @@
+// SPDX-License-Identifier: MIT
+/*
+ * flit-memsvc: the remote-memory service. Holds guest pages for many
+ * namespaces and serves them over TCP (docs/memsvc.md).
+ *
+ *   flit-memsvc --listen 0.0.0.0:4610 --dir /var/lib/flit-memsvc
+ *
+ * Exit status: 0 after SIGTERM/SIGINT, 1 when it cannot start (address in
+ * use, unreadable store), 2 for a bad command line.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/util.h"
+#include "memsvc/client.h"
+#include "memsvc/server.h"
+
+#define EXIT_USAGE 2
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: flit-memsvc --listen [tcp:]HOST[:PORT] [options]\n"
+		"\n"
+		"  --listen ADDR     address to serve on (port %u if none; 0 = any free port)\n"
+		"  --dir DIR         keep pages and namespaces in DIR (they survive a restart);\n"
+		"                    without it, pages live in memory only\n"
+		"  --sync            with --dir: data on disk before a write is acknowledged\n"
+		"  --max-mem SIZE    cap on the sum of namespace limits, e.g. 512M or 2G\n"
+		"  -v, --verbose     debug logging (also FLIT_LOG=debug)\n"
+		"  -h, --help        this text\n",
+		MEMSVC_DEFAULT_PORT);
+}
+
+__attribute__((format(printf, 1, 2))) static int bad_usage(const char *fmt, ...)
+{
+	char msg[256];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	log_err("%s (see flit-memsvc --help)", msg);
+	return EXIT_USAGE;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+	    {"listen", required_argument, NULL, 'l'},
+	    {"dir", required_argument, NULL, 'd'},
+	    {"sync", no_argument, NULL, 's'},
+	    {"max-mem", required_argument, NULL, 'm'},
+	    {"verbose", no_argument, NULL, 'v'},
+	    {"help", no_argument, NULL, 'h'},
+	    {0},
+	};
+	struct memsvc_server_opts o = {0};
+	struct memsvc_server *s = NULL;
+	char why[300] = "", host[256];
+	uint16_t port;
+	sigset_t sigs;
+	int c, sfd, r;
+
+	log_set_prefix("flit-memsvc");
+	if (log_init_from_env())
+		return bad_usage("FLIT_LOG must be debug, info, warn or err");
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":vh", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'l':
+			if (memsvc_parse_listen(optarg, host, sizeof(host), &port))
+				return bad_usage("--listen %s: an address is HOST:PORT", optarg);
+			o.listen = optarg;
+			break;
+		case 'd':
+			if (!*optarg)
+				return bad_usage("--dir needs a folder");
+			o.dir = optarg;
+			break;
+		case 's':
+			o.sync = true;
+			break;
+		case 'm':
+			if (parse_size(optarg, &o.max_mem) || o.max_mem < 4096)
+				return bad_usage("--max-mem %s: not a size (try 512M or 2G)",
+						 optarg);
+			break;
+		case 'v':
+			log_set_level(LOG_DEBUG);
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		case ':':
+			return bad_usage("option %s needs a value", argv[optind - 1]);
+		default:
+			return bad_usage("unknown option %s", argv[optind - 1]);
+		}
+	}
+	if (optind < argc)
+		return bad_usage("unexpected argument %s", argv[optind]);
+	if (!o.listen)
+		return bad_usage("no address to serve on: --listen HOST:PORT");
+	if (o.sync && !o.dir)
+		return bad_usage("--sync needs --dir (pages in memory have no disk to sync)");
+
+	/* SIGTERM/SIGINT arrive through a signalfd the loop watches, so the
+	 * service stops between two requests and exits cleanly. */
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGINT);
+	sigprocmask(SIG_BLOCK, &sigs, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	sfd = signalfd(-1, &sigs, SFD_CLOEXEC);
+	if (sfd < 0) {
+		log_err("signalfd: %s", strerror(errno));
+		return 1;
+	}
+	r = memsvc_server_create(&o, &s, why, sizeof(why));
+	if (r) {
+		log_err("%s", why);
+		close(sfd);
+		return 1;
+	}
+	r = memsvc_server_run(s, sfd);
+	memsvc_server_destroy(s);
+	close(sfd);
+	if (r)
+		return 1;
+	log_info("stopped");
+	return 0;
+}

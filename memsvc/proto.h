@@ -1,0 +1,181 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The memsvc wire protocol, version 1 (docs/memsvc.md has the full story).
+ *
+ * Message sequence, one TCP connection:
+ *
+ *   client                                 service
+ *   HELLO {min, max version}     --->
+ *                                <---      HELLO_OK {version, max batch}
+ *   CREATE / OPEN / INFO /
+ *   READ / WRITE                 --->
+ *                                <---      *_OK, or ERROR {code, message}
+ *   ...
+ *
+ * Every record is a 24-byte little-endian header and a payload of hdr.len
+ * bytes. The CRC-32C covers the header (crc field as zero) and the payload.
+ * Answers carry the request's id. The service handles a connection's
+ * records in order, one at a time: a client may pipeline, answers come back
+ * in request order.
+ *
+ * A framing error (bad magic, version, reserved bits, CRC, a length over
+ * MEMSVC_MAX_PAYLOAD, an unknown type, a payload that does not match its
+ * type) is answered with ERROR and MEMSVC_F_CLOSE, then the connection is
+ * closed. A well-framed request the service refuses (no such namespace,
+ * wrong token, ...) is answered with ERROR and the connection stays usable.
+ */
+#ifndef FLIT_MEMSVC_PROTO_H
+#define FLIT_MEMSVC_PROTO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/crc32c.h"
+#include "memsvc/client.h"
+
+#define MEMSVC_MAGIC	0x534d4c46u /* "FLMS" in the byte stream */
+#define MEMSVC_VERSION	1u
+#define MEMSVC_HDR_SIZE 24u
+
+/* Record types. An answer's type is its request's with bit 7 set. */
+enum memsvc_type {
+	MEMSVC_HELLO = 0x01,
+	MEMSVC_CREATE = 0x02,
+	MEMSVC_OPEN = 0x03,
+	MEMSVC_INFO = 0x04,
+	MEMSVC_READ = 0x05,
+	MEMSVC_WRITE = 0x06,
+	MEMSVC_ANSWER = 0x80,
+	MEMSVC_HELLO_OK = 0x81,
+	MEMSVC_CREATE_OK = 0x82,
+	MEMSVC_OPEN_OK = 0x83,
+	MEMSVC_INFO_OK = 0x84,
+	MEMSVC_READ_OK = 0x85,
+	MEMSVC_WRITE_OK = 0x86,
+	MEMSVC_ERROR = 0xff,
+};
+
+/* Header flags. */
+#define MEMSVC_F_CLOSE 0x0001u /* ERROR only: the service closes the connection after it */
+
+/* Per-page flags of READ_OK. */
+#define MEMSVC_PAGE_ZERO 0x01u /* never written: no data follows for it */
+
+/* Error codes on the wire (stable, not the host's errno numbers). */
+enum memsvc_code {
+	MEMSVC_E_NOENT = 1,  /* no such namespace */
+	MEMSVC_E_EXIST = 2,  /* namespace exists */
+	MEMSVC_E_ACCES = 3,  /* wrong token */
+	MEMSVC_E_STALE = 4,  /* a newer owner holds the namespace */
+	MEMSVC_E_NOSPC = 5,  /* over the namespace limit or the service's memory */
+	MEMSVC_E_RANGE = 6,  /* page number out of range */
+	MEMSVC_E_2BIG = 7,   /* batch too large */
+	MEMSVC_E_PROTO = 8,  /* malformed record */
+	MEMSVC_E_INVAL = 9,  /* bad argument (name, size, no namespace open) */
+	MEMSVC_E_IO = 10,    /* the service failed to store or persist */
+	MEMSVC_E_NOMEM = 11, /* the service is out of memory */
+};
+
+#define MEMSVC_MSG_MAX	    200u	 /* ERROR message bytes */
+#define MEMSVC_MAX_NS_PAGES (1ull << 28) /* 1 TiB of 4 KiB pages */
+
+/* The largest payload of any record: a WRITE of a full batch. */
+#define MEMSVC_MAX_PAYLOAD (8u + MEMSVC_MAX_BATCH * (8u + MEMSVC_PAGE))
+
+struct memsvc_hdr {
+	uint32_t magic;
+	uint8_t version;
+	uint8_t type;
+	uint16_t flags;
+	uint32_t id;
+	uint32_t len;	   /* payload bytes */
+	uint32_t crc;	   /* CRC-32C of header (this field 0) and payload */
+	uint32_t reserved; /* 0 */
+};
+_Static_assert(sizeof(struct memsvc_hdr) == MEMSVC_HDR_SIZE, "header layout");
+
+/* HELLO: the versions the client speaks. */
+struct memsvc_hello {
+	uint16_t min_version;
+	uint16_t max_version;
+	uint32_t reserved;
+};
+
+/* HELLO_OK: the version chosen for the rest of the connection. */
+struct memsvc_hello_ok {
+	uint16_t version;
+	uint16_t reserved;
+	uint32_t max_batch;
+	uint32_t page_size;
+	uint32_t reserved2;
+};
+
+/* CREATE and OPEN: this, then name_len bytes of name and token_len bytes
+ * of token. CREATE uses nr_pages and limit_pages, OPEN uses epoch. */
+struct memsvc_ns_req {
+	uint64_t nr_pages;
+	uint64_t limit_pages;
+	uint64_t epoch;
+	uint8_t name_len;
+	uint8_t token_len;
+	uint16_t reserved;
+	uint32_t reserved2;
+};
+_Static_assert(sizeof(struct memsvc_ns_req) == 32, "ns request layout");
+
+/* OPEN_OK and INFO_OK. */
+struct memsvc_info_wire {
+	uint64_t nr_pages;
+	uint64_t limit_pages;
+	uint64_t used_pages;
+	uint64_t epoch;
+};
+
+/* READ: this, then n page numbers (uint64). WRITE: the same, then n pages.
+ * READ_OK: this, then n flag bytes padded to 8, then the pages that are not
+ * MEMSVC_PAGE_ZERO, in request order. WRITE_OK: empty. */
+struct memsvc_batch {
+	uint32_t n;
+	uint32_t reserved;
+};
+
+/* ERROR: this, then len bytes of message (no NUL). */
+struct memsvc_error {
+	uint32_t code;
+	uint32_t len;
+};
+
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the records are laid out little-endian");
+
+/* The CRC of a header (its crc field taken as 0); continue over the
+ * payload with crc32c(). */
+static inline uint32_t memsvc_hdr_crc(const struct memsvc_hdr *h)
+{
+	struct memsvc_hdr t = *h;
+
+	t.crc = 0;
+	return crc32c(0, &t, sizeof(t));
+}
+
+/* A namespace name: 1..MEMSVC_NAME_MAX bytes of [A-Za-z0-9._-], not
+ * starting with '.' (it names files, and dot files are the store's own). */
+static inline bool memsvc_name_valid(const char *name, size_t len)
+{
+	if (len == 0 || len > MEMSVC_NAME_MAX || name[0] == '.')
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		char ch = name[i];
+		if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+		      (ch >= '0' && ch <= '9') || ch == '.' || ch == '_' || ch == '-'))
+			return false;
+	}
+	return true;
+}
+
+static inline uint32_t memsvc_flags_size(uint32_t n)
+{
+	return (n + 7u) & ~7u;
+}
+
+#endif
