@@ -433,35 +433,63 @@ void mig_send_error(struct mig_conn *c, int code, const char *fmt, ...)
 		(void)mig_send_rec(c, MIG_REC_ERROR, &m, (uint32_t)(sizeof(m.e) + (size_t)n));
 }
 
-static bool known_type(uint16_t t)
+const char *mig_rec_name(uint16_t t)
 {
 	switch (t) {
 	case MIG_REC_HELLO:
+		return "HELLO";
 	case MIG_REC_CHALLENGE:
+		return "CHALLENGE";
 	case MIG_REC_AUTH:
+		return "AUTH";
 	case MIG_REC_ACCEPT:
+		return "ACCEPT";
 	case MIG_REC_PAGES:
+		return "PAGES";
 	case MIG_REC_ZERO:
+		return "ZERO";
 	case MIG_REC_END:
+		return "END";
 	case MIG_REC_ROUND:
+		return "ROUND";
 	case MIG_REC_HEARTBEAT:
+		return "HEARTBEAT";
 	case MIG_REC_MARK:
+		return "MARK";
 	case MIG_REC_ROUND_DONE:
+		return "ROUND_DONE";
 	case MIG_REC_CPU:
+		return "CPU";
 	case MIG_REC_VMSTATE:
+		return "VMSTATE";
 	case MIG_REC_DEVICES:
+		return "DEVICES";
 	case MIG_REC_COMPLETE:
+		return "COMPLETE";
 	case MIG_REC_RESUMED:
+		return "RESUMED";
 	case MIG_REC_GUEST_STALL:
+		return "GUEST_STALL";
 	case MIG_REC_POSTCOPY:
+		return "POSTCOPY";
 	case MIG_REC_PAGE_REQ:
+		return "PAGE_REQ";
 	case MIG_REC_POSTCOPY_DONE:
+		return "POSTCOPY_DONE";
 	case MIG_REC_DISCARD:
+		return "DISCARD";
+	case MIG_REC_MEMSVC:
+		return "MEMSVC";
 	case MIG_REC_ERROR:
-		return true;
+		return "ERROR";
 	default:
-		return false;
+		return NULL;
 	}
+}
+
+static bool known_type(uint16_t t)
+{
+	return mig_rec_name(t) != NULL;
 }
 
 int mig_recv_part(struct mig_conn *c, void *buf, size_t len, uint32_t *crc)

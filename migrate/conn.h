@@ -97,6 +97,9 @@ int mig_recv_error(struct mig_conn *c, const struct mig_rec_hdr *h, const char *
  * the crc covers, then mig_recv_crc_check; crc NULL: a part it does not
  * cover. */
 int mig_recv_part(struct mig_conn *c, void *buf, size_t len, uint32_t *crc);
+/* The record type's name ("PAGES"), or NULL for a type this version does
+ * not know. */
+const char *mig_rec_name(uint16_t t);
 int mig_recv_crc_check(struct mig_conn *c, const struct mig_rec_hdr *h, uint32_t crc);
 
 #endif

@@ -10,58 +10,6 @@
 #include "conn.h"
 #include "vmm/arch/x86/cpu_state.h"
 
-static const char *type_name(uint16_t t)
-{
-	switch (t) {
-	case MIG_REC_HELLO:
-		return "HELLO";
-	case MIG_REC_CHALLENGE:
-		return "CHALLENGE";
-	case MIG_REC_AUTH:
-		return "AUTH";
-	case MIG_REC_ACCEPT:
-		return "ACCEPT";
-	case MIG_REC_PAGES:
-		return "PAGES";
-	case MIG_REC_ZERO:
-		return "ZERO";
-	case MIG_REC_END:
-		return "END";
-	case MIG_REC_ROUND:
-		return "ROUND";
-	case MIG_REC_HEARTBEAT:
-		return "HEARTBEAT";
-	case MIG_REC_CPU:
-		return "CPU";
-	case MIG_REC_VMSTATE:
-		return "VMSTATE";
-	case MIG_REC_DEVICES:
-		return "DEVICES";
-	case MIG_REC_COMPLETE:
-		return "COMPLETE";
-	case MIG_REC_RESUMED:
-		return "RESUMED";
-	case MIG_REC_MARK:
-		return "MARK";
-	case MIG_REC_ROUND_DONE:
-		return "ROUND_DONE";
-	case MIG_REC_GUEST_STALL:
-		return "GUEST_STALL";
-	case MIG_REC_POSTCOPY:
-		return "POSTCOPY";
-	case MIG_REC_PAGE_REQ:
-		return "PAGE_REQ";
-	case MIG_REC_POSTCOPY_DONE:
-		return "POSTCOPY_DONE";
-	case MIG_REC_DISCARD:
-		return "DISCARD";
-	case MIG_REC_ERROR:
-		return "ERROR";
-	default:
-		return "?";
-	}
-}
-
 int mig_dump(int fd, FILE *out, struct mig_dump_stats *st, char *why, size_t whylen)
 {
 	struct mig_conn c;
@@ -105,7 +53,7 @@ int mig_dump(int fd, FILE *out, struct mig_dump_stats *st, char *why, size_t why
 			break;
 		st->records++;
 		if (out)
-			fprintf(out, "%6u %-9s %8u B", h.seq, type_name(h.type), h.len);
+			fprintf(out, "%6u %-9s %8u B", h.seq, mig_rec_name(h.type) ?: "?", h.len);
 		switch (h.type) {
 		case MIG_REC_HELLO: {
 			struct mig_hello hl;
@@ -189,7 +137,7 @@ int mig_dump(int fd, FILE *out, struct mig_dump_stats *st, char *why, size_t why
 		continue;
 	bad_len:
 		snprintf(c.why, sizeof(c.why), "malformed %s record (seq %u, %u bytes)",
-			 type_name(h.type), h.seq, h.len);
+			 mig_rec_name(h.type) ?: "?", h.seq, h.len);
 		r = -EPROTO;
 	}
 	st->bytes = c.rx_bytes;

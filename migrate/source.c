@@ -466,6 +466,12 @@ static int send_memsvc(struct src *s, struct mig_conn *ctl)
 
 	if (!hot)
 		return -ENOMEM;
+	if (strlen(remote_url(s->p->remote)) >= sizeof(m.url)) {
+		snprintf(ctl->why, sizeof(ctl->why), "memsvc address longer than %zu bytes",
+			 sizeof(m.url) - 1);
+		free(hot);
+		return -ENAMETOOLONG;
+	}
 	snprintf(m.url, sizeof(m.url), "%s", remote_url(s->p->remote));
 	m.nr_hot = (uint32_t)remote_hot(s->p->remote, hot, MIG_MEMSVC_MAX_HOT);
 	s->hot = m.nr_hot;

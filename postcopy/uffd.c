@@ -233,7 +233,7 @@ static void *fault_thread(void *arg)
 			__atomic_fetch_add(&u->faults, 1, __ATOMIC_RELAXED);
 			int r = u->request(u->opaque, gfn);
 			if (r) {
-				log_err("post-copy: asking for page %llu: %s",
+				log_err("userfaultfd: asking for page %llu: %s",
 					(unsigned long long)gfn, strerror(-r));
 				u->err = r;
 			}

@@ -24,7 +24,7 @@ struct remote_mem {
 	struct store fetch, evict;
 	struct pager *pager;
 	uint64_t epoch;
-	char url[300];
+	char url[400];
 };
 
 static int store_read(void *s, const uint64_t *gfn, unsigned n, void *out, bool *zero)

@@ -62,7 +62,7 @@ static void svc_start(struct svc *s, bool with_dir)
 		snprintf(s->log, sizeof(s->log), "/tmp/flit-memsvc-%d.log", (int)getpid());
 		if (with_dir) {
 			snprintf(s->dir, sizeof(s->dir), "/tmp/flit-memsvc-%d.d", (int)getpid());
-			char cmd[128];
+			char cmd[200];
 			snprintf(cmd, sizeof(cmd), "rm -rf %s && mkdir -p %s", s->dir, s->dir);
 			TEST_ASSERT_EQ(system(cmd), 0);
 		}
@@ -90,7 +90,7 @@ static void svc_stop(struct svc *s)
 {
 	svc_kill(s);
 	if (s->dir[0]) {
-		char cmd[128];
+		char cmd[200];
 		snprintf(cmd, sizeof(cmd), "rm -rf %s", s->dir);
 		TEST_ASSERT_EQ(system(cmd), 0);
 	}
@@ -162,7 +162,7 @@ static void small_cache_memcheck(void)
 
 	svc_start(&s, false);
 	struct vm *vm =
-	    guest_vm_create(64 * MiB, 2, "bitmap", MEM_ANON, "memcheck", "ws=16m", NULL);
+	    guest_vm_create(64 * MiB, 2, "bitmap", MEM_ANON, "memcheck", "ws=16m rounds=0", NULL);
 	struct remote_mem *rm = attach(vm, &s, "small-cache", 4 * MiB, 0);
 	TEST_ASSERT_EQ(vm_start(vm), 0);
 	TEST_ASSERT_EQ(testdev_wait_progress(&vm->testdev, 2, 4, 120000), 0);
@@ -192,7 +192,7 @@ static void migrate_through_memsvc(void)
 
 	svc_start(&s, false);
 	struct vm *src =
-	    guest_vm_create(128 * MiB, 2, "bitmap", MEM_ANON, "memcheck", "ws=16m", NULL);
+	    guest_vm_create(128 * MiB, 2, "bitmap", MEM_ANON, "memcheck", "ws=16m rounds=0", NULL);
 	struct remote_mem *rm = attach(src, &s, "migrating", 32 * MiB, 0);
 	TEST_ASSERT_EQ(vm_start(src), 0);
 	TEST_ASSERT_EQ(testdev_wait_progress(&src->testdev, 2, 3, 120000), 0);
@@ -253,7 +253,7 @@ static void service_restart_mid_run(void)
 
 	svc_start(&s, true);
 	struct vm *vm =
-	    guest_vm_create(64 * MiB, 2, "bitmap", MEM_ANON, "memcheck", "ws=16m", NULL);
+	    guest_vm_create(64 * MiB, 2, "bitmap", MEM_ANON, "memcheck", "ws=16m rounds=0", NULL);
 	struct remote_mem *rm = attach(vm, &s, "restarted", 4 * MiB, 30000);
 	TEST_ASSERT_EQ(vm_start(vm), 0);
 	TEST_ASSERT_EQ(testdev_wait_progress(&vm->testdev, 2, 2, 120000), 0);
@@ -297,10 +297,23 @@ static void flit_stops_clearly(bool takeover)
 	snprintf(tok, sizeof(tok), "/tmp/flit-memsvc-tok-%d", (int)getpid());
 	FILE *f = fopen(tok, "w");
 	TEST_ASSERT(f && fputs(TOKEN, f) >= 0 && !fclose(f), "token file");
-	const char *a[] = {"--guest",	       "memcheck", "--mem",	   "64M",
-			   "--vcpus",	       "2",	   "--cache",	   "4M",
-			   "--mem-backend",    url,	   "--token-file", tok,
-			   "--memsvc-timeout", "3",	   "ws=16m",	   NULL};
+	const char *a[] = {"--guest",
+			   "memcheck",
+			   "--mem",
+			   "64M",
+			   "--vcpus",
+			   "2",
+			   "--cache",
+			   "4M",
+			   "--mem-backend",
+			   url,
+			   "--token-file",
+			   tok,
+			   "--memsvc-timeout",
+			   "3",
+			   "ws=16m",
+			   "rounds=0",
+			   NULL};
 	TEST_ASSERT_EQ(run_flit(log, a, &pid), 0);
 	TEST_ASSERT(proc_wait_log(log, "guest RAM in memsvc", 30), "flit attached");
 	usleep(1500000);
