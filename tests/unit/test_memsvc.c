@@ -95,13 +95,15 @@ static void svc_start(struct svc *s, const char *name, uint16_t port, const char
 /* SIGTERM: it must exit 0. */
 static void svc_stop(struct svc *s)
 {
-	char buf[4096];
+	static char buf[65536];
 
 	kill(s->pid, SIGTERM);
 	int rc = proc_wait(s->pid, 10);
 	forget(s->pid);
 	proc_read_tail(s->log, buf, sizeof(buf));
 	TEST_ASSERT(rc == 0, "flit-memsvc exit status %d after SIGTERM; log:\n%s", rc, buf);
+	/* a sanitizer build reports into the log */
+	TEST_ASSERT(!strstr(buf, "runtime error") && !strstr(buf, "Sanitizer"), "log:\n%s", buf);
 }
 
 static void svc_kill9(struct svc *s)
@@ -203,7 +205,8 @@ static void raw_record(int fd, uint8_t type, uint32_t id, const void *p, uint32_
 	TEST_ASSERT(len <= 1024, "test record too long");
 	h.crc = crc32c(memsvc_hdr_crc(&h), p, len) ^ (bad_crc ? 1 : 0);
 	memcpy(buf, &h, sizeof(h));
-	memcpy(buf + sizeof(h), p, len);
+	if (len)
+		memcpy(buf + sizeof(h), p, len);
 	raw_send(fd, buf, sizeof(h) + len);
 }
 
@@ -921,6 +924,87 @@ static void read_latency(void)
 	svc_stop(&s);
 }
 
+/* flit-memsvc's own command line: a bad one exits 2 with one line, an
+ * address in use exits 1 naming it. */
+static void command_line(void)
+{
+	static const struct {
+		const char *args[4];
+		const char *text;
+	} bad[] = {
+	    {{NULL}, "--listen HOST:PORT"},
+	    {{"--listen", "nohostport:x"}, "an address is HOST:PORT"},
+	    {{"--listen", "127.0.0.1:0", "--max-mem", "lots"}, "--max-mem lots: not a size"},
+	    {{"--listen", "127.0.0.1:0", "--sync"}, "--sync needs --dir"},
+	    {{"--listen", "127.0.0.1:0", "--frob"}, "unknown option --frob"},
+	};
+	char log[256], buf[4096];
+	struct svc s;
+
+	snprintf(log, sizeof(log), "%s/cli.log", tmp_root);
+	for (unsigned i = 0; i < ARRAY_SIZE(bad); i++) {
+		const char *argv[6] = {test_build_path("flit-memsvc")};
+		for (unsigned k = 0; k < 4 && bad[i].args[k]; k++)
+			argv[1 + k] = bad[i].args[k];
+		int rc = proc_wait(proc_spawn(log, argv), 10);
+		proc_read_file(log, buf, sizeof(buf));
+		const char *nl = strchr(buf, '\n');
+		TEST_ASSERT(rc == 2 && strstr(buf, bad[i].text) && nl && !nl[1],
+			    "case %u: exit %d, output: %s", i, rc, buf);
+	}
+	svc_start(&s, "inuse", 0, NULL, NULL, NULL, NULL);
+	char addr[32];
+	snprintf(addr, sizeof(addr), "127.0.0.1:%u", s.port);
+	const char *argv[] = {test_build_path("flit-memsvc"), "--listen", addr, NULL};
+	int rc = proc_wait(proc_spawn(log, argv), 10);
+	proc_read_file(log, buf, sizeof(buf));
+	TEST_ASSERT(rc == 1 && strstr(buf, addr) && strstr(buf, "Address already in use"),
+		    "exit %d, output: %s", rc, buf);
+	svc_stop(&s);
+}
+
+/* A peer that never answers gives -ETIMEDOUT; a service that dies gives a
+ * lost connection, then every call fails fast until a reconnect works. */
+static void lost_connection(void)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t al = sizeof(a);
+	char why[256] = "";
+	int err = 0, lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct memsvc_client *c;
+	struct svc s;
+	uint64_t epoch = 0, gfn = 1;
+	uint8_t page[MEMSVC_PAGE];
+
+	/* the kernel completes the connection from the backlog; nobody
+	 * answers the HELLO */
+	TEST_ASSERT_EQ(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+	TEST_ASSERT_EQ(listen(lfd, 4), 0);
+	TEST_ASSERT_EQ(getsockname(lfd, (struct sockaddr *)&a, &al), 0);
+	c = memsvc_connect("127.0.0.1", ntohs(a.sin_port), 200, &err, why, sizeof(why));
+	TEST_ASSERT(!c && err == -ETIMEDOUT && strstr(why, "no answer"), "err %d: %s", err, why);
+	close(lfd);
+
+	svc_start(&s, "lost", 0, NULL, NULL, NULL, NULL);
+	c = cli(&s);
+	TEST_ASSERT_EQ(memsvc_create(c, "vm1", TOKEN, 8, 0), 0);
+	TEST_ASSERT_EQ(memsvc_open(c, "vm1", TOKEN, &epoch, NULL), 0);
+	svc_kill9(&s);
+	int r = memsvc_read(c, &gfn, 1, page, NULL);
+	TEST_ASSERT(r == -ECONNRESET || r == -EPIPE, "read from a dead service: %d %s", r,
+		    memsvc_why(c));
+	TEST_ASSERT_EQ(memsvc_info(c, NULL), -ECONNRESET);
+	TEST_ASSERT(strstr(memsvc_why(c), "reconnect"), "why: %s", memsvc_why(c));
+	r = memsvc_reconnect(c);
+	TEST_ASSERT(r == -ECONNREFUSED, "reconnect with no service: %d %s", r, memsvc_why(c));
+	/* in memory only: the namespace died with the service */
+	svc_start(&s, "lost2", s.port, NULL, NULL, NULL, NULL);
+	TEST_ASSERT_EQ(memsvc_reconnect(c), -ENOENT);
+	TEST_ASSERT_EQ(memsvc_create(c, "vm1", TOKEN, 8, 0), 0); /* connected again */
+	memsvc_close(c);
+	svc_stop(&s);
+}
+
 static void cleanup(void)
 {
 	char cmd[128];
@@ -939,6 +1023,7 @@ int main(int argc, char **argv)
 	    TEST_CASE(many_clients),	 TEST_CASE(bad_requests),
 	    TEST_CASE(stale_owner),	 TEST_CASE(limits),
 	    TEST_CASE(restart_with_dir), TEST_CASE(client_leaves_mid_request),
+	    TEST_CASE(command_line),	 TEST_CASE(lost_connection),
 	    TEST_CASE(read_latency),
 	};
 
