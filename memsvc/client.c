@@ -300,7 +300,8 @@ static int call_small(struct memsvc_client *c, uint8_t type, struct iovec *iov, 
 		return r;
 	if (h.len != out_len)
 		return lost(c, -EPROTO, "answer of %u bytes, %zu expected", h.len, out_len);
-	memcpy(out, c->small + MEMSVC_HDR_SIZE, out_len);
+	if (out_len)
+		memcpy(out, c->small + MEMSVC_HDR_SIZE, out_len);
 	return 0;
 }
 

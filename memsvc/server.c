@@ -809,8 +809,18 @@ static int listen_on(struct memsvc_server *s, char *why, size_t whylen)
 		return -EINVAL;
 	}
 	s->lfd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (s->lfd < 0 || setsockopt(s->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
-	    bind(s->lfd, res->ai_addr, res->ai_addrlen) || listen(s->lfd, 128)) {
+	r = s->lfd < 0 || setsockopt(s->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	/* A service killed a moment ago still holds its listening socket
+	 * until the kernel has torn its io_uring down (asynchronously): give
+	 * that 2 s before calling the address taken. */
+	for (int tries = 0; !r && bind(s->lfd, res->ai_addr, res->ai_addrlen); tries++) {
+		if (errno != EADDRINUSE || tries == 100) {
+			r = 1;
+			break;
+		}
+		usleep(20000);
+	}
+	if (r || listen(s->lfd, 128)) {
 		r = -errno;
 		snprintf(why, whylen, "%s: %s", s->o.listen, strerror(errno));
 		freeaddrinfo(res);
