@@ -25,6 +25,7 @@
 #include "migrate/conn.h"
 #include "migrate/migrate.h"
 #include "transport/transport.h"
+#include "memsvc/client.h"
 #include "vmm/loader.h"
 #include "vmm/remote.h"
 #include "vmm/vm.h"
@@ -310,6 +311,11 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 			break;
 		case 'b':
 			if (!strncmp(optarg, "memsvc://", 9)) {
+				char host[256], ns[MEMSVC_NAME_MAX + 1], why[160];
+				uint16_t port;
+				if (memsvc_parse_url(optarg, host, sizeof(host), &port, ns,
+						     sizeof(ns), why, sizeof(why)))
+					return bad_usage("--mem-backend %s", why);
 				o->memsvc = optarg;
 				o->backing = MEM_ANON;
 			} else if (mem_backing_parse(optarg, &o->backing)) {

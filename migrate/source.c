@@ -510,10 +510,13 @@ static int memsvc_rounds(struct src *s, struct mig_report *rep, uint64_t t_start
 			  (unsigned long long)n, secs * 1e3);
 		if (cancelled(s))
 			return -ECANCELED;
-		/* What is dirty now, at this round's write-back rate. */
+		/* What is dirty now, at this round's write-back rate. Another
+		 * round pays only if the guest wrote clearly less than this one
+		 * wrote back (else it dirties as fast as rounds clean). */
 		uint64_t dirty = remote_dirty(p->remote);
 		double est_ms = n && secs > 0 ? (double)dirty * secs * 1e3 / (double)n : 0;
-		if (dirty < 64 || est_ms <= p->downtime_limit_ms || *round >= p->max_rounds)
+		if (dirty < 64 || est_ms <= p->downtime_limit_ms || *round >= p->max_rounds ||
+		    (*round > 1 && (double)dirty > 0.8 * (double)n))
 			return 0;
 	}
 }

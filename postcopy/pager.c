@@ -190,6 +190,15 @@ static void wp_fault(void *opaque, uint64_t gfn)
 		uffd_wake(&p->u, gfn, 1);
 }
 
+/* How many of gfn[0..n) are neighbours of gfn[0], in order. */
+static unsigned run_len(const uint64_t *gfn, unsigned n)
+{
+	unsigned k = 1;
+	while (k < n && gfn[k] == gfn[0] + k)
+		k++;
+	return k;
+}
+
 struct write_arg {
 	const uint64_t *gfn;
 	unsigned n;
@@ -208,12 +217,15 @@ static int write_back(struct pager *p, const uint64_t *gfn, unsigned n)
 {
 	const void *src[MAX_BATCH];
 
-	for (unsigned i = 0; i < n; i++) {
-		int r = uffd_protect(&p->u, gfn[i], 1, true);
+	/* One ioctl a run of neighbours: each one flushes TLBs. */
+	for (unsigned i = 0, k; i < n; i += k) {
+		k = run_len(gfn + i, n - i);
+		int r = uffd_protect(&p->u, gfn[i], k, true);
 		if (r)
 			return r;
-		src[i] = p->base + gfn[i] * 4096;
 	}
+	for (unsigned i = 0; i < n; i++)
+		src[i] = p->base + gfn[i] * 4096;
 	if (!n)
 		return 0;
 	struct write_arg a = {.gfn = gfn, .n = n, .src = src};
@@ -227,13 +239,19 @@ static int write_back(struct pager *p, const uint64_t *gfn, unsigned n)
  * when the write-back failed (unprotected, which wakes their writers). */
 static void release(struct pager *p, const uint64_t *gfn, unsigned n, bool stored)
 {
-	for (unsigned i = 0; i < n; i++) {
-		if (!stored)
-			uffd_protect(&p->u, gfn[i], 1, false);
-		__atomic_store_n(&p->state[gfn[i]], stored ? CLEAN : DIRTY, __ATOMIC_RELEASE);
+	if (stored)
+		for (unsigned i = 0; i < n; i++)
+			__atomic_store_n(&p->state[gfn[i]], CLEAN, __ATOMIC_RELEASE);
+	for (unsigned i = 0, k; i < n; i += k) {
+		k = run_len(gfn + i, n - i);
 		if (stored)
-			uffd_wake(&p->u, gfn[i], 1);
+			uffd_wake(&p->u, gfn[i], k);
+		else
+			uffd_protect(&p->u, gfn[i], k, false);
 	}
+	if (!stored)
+		for (unsigned i = 0; i < n; i++)
+			__atomic_store_n(&p->state[gfn[i]], DIRTY, __ATOMIC_RELEASE);
 }
 
 /* Drops BUSY pages the store holds. */
@@ -242,10 +260,13 @@ static void drop(struct pager *p, const uint64_t *gfn, unsigned n)
 	for (unsigned i = 0; i < n; i++) {
 		uffd_forget(&p->u, gfn[i]);
 		__atomic_store_n(&p->state[gfn[i]], MISSING, __ATOMIC_RELEASE);
-		if (madvise(p->base + gfn[i] * 4096, 4096, MADV_DONTNEED))
-			log_err("remote memory: dropping page %llu: %s", (unsigned long long)gfn[i],
-				strerror(errno));
-		uffd_wake(&p->u, gfn[i], 1); /* writers that waited: fault again */
+	}
+	for (unsigned i = 0, k; i < n; i += k) {
+		k = run_len(gfn + i, n - i);
+		if (madvise(p->base + gfn[i] * 4096, (size_t)k * 4096, MADV_DONTNEED))
+			log_err("remote memory: dropping pages %llu+%u: %s",
+				(unsigned long long)gfn[i], k, strerror(errno));
+		uffd_wake(&p->u, gfn[i], k); /* writers that waited: fault again */
 	}
 	pthread_mutex_lock(&p->lock);
 	p->resident -= n;

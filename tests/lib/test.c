@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MIT
 #include "test.h"
 
+#include "common/log.h"
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <setjmp.h>
@@ -100,6 +102,7 @@ int test_main(int argc, char **argv, const struct test_case *cases, unsigned n)
 {
 	unsigned passed = 0, failed = 0, skipped = 0;
 
+	log_init_from_env(); /* FLIT_LOG=debug for the VMM's own story */
 	const char *t = getenv("FLIT_TEST_CASE_TIMEOUT");
 	if (t && atoi(t) > 0)
 		test_case_timeout_s = (unsigned)atoi(t);

@@ -48,9 +48,17 @@ expect 64 "from 1 to 32" -- --guest hello --vcpus two
 expect 64 "unknown option --bogus" -- --guest hello --bogus
 expect 64 "needs a value" -- --guest hello --mem
 expect 64 "must be bitmap or ring" -- --guest hello --dirty-track log
-expect 64 "must be anon or memfd" -- --guest hello --mem-backend file
+expect 64 "anon, memfd or memsvc://HOST" -- --guest hello --mem-backend file
 expect 64 "--transport rdma: one of uring, sync" -- --guest hello --transport rdma
-expect 64 "--mode fast: precopy, postcopy or hybrid" -- --guest hello --mode fast
+expect 64 "--mode fast: precopy, postcopy, hybrid or memsvc" -- --guest hello --mode fast
+expect 64 "needs --token-file (the namespace" -- --guest hello --mem-backend memsvc://127.0.0.1/ns
+expect 64 "--mem-backend memsvc://127.0.0.1: " -- --guest hello --mem-backend memsvc://127.0.0.1
+expect 64 "--mem-backend memsvc://h:99999/x: " -- --guest hello --mem-backend memsvc://h:99999/x
+expect 64 "--mem-backend memsvc://h/a/b: " -- --guest hello --mem-backend memsvc://h/a/b
+expect 64 "--cache is for --mem-backend memsvc" -- --guest hello --cache 64M
+expect 64 "--cache 1k: a size of at least 1M" -- --guest hello --cache 1k
+expect 64 "--mode memsvc needs --mem-backend memsvc" -- --guest hello --mode memsvc
+expect 64 "--memsvc-timeout x: seconds" -- --guest hello --memsvc-timeout x
 expect 64 "seconds from 1" -- --guest hello --timeout 0
 expect 64 "guest arguments too long" -- --guest hello "a=$long"
 expect 66 "guest 'nosuchguest' not found" -- --guest nosuchguest
