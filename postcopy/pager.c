@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,7 +25,7 @@ struct pager {
 	struct pager_params prm;
 	const struct page_store_ops *ops;
 	void *fetch_store, *evict_store;
-	unsigned batch;
+	unsigned batch, readahead;
 
 	uint8_t *state; /* per page, atomic */
 	uint8_t *ref;	/* per page: written since last passed over */
@@ -138,13 +139,19 @@ static int place_fetched(struct pager *p, const uint64_t *gfn, unsigned n, const
 			 const bool *zero)
 {
 	for (unsigned i = 0; i < n; i++) {
-		if (!cas(&p->state[gfn[i]], MISSING, CLEAN))
+		/* A page the store never had is most likely being filled: it
+		 * comes writable and dirty, which saves its first write a
+		 * fault (and costs a write-back of zeros if it is dropped
+		 * untouched). */
+		uint8_t to = zero[i] ? DIRTY : CLEAN;
+		if (!cas(&p->state[gfn[i]], MISSING, to))
 			continue;
-		int r = uffd_place_mode(&p->u, gfn[i], buf + (size_t)i * 4096, 1, true);
+		int r = uffd_place_mode(&p->u, gfn[i], buf + (size_t)i * 4096, 1, to == CLEAN);
 		if (r) {
 			__atomic_store_n(&p->state[gfn[i]], MISSING, __ATOMIC_RELEASE);
 			return r;
 		}
+		p->ref[gfn[i]] = 0;
 		__atomic_fetch_add(&p->fetched, 1, __ATOMIC_RELAXED);
 		if (zero[i])
 			__atomic_fetch_add(&p->fetched_zero, 1, __ATOMIC_RELAXED);
@@ -153,19 +160,38 @@ static int place_fetched(struct pager *p, const uint64_t *gfn, unsigned n, const
 	return 0;
 }
 
-/* The fault thread: a touched page that is missing. */
+/* The fault thread: a touched page that is missing. Its missing
+ * neighbours after it come in the same request (readahead): a guest that
+ * walks its memory pays one round trip per batch, not per page. */
 static int request(void *opaque, uint64_t gfn)
 {
 	struct pager *p = opaque;
-	bool zero[1];
-	struct fetch_arg a = {.gfn = &gfn, .n = 1, .buf = p->buf, .zero = zero};
+	uint64_t batch[MAX_BATCH];
+	bool zero[MAX_BATCH];
+	unsigned n = 0;
 
-	if (__atomic_load_n(&p->state[gfn], __ATOMIC_ACQUIRE) != MISSING) {
-		uffd_wake(&p->u, gfn, 1); /* placed meanwhile */
-		return 0;
+	for (;;) {
+		uint8_t st = __atomic_load_n(&p->state[gfn], __ATOMIC_ACQUIRE);
+		if (st == MISSING)
+			break;
+		if (st != BUSY) {
+			uffd_wake(&p->u, gfn, 1); /* placed meanwhile */
+			return 0;
+		}
+		/* Being dropped (gone, not yet marked missing): a moment.
+		 * Returning now would leave the fault asked for and never
+		 * answered. */
+		sched_yield();
 	}
+	batch[n++] = gfn;
+	while (n < p->readahead && gfn + n < p->nr_pages &&
+	       __atomic_load_n(&p->state[gfn + n], __ATOMIC_ACQUIRE) == MISSING) {
+		batch[n] = gfn + n;
+		n++;
+	}
+	struct fetch_arg a = {.gfn = batch, .n = n, .buf = p->buf, .zero = zero};
 	int r = with_retry(p, p->fetch_store, do_read, &a, "reading a page");
-	return r ? r : place_fetched(p, &gfn, 1, p->buf, zero);
+	return r ? r : place_fetched(p, batch, n, p->buf, zero);
 }
 
 /* The fault thread: the first write to a clean page. */
@@ -257,15 +283,18 @@ static void release(struct pager *p, const uint64_t *gfn, unsigned n, bool store
 /* Drops BUSY pages the store holds. */
 static void drop(struct pager *p, const uint64_t *gfn, unsigned n)
 {
-	for (unsigned i = 0; i < n; i++) {
+	/* MISSING only once the page is really gone: a readahead or prefetch
+	 * that saw it missing earlier would place a copy that the drop then
+	 * takes away behind the books' back. */
+	for (unsigned i = 0; i < n; i++)
 		uffd_forget(&p->u, gfn[i]);
-		__atomic_store_n(&p->state[gfn[i]], MISSING, __ATOMIC_RELEASE);
-	}
 	for (unsigned i = 0, k; i < n; i += k) {
 		k = run_len(gfn + i, n - i);
 		if (madvise(p->base + gfn[i] * 4096, (size_t)k * 4096, MADV_DONTNEED))
 			log_err("remote memory: dropping pages %llu+%u: %s",
 				(unsigned long long)gfn[i], k, strerror(errno));
+		for (unsigned j = i; j < i + k; j++)
+			__atomic_store_n(&p->state[gfn[j]], MISSING, __ATOMIC_RELEASE);
 		uffd_wake(&p->u, gfn[i], k); /* writers that waited: fault again */
 	}
 	pthread_mutex_lock(&p->lock);
@@ -464,6 +493,8 @@ int pager_open(struct pager **out, void *base, uint64_t nr_pages, const struct p
 	p->fetch_store = fetch_store;
 	p->evict_store = evict_store;
 	p->batch = MIN(MAX(ops->max_batch, 1u), MAX_BATCH);
+	p->readahead = prm->readahead < 0 ? 1 : prm->readahead ? (unsigned)prm->readahead : 16;
+	p->readahead = MIN(MAX(p->readahead, 1u), p->batch);
 	pthread_mutex_init(&p->lock, NULL);
 	pthread_mutex_init(&p->store_lock, NULL);
 	pthread_cond_init(&p->cond, NULL);

@@ -5,10 +5,13 @@
  *
  * Every page of the paged range is in one of these states:
  *   MISSING       not resident; the next touch faults, the fault thread
- *                 reads the page from the store and places it
+ *                 reads the page (and up to readahead - 1 missing pages
+ *                 after it) from the store and places it
  *   CLEAN         resident, the same as the store's copy, write-protected
  *                 (placed with UFFDIO_COPY_MODE_WP)
- *   DIRTY         resident, written since it was stored (or never stored)
+ *   DIRTY         resident, written since it was stored (or never stored;
+ *                 a page the store never had arrives dirty and writable:
+ *                 it is most likely about to be filled)
  *   UNPROTECTING  the fault thread is lifting the protection after a write
  *   BUSY          the evictor or a flush holds it, write-protected, and
  *                 writes it back (a writer waits until it is done)
@@ -47,6 +50,7 @@ struct page_store_ops {
 struct pager_params {
 	uint64_t cache_pages; /* resident budget, pages of the paged range */
 	int retry_ms;	      /* how long a lost store is retried (0: 30 s) */
+	int readahead;	      /* pages read per fault (0: 16, -1: none) */
 };
 
 struct pager_stats {
