@@ -30,6 +30,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "bench/net.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "migrate/conn.h"
@@ -124,73 +125,6 @@ static double tcp_gbps(unsigned n, uint64_t total)
 	}
 	close(lfd);
 	return (double)got / ((double)(now_ns() - t0) / 1e9) / 1e9;
-}
-
-struct echo {
-	struct mig_conn c;
-	pthread_t t;
-	unsigned n;
-};
-
-/* Answers every 16-byte request with a 4 KiB page. */
-static void *echo_thread(void *arg)
-{
-	struct echo *e = arg;
-	static uint8_t page[4096];
-	uint8_t req[16];
-
-	for (unsigned i = 0; i < e->n; i++) {
-		if (read(e->c.fd, req, sizeof(req)) != (ssize_t)sizeof(req))
-			break;
-		if (write(e->c.fd, page, sizeof(page)) != (ssize_t)sizeof(page))
-			break;
-	}
-	return NULL;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return (x > y) - (x < y);
-}
-
-/* One 4 KiB request/response round trip over loopback TCP (the same socket
- * settings as a migration), the median of 2000, in µs: the floor for a
- * post-copy fault. */
-static double rtt_4k_us(void)
-{
-	enum { N = 2000 };
-	static double t[N];
-	struct echo e = {.n = N};
-	struct mig_conn c;
-	uint16_t port;
-	char addr[64];
-	uint8_t req[16] = {0}, page[4096];
-	int lfd = mig_listen("tcp:127.0.0.1:0", &port);
-
-	snprintf(addr, sizeof(addr), "tcp:127.0.0.1:%u", port);
-	mig_connect(addr, 5000, &c);
-	mig_accept(lfd, 5000, &e.c);
-	pthread_create(&e.t, NULL, echo_thread, &e);
-	for (unsigned i = 0; i < N; i++) {
-		uint64_t t0 = now_ns();
-		size_t got = 0;
-		if (write(c.fd, req, sizeof(req)) != (ssize_t)sizeof(req))
-			break;
-		while (got < sizeof(page)) {
-			ssize_t r = read(c.fd, page + got, sizeof(page) - got);
-			if (r <= 0)
-				break;
-			got += (size_t)r;
-		}
-		t[i] = (double)(now_ns() - t0) / 1e3;
-	}
-	pthread_join(e.t, NULL);
-	mig_conn_close(&c);
-	mig_conn_close(&e.c);
-	close(lfd);
-	qsort(t, N, sizeof(t[0]), cmp_double);
-	return t[N / 2];
 }
 
 /* How the data channels send: a transport and, for io_uring, whether its
@@ -344,7 +278,7 @@ int main(int argc, char **argv)
 	fprintf(out, "limit_tcp,,,,,,,,,,,,,%.0f,,,,2,,\n", t2 * 1e3);
 	fprintf(out, "limit_tcp,,,,,,,,,,,,,%.0f,,,,4,,\n", t4 * 1e3);
 	/* The floor for a post-copy fault, in the fault_p50_us column. */
-	fprintf(out, "limit_rtt_4k,,,,,,,,,,,,,,,,,1,,,,,,,,,,%.0f,\n", rtt_4k_us());
+	fprintf(out, "limit_rtt_4k,,,,,,,,,,,,,,,,,1,,,,,,,,,,%.0f,\n", rtt_4k_us(NULL));
 	uint64_t sizes_q[] = {1 * GiB}, sizes[] = {1 * GiB, 2 * GiB, 4 * GiB};
 	uint64_t *sz = quick ? sizes_q : sizes;
 	unsigned nsz = quick ? 1 : 3;
