@@ -20,7 +20,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -30,7 +29,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "bench/net.h"
+#include "bench/lib.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "memsvc/client.h"
@@ -239,30 +238,11 @@ static void migrate(uint64_t mem, enum mig_mode mode)
 
 int main(int argc, char **argv)
 {
-	static const struct option longopts[] = {{"quick", no_argument, NULL, 'q'},
-						 {"smoke", no_argument, NULL, 's'},
-						 {"out", required_argument, NULL, 'o'},
-						 {"json", required_argument, NULL, 'j'},
-						 {0}};
-	bool quick = false, smoke = false;
-	int c;
+	bool quick, smoke;
 
 	log_set_prefix("flit-bench-memsvc");
 	log_init_from_env();
-	out = stdout;
-	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-		if (c == 'q')
-			quick = true;
-		else if (c == 's')
-			smoke = true;
-		else if (c == 'o' && !(out = fopen(optarg, "w")))
-			die("%s: %s", optarg, strerror(errno));
-		else if (c == 'j' && !(json_out = fopen(optarg, "w")))
-			die("%s: %s", optarg, strerror(errno));
-		else if (c != 'o' && c != 'j')
-			die("usage: flit-bench-memsvc [--quick|--smoke] [--out FILE] [--json "
-			    "FILE]");
-	}
+	bench_args(argc, argv, "flit-bench-memsvc", &quick, &smoke, &out, &json_out);
 	if (smoke) {
 		hot_bytes = 16 * MiB;
 		cache_bytes = 64 * MiB;

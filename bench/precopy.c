@@ -22,7 +22,6 @@
  * --smoke: one 256 MiB idle case per transport (seconds; for CI).
  */
 #include <errno.h>
-#include <getopt.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,7 +29,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "bench/net.h"
+#include "bench/lib.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "migrate/conn.h"
@@ -241,30 +240,11 @@ static void migrate_one(uint64_t mem, uint64_t hot, uint64_t rate, unsigned chan
 
 int main(int argc, char **argv)
 {
-	static const struct option longopts[] = {{"quick", no_argument, NULL, 'q'},
-						 {"smoke", no_argument, NULL, 's'},
-						 {"out", required_argument, NULL, 'o'},
-						 {"json", required_argument, NULL, 'j'},
-						 {0}};
-	bool quick = false, smoke = false;
-	int c;
+	bool quick, smoke;
 
 	log_set_prefix("flit-bench-precopy");
 	log_init_from_env();
-	out = stdout;
-	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-		if (c == 'q')
-			quick = true;
-		else if (c == 's')
-			smoke = true;
-		else if (c == 'o' && !(out = fopen(optarg, "w")))
-			die("%s: %s", optarg, strerror(errno));
-		else if (c == 'j' && !(json_out = fopen(optarg, "w")))
-			die("%s: %s", optarg, strerror(errno));
-		else if (c != 'o' && c != 'j')
-			die("usage: flit-bench-precopy [--quick|--smoke] [--out FILE] [--json "
-			    "FILE]");
-	}
+	bench_args(argc, argv, "flit-bench-precopy", &quick, &smoke, &out, &json_out);
 	uint64_t tcp_bytes = smoke ? 256 * MiB : 4 * GiB;
 	double mc = memcpy_gbps(), t1 = tcp_gbps(1, tcp_bytes), t2 = tcp_gbps(2, tcp_bytes),
 	       t4 = tcp_gbps(4, tcp_bytes);

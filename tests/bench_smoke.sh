@@ -1,7 +1,8 @@
 #!/bin/bash
 # SPDX-License-Identifier: MIT
 # The benchmark harness end to end on its smallest case: bench/run --smoke
-# must give a CSV of verified Flit migrations (one per transport), a QEMU
+# must give a CSV of verified Flit migrations (one per transport), the
+# memsvc benchmark's verified migrations, a QEMU
 # run that verified, the comparison, the reports as JSON and the plots as
 # PNG. No speed is checked here: speeds belong to the benchmark's output.
 set -euo pipefail
@@ -21,6 +22,11 @@ bad=$(grep '^migration,' "$out/flit.csv" | grep -v ',ok,' || true)
 [ -z "$bad" ] || fail "a Flit migration failed: $bad"
 grep '^migration,' "$out/flit.csv" | awk -F, '$19 != "yes" {exit 1}' ||
 	fail "a Flit destination did not verify"
+# Through memsvc, pre-copy and post-copy at 256 and 512 MiB: six verified
+# migrations, and the round-trip floors next to them.
+rows=$(grep -c '^migration,\(memsvc\|precopy\|postcopy\),\(256\|512\),16,.*,ok,.*,yes$' "$out/memsvc.csv" || true)
+[ "$rows" -eq 6 ] || fail "memsvc.csv: $rows of 6 verified migrations: $(cat "$out/memsvc.csv")"
+grep -q '^limit_rtt_memsvc_read,' "$out/memsvc.csv" || fail "memsvc.csv has no memsvc round trip"
 grep -q '^qemu,.*,256,idle,2,yes,ok,.*,yes$' "$out/qemu.csv" ||
 	fail "QEMU's migration did not complete and verify: $(tail -n1 "$out/qemu.csv")"
 grep -q '^256,idle,2,yes,.*,ok$' "$out/compare.csv" ||

@@ -130,20 +130,8 @@ static void print_stats(const char *what, struct remote_mem *rm, struct pager_st
  * (through the pager: pages not resident are fetched). */
 static void verify_exit(struct vm *vm, const char *where)
 {
-	struct vm_result res;
-	uint64_t checked = 0, bad = 99;
-
-	testdev_command(&vm->testdev, -1, FLIT_CMD_VERIFY_EXIT);
-	vm_wait(vm, 120000, &res);
-	TEST_ASSERT(!res.failed && !res.timed_out, "%s: %s", where, res.reason);
-	TEST_ASSERT(res.exit_status == 0, "%s: the guest found bad pages", where);
-	vm_pause(vm);
-	TEST_ASSERT_EQ(vm_verify_memcheck(vm, &checked, &bad), 0);
-	TEST_ASSERT(bad == 0, "%s: host check found %llu bad pages", where,
-		    (unsigned long long)bad);
+	uint64_t checked = guest_vm_verify_exit(vm, where);
 	TEST_ASSERT(checked > 10000, "%s: %llu pages checked", where, (unsigned long long)checked);
-	printf("  %s: guest verified itself, host checked %llu pages: all good\n", where,
-	       (unsigned long long)checked);
 }
 
 static void destroy(struct vm *vm, struct remote_mem *rm)

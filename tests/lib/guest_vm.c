@@ -81,3 +81,21 @@ struct vm_result guest_vm_run(struct vm *vm, int timeout_ms)
 	vm_pause(vm);
 	return res;
 }
+
+uint64_t guest_vm_verify_exit(struct vm *vm, const char *where)
+{
+	struct vm_result res;
+	uint64_t checked = 0, bad = 99;
+
+	testdev_command(&vm->testdev, -1, FLIT_CMD_VERIFY_EXIT);
+	vm_wait(vm, 120000, &res);
+	TEST_ASSERT(!res.failed && !res.timed_out, "%s: %s", where, res.reason);
+	TEST_ASSERT(res.exit_status == 0, "%s: the guest found bad pages", where);
+	vm_pause(vm);
+	TEST_ASSERT_EQ(vm_verify_memcheck(vm, &checked, &bad), 0);
+	TEST_ASSERT(bad == 0, "%s: host check found %llu bad pages", where,
+		    (unsigned long long)bad);
+	printf("  %s: guest verified itself, host checked %llu pages: all good\n", where,
+	       (unsigned long long)checked);
+	return checked;
+}

@@ -28,6 +28,12 @@ struct vm *guest_vm_create_ring(uint64_t mem, unsigned vcpus, uint32_t ring_entr
 /* Runs to completion (timeout_ms) and returns the result. */
 struct vm_result guest_vm_run(struct vm *vm, int timeout_ms);
 
+/* Tells the memcheck guest to verify itself and exit, waits, then checks
+ * every page from the host side too; fails the test (naming where) unless
+ * both find every page good. The VM is left paused. Returns the pages the
+ * host checked. */
+uint64_t guest_vm_verify_exit(struct vm *vm, const char *where);
+
 /* 1 if the log holds the text. */
 int guest_log_has(struct guest_log *log, const char *text);
 

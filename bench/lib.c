@@ -1,13 +1,17 @@
 // SPDX-License-Identifier: MIT
-#include "net.h"
+#include "lib.h"
 
+#include <errno.h>
+#include <getopt.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "common/log.h"
 #include "common/util.h"
+#include <string.h>
 #include "migrate/conn.h"
 
 struct echo {
@@ -74,4 +78,31 @@ double rtt_4k_us(double *p99)
 	if (p99)
 		*p99 = t[N * 99 / 100];
 	return t[N / 2];
+}
+
+void bench_args(int argc, char **argv, const char *prog, bool *quick, bool *smoke, FILE **out,
+		FILE **json)
+{
+	static const struct option longopts[] = {{"quick", no_argument, NULL, 'q'},
+						 {"smoke", no_argument, NULL, 's'},
+						 {"out", required_argument, NULL, 'o'},
+						 {"json", required_argument, NULL, 'j'},
+						 {0}};
+	int c;
+
+	*quick = *smoke = false;
+	*out = stdout;
+	*json = NULL;
+	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+		if (c == 'q')
+			*quick = true;
+		else if (c == 's')
+			*smoke = true;
+		else if (c == 'o' && !(*out = fopen(optarg, "w")))
+			die("%s: %s", optarg, strerror(errno));
+		else if (c == 'j' && !(*json = fopen(optarg, "w")))
+			die("%s: %s", optarg, strerror(errno));
+		else if (c != 'o' && c != 'j')
+			die("usage: %s [--quick|--smoke] [--out FILE] [--json FILE]", prog);
+	}
 }
