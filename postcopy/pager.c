@@ -501,8 +501,9 @@ int pager_open(struct pager **out, void *base, uint64_t nr_pages, const struct p
 	p->state = calloc(nr_pages, 1);
 	p->ref = calloc(nr_pages, 1);
 	p->fifo = calloc(nr_pages, sizeof(*p->fifo));
-	unsigned char *vec = calloc(nr_pages, 1);
-	if (!p->state || !p->ref || !p->fifo || !vec) {
+	/* Nothing resident (just dropped): no need to ask which pages are. */
+	unsigned char *vec = prm->empty ? NULL : calloc(nr_pages, 1);
+	if (!p->state || !p->ref || !p->fifo || (!vec && !prm->empty)) {
 		free(vec);
 		pager_close(p);
 		return -ENOMEM;
@@ -511,7 +512,7 @@ int pager_open(struct pager **out, void *base, uint64_t nr_pages, const struct p
 	 * pages would bring in 2 MiB at a fault and could not be dropped
 	 * page by page. */
 	madvise(base, nr_pages * 4096, MADV_NOHUGEPAGE);
-	r = mincore(base, nr_pages * 4096, vec) ? -errno : 0;
+	r = vec && mincore(base, nr_pages * 4096, vec) ? -errno : 0;
 	if (!r)
 		r = uffd_open(&p->u, base, nr_pages, UFFD_OPEN_WP);
 	if (r) {
@@ -521,7 +522,7 @@ int pager_open(struct pager **out, void *base, uint64_t nr_pages, const struct p
 		pager_close(p);
 		return r;
 	}
-	for (uint64_t g = 0; g < nr_pages; g++)
+	for (uint64_t g = 0; vec && g < nr_pages; g++)
 		if (vec[g] & 1) {
 			p->state[g] = DIRTY;
 			uffd_mark_present(&p->u, g, 1);

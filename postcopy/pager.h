@@ -51,6 +51,7 @@ struct pager_params {
 	uint64_t cache_pages; /* resident budget, pages of the paged range */
 	int retry_ms;	      /* how long a lost store is retried (0: 30 s) */
 	int readahead;	      /* pages read per fault (0: 16, -1: none) */
+	bool empty;	      /* no page of the range is resident (skip the scan) */
 };
 
 struct pager_stats {

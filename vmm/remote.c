@@ -150,7 +150,9 @@ int remote_open(struct remote_mem **out, struct vm *vm, const struct remote_para
 		goto fail;
 
 	uint64_t paged = nr_pages - FIRST_GFN;
-	struct pager_params pp = {.cache_pages = p->cache_bytes / 4096, .retry_ms = p->retry_ms};
+	struct pager_params pp = {.cache_pages = p->cache_bytes / 4096,
+				  .retry_ms = p->retry_ms,
+				  .empty = p->drop_resident};
 	if (!pp.cache_pages)
 		pp.cache_pages = MAX(paged / 4, 1);
 	r = pager_open(&rm->pager, vm->mem.regions[0].hva + VM_UNTRACKED_BYTES, paged, &pp,
