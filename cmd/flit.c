@@ -370,8 +370,8 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 	if (o->memsvc && !o->token_file)
 		return bad_usage("%s", "--mem-backend memsvc needs --token-file (the namespace's "
 				       "secret)");
-	if (o->cache && !o->memsvc)
-		return bad_usage("%s", "--cache is for --mem-backend memsvc://...");
+	if (o->cache && !o->memsvc && !o->incoming)
+		return bad_usage("%s", "--cache is for --mem-backend memsvc://... (or --incoming)");
 	if (o->memsvc && o->prealloc == 1)
 		return bad_usage("%s", "--mem-prealloc and memsvc-backed RAM do not mix: the "
 				       "cache fills on demand");

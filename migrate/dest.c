@@ -922,7 +922,9 @@ int mig_dest_run(const struct mig_dest_params *p, struct vm **out, struct mig_re
 					   .token = p->token,
 					   .token_len = p->token_len,
 					   .cache_bytes = p->cache_bytes,
-					   .drop_resident = true};
+					   .drop_resident = true,
+					   .keep = d.touched,
+					   .zeroed = d.zeroed};
 		r = remote_open(&d.remote, d.vm, &rp);
 		if (r)
 			snprintf(ctl.why, sizeof(ctl.why), "taking over memsvc namespace %s: %s",

@@ -660,7 +660,7 @@ int mig_source_run(struct vm *vm, const struct mig_params *p, struct mig_report 
 	bool paused = false, tracking = false, switched = false;
 	const bool postcopy = p->mode == MIG_MODE_POSTCOPY;
 	const bool via_memsvc = p->mode == MIG_MODE_MEMSVC;
-	bool complete_sent = false;
+	bool complete_sent = false, quiesced = false;
 	/* the switch goes to post-copy: pure post-copy, or a hybrid's end */
 	bool to_postcopy = postcopy;
 	uint64_t *discard = NULL; /* hybrid: pages the destination holds stale */
@@ -851,14 +851,13 @@ stop_copy:
 		}
 	}
 	if (via_memsvc) {
-		/* The last writes go to memsvc; only the boot area travels. */
-		r = remote_flush(p->remote, &rep->written_paused);
-		if (r) {
-			snprintf(rep->error, sizeof(rep->error),
-				 "writing back to memsvc (paused): %s", strerror(-r));
-			goto fail;
-		}
+		/* The last writes go straight to the destination, at the
+		 * migration link's speed, not to memsvc and back: it keeps
+		 * them resident and dirty, newer than memsvc's copies. */
 		memset(s.todo, 0, BITMAP_WORDS(s.nr_pages) * 8);
+		remote_quiesce(p->remote, true); /* the dirty set holds still */
+		quiesced = true;
+		rep->written_paused = remote_dirty_bitmap(p->remote, s.todo);
 	}
 	uint64_t *more = bitmap_alloc(s.nr_pages);
 	r = !more ? -ENOMEM : tracking ? vm_dirty_collect(vm, more) : 0;
@@ -1002,6 +1001,8 @@ fail:
 	mig_conn_close(&ctl);
 	if (tracking)
 		vm_dirty_stop(vm);
+	if (quiesced && paused)
+		remote_quiesce(p->remote, false);
 	if (paused)
 		vm_resume(vm);
 	rep->rounds = round;

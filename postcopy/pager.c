@@ -10,6 +10,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "common/bitmap.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "uffd.h"
@@ -36,6 +37,7 @@ struct pager {
 	pthread_cond_t cond; /* evictor: over budget, or stop */
 	uint64_t *fifo, head, count;
 	bool stop;
+	bool quiet; /* pager_quiesce: no eviction */
 
 	pthread_mutex_t store_lock; /* evict_store: evictor, flush, prefetch */
 	pthread_t evictor;
@@ -351,30 +353,62 @@ static void *evictor(void *arg)
 
 	pthread_mutex_lock(&p->lock);
 	for (;;) {
-		while (!p->stop && (p->resident <= p->prm.cache_pages || p->failed))
+		while (!p->stop && (p->resident <= p->prm.cache_pages || p->failed || p->quiet))
 			pthread_cond_wait(&p->cond, &p->lock);
 		if (p->stop)
 			break;
-		while (!p->stop && !p->failed && p->resident + slack > p->prm.cache_pages) {
+		bool busy = false;
+		while (!p->stop && !p->failed && !p->quiet &&
+		       p->resident + slack > p->prm.cache_pages) {
 			pthread_mutex_unlock(&p->lock);
 			pthread_mutex_lock(&p->store_lock);
-			unsigned nd = pick(p, clean, &nc, dirty, p->batch);
-			int r = write_back(p, dirty, nd);
-			if (r) {
-				release(p, dirty, nd, false);
-				requeue(p, dirty, nd);
-			} else {
-				drop(p, dirty, nd);
+			/* Quiesced while we waited for the store: not one more. */
+			pthread_mutex_lock(&p->lock);
+			bool quiet = p->quiet;
+			pthread_mutex_unlock(&p->lock);
+			unsigned nd = 0;
+			nc = 0;
+			if (!quiet) {
+				nd = pick(p, clean, &nc, dirty, p->batch);
+				int r = write_back(p, dirty, nd);
+				if (r) {
+					release(p, dirty, nd, false);
+					requeue(p, dirty, nd);
+				} else {
+					drop(p, dirty, nd);
+				}
+				drop(p, clean, nc);
 			}
-			drop(p, clean, nc);
 			pthread_mutex_unlock(&p->store_lock);
 			pthread_mutex_lock(&p->lock);
-			if (!nd && !nc)
-				break; /* everything is in use: try again later */
+			if (!nd && !nc) {
+				busy = !quiet;
+				break;
+			}
+		}
+		if (busy) {
+			/* Every resident page is in use: try again in a while
+			 * rather than spin. */
+			pthread_mutex_unlock(&p->lock);
+			usleep(1000);
+			pthread_mutex_lock(&p->lock);
 		}
 	}
 	pthread_mutex_unlock(&p->lock);
 	return NULL;
+}
+
+void pager_quiesce(struct pager *p, bool on)
+{
+	pthread_mutex_lock(&p->lock);
+	p->quiet = on;
+	pthread_cond_signal(&p->cond);
+	pthread_mutex_unlock(&p->lock);
+	if (on) {
+		/* Wait out a write-back in flight. */
+		pthread_mutex_lock(&p->store_lock);
+		pthread_mutex_unlock(&p->store_lock);
+	}
 }
 
 int pager_flush(struct pager *p, uint64_t *written)
@@ -398,15 +432,24 @@ int pager_flush(struct pager *p, uint64_t *written)
 	return r;
 }
 
-uint64_t pager_dirty(struct pager *p)
+uint64_t pager_dirty_bitmap(struct pager *p, uint64_t *bitmap, uint64_t offset)
 {
 	uint64_t n = 0;
 
 	for (uint64_t g = 0; g < p->nr_pages; g++) {
 		uint8_t st = __atomic_load_n(&p->state[g], __ATOMIC_RELAXED);
-		n += st == DIRTY || st == UNPROTECTING;
+		if (st != DIRTY && st != UNPROTECTING)
+			continue;
+		n++;
+		if (bitmap)
+			bitmap[(g + offset) / 64] |= 1ULL << ((g + offset) % 64);
 	}
 	return n;
+}
+
+uint64_t pager_dirty(struct pager *p)
+{
+	return pager_dirty_bitmap(p, NULL, 0);
 }
 
 uint64_t pager_resident(struct pager *p, uint64_t *gfn, uint64_t max)
@@ -473,6 +516,14 @@ int pager_failed(struct pager *p, char *why, unsigned whylen)
 	return r;
 }
 
+/* A page resident before the pager: written here, never stored. */
+static void resident_dirty(struct pager *p, uint64_t g)
+{
+	p->state[g] = DIRTY;
+	uffd_mark_present(&p->u, g, 1);
+	fifo_push(p, g);
+}
+
 int pager_open(struct pager **out, void *base, uint64_t nr_pages, const struct pager_params *prm,
 	       const struct page_store_ops *ops, void *fetch_store, void *evict_store, char *why,
 	       unsigned whylen)
@@ -501,9 +552,9 @@ int pager_open(struct pager **out, void *base, uint64_t nr_pages, const struct p
 	p->state = calloc(nr_pages, 1);
 	p->ref = calloc(nr_pages, 1);
 	p->fifo = calloc(nr_pages, sizeof(*p->fifo));
-	/* Nothing resident (just dropped): no need to ask which pages are. */
-	unsigned char *vec = prm->empty ? NULL : calloc(nr_pages, 1);
-	if (!p->state || !p->ref || !p->fifo || (!vec && !prm->empty)) {
+	/* Told which pages are resident: no need to ask the kernel. */
+	unsigned char *vec = prm->resident ? NULL : calloc(nr_pages, 1);
+	if (!p->state || !p->ref || !p->fifo || (!vec && !prm->resident)) {
 		free(vec);
 		pager_close(p);
 		return -ENOMEM;
@@ -522,12 +573,14 @@ int pager_open(struct pager **out, void *base, uint64_t nr_pages, const struct p
 		pager_close(p);
 		return r;
 	}
-	for (uint64_t g = 0; vec && g < nr_pages; g++)
-		if (vec[g] & 1) {
-			p->state[g] = DIRTY;
-			uffd_mark_present(&p->u, g, 1);
-			fifo_push(p, g);
-		}
+	uint64_t g;
+	if (vec) {
+		for (g = 0; g < nr_pages; g++)
+			if (vec[g] & 1)
+				resident_dirty(p, g);
+	} else {
+		bitmap_for_each_set(g, prm->resident, nr_pages) resident_dirty(p, g);
+	}
 	free(vec);
 	p->u.wp_fault = wp_fault;
 	r = uffd_start(&p->u, request, p);

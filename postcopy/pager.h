@@ -51,7 +51,9 @@ struct pager_params {
 	uint64_t cache_pages; /* resident budget, pages of the paged range */
 	int retry_ms;	      /* how long a lost store is retried (0: 30 s) */
 	int readahead;	      /* pages read per fault (0: 16, -1: none) */
-	bool empty;	      /* no page of the range is resident (skip the scan) */
+	/* Which pages are resident (and dirty) now, one bit a page of the
+	 * range; NULL: ask the kernel (mincore). */
+	const uint64_t *resident;
 };
 
 struct pager_stats {
@@ -80,8 +82,14 @@ int pager_open(struct pager **out, void *base, uint64_t nr_pages, const struct p
  * written back go to *written (may be NULL). 0 or -errno. */
 int pager_flush(struct pager *p, uint64_t *written);
 
-/* Pages written since they were last stored. */
+/* Pages written since they were last stored; pager_dirty_bitmap also sets
+ * their bits in bitmap, at bit offset + page. */
 uint64_t pager_dirty(struct pager *p);
+uint64_t pager_dirty_bitmap(struct pager *p, uint64_t *bitmap, uint64_t offset);
+
+/* on: no eviction from now on, and none in flight when it returns (a
+ * migration's pause: the dirty set then holds still); off: evict again. */
+void pager_quiesce(struct pager *p, bool on);
 
 /* The resident pages, up to max, oldest first; returns the count. */
 uint64_t pager_resident(struct pager *p, uint64_t *gfn, uint64_t max);

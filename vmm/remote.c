@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include "common/bitmap.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "memsvc/client.h"
@@ -23,6 +24,7 @@ struct store {
 struct remote_mem {
 	struct store fetch, evict;
 	struct pager *pager;
+	uint64_t *keep; /* destination: the pages kept at the start */
 	uint64_t epoch;
 	char url[400];
 };
@@ -71,6 +73,55 @@ static void token_text(const struct remote_params *p, char *out)
 	out[2 * p->token_len] = 0;
 }
 
+/* Drops RAM above the first MiB but the pages p keeps; the kept ones are
+ * noted in kept (page numbers of the paged range). */
+/* Drops RAM above the first MiB but the pages p keeps; the kept ones are
+ * noted in kept (page numbers of the paged range). Word by word: most of
+ * RAM is one long run to drop. */
+static int drop_all_but(struct vm *vm, uint64_t *kept, const struct remote_params *p,
+			uint64_t paged)
+{
+	uint8_t *base = vm->mem.regions[0].hva + VM_UNTRACKED_BYTES;
+	const uint64_t off = FIRST_GFN / 64; /* the first MiB is whole words */
+	uint64_t words = BITMAP_WORDS(paged), from = 0;
+
+	for (uint64_t w = 0; w <= words; w++) {
+		uint64_t k = 0, z = 0;
+		if (w < words) {
+			k = p->keep ? p->keep[w + off] : 0;
+			z = p->zeroed ? p->zeroed[w + off] : 0;
+			if (w == words - 1 && paged % 64) {
+				k &= (1ULL << (paged % 64)) - 1;
+				z &= (1ULL << (paged % 64)) - 1;
+			}
+		}
+		if (w < words && !(k | z))
+			continue;
+		/* Drop [from, first kept page of this word). */
+		uint64_t end = w < words ? w * 64 + (uint64_t)__builtin_ctzll(k | z) : paged;
+		if (end > from && madvise(base + from * 4096, (end - from) * 4096, MADV_DONTNEED)) {
+			log_err("remote memory: dropping RAM: %s", strerror(errno));
+			return -errno;
+		}
+		if (w == words)
+			break;
+		kept[w] = k | z;
+		/* A page that arrived as zero was never written here: make it
+		 * a resident page of zeros, or it would fault in memsvc's
+		 * older copy. Then drop what this word does not keep. */
+		for (unsigned i = 0; i < 64; i++) {
+			uint64_t g = w * 64 + i, bit = 1ULL << i;
+			if ((z & bit) && !(k & bit))
+				memset(base + g * 4096, 0, 4096);
+			else if (!((k | z) & bit) && g > end &&
+				 madvise(base + g * 4096, 4096, MADV_DONTNEED))
+				return -errno;
+		}
+		from = w * 64 + 64;
+	}
+	return 0;
+}
+
 static int connect_one(struct store *s, const char *host, uint16_t port, const char *ns,
 		       const char *token, uint64_t *epoch)
 {
@@ -110,11 +161,16 @@ int remote_open(struct remote_mem **out, struct vm *vm, const struct remote_para
 		return -ENOMEM;
 	token_text(p, token);
 	snprintf(rm->url, sizeof(rm->url), "memsvc://%s:%u/%s", host, port, ns);
-	if (p->drop_resident && madvise(vm->mem.regions[0].hva + VM_UNTRACKED_BYTES,
-					vm->mem.size - VM_UNTRACKED_BYTES, MADV_DONTNEED)) {
-		r = -errno;
-		log_err("remote memory: dropping RAM: %s", strerror(errno));
-		goto fail;
+	uint64_t paged = nr_pages - FIRST_GFN;
+	if (p->drop_resident) {
+		rm->keep = bitmap_alloc(paged);
+		if (!rm->keep) {
+			r = -ENOMEM;
+			goto fail;
+		}
+		r = drop_all_but(vm, rm->keep, p, paged);
+		if (r)
+			goto fail;
 	}
 
 	/* Create it if need be (the first connection), then own it: the
@@ -149,10 +205,8 @@ int remote_open(struct remote_mem **out, struct vm *vm, const struct remote_para
 	if (r)
 		goto fail;
 
-	uint64_t paged = nr_pages - FIRST_GFN;
-	struct pager_params pp = {.cache_pages = p->cache_bytes / 4096,
-				  .retry_ms = p->retry_ms,
-				  .empty = p->drop_resident};
+	struct pager_params pp = {
+	    .cache_pages = p->cache_bytes / 4096, .retry_ms = p->retry_ms, .resident = rm->keep};
 	if (!pp.cache_pages)
 		pp.cache_pages = MAX(paged / 4, 1);
 	r = pager_open(&rm->pager, vm->mem.regions[0].hva + VM_UNTRACKED_BYTES, paged, &pp,
@@ -204,6 +258,16 @@ uint64_t remote_dirty(struct remote_mem *rm)
 	return pager_dirty(rm->pager);
 }
 
+void remote_quiesce(struct remote_mem *rm, bool on)
+{
+	pager_quiesce(rm->pager, on);
+}
+
+uint64_t remote_dirty_bitmap(struct remote_mem *rm, uint64_t *bitmap)
+{
+	return pager_dirty_bitmap(rm->pager, bitmap, FIRST_GFN);
+}
+
 uint64_t remote_hot(struct remote_mem *rm, uint64_t *gfn, uint64_t max)
 {
 	uint64_t n = pager_resident(rm->pager, gfn, max);
@@ -242,5 +306,6 @@ void remote_close(struct remote_mem *rm)
 		memsvc_close(rm->fetch.c);
 	if (rm->evict.c)
 		memsvc_close(rm->evict.c);
+	free(rm->keep);
 	free(rm);
 }

@@ -12,6 +12,7 @@
 #ifndef FLIT_VMM_REMOTE_H
 #define FLIT_VMM_REMOTE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -27,9 +28,16 @@ struct remote_params {
 	uint64_t cache_bytes; /* resident budget; 0: a quarter of RAM */
 	int retry_ms;	      /* a lost service is retried this long (0: 30 s) */
 	/* Drop whatever RAM above the first MiB is populated (a migration's
-	 * destination, preallocated): the namespace has the real pages. Else
-	 * populated pages (a loaded image) are this guest's, to write back. */
+	 * destination, preallocated): the namespace has the real pages;
+	 * except the pages set in keep (guest page numbers; may be NULL),
+	 * which arrived newer than the namespace's and stay, dirty. Without
+	 * drop_resident, populated pages (a loaded image) are this guest's,
+	 * to write back. */
 	bool drop_resident;
+	const uint64_t *keep;
+	/* Pages that arrived as zero (not written here): they stay too, as
+	 * zeros. */
+	const uint64_t *zeroed;
 };
 
 /* Attaches vm's RAM (created, image loaded, not started) to the namespace.
@@ -44,6 +52,10 @@ uint64_t remote_epoch(const struct remote_mem *rm);
 const char *remote_url(const struct remote_mem *rm);
 /* Pages written since the last flush. */
 uint64_t remote_dirty(struct remote_mem *rm);
+/* Stops eviction (none in flight on return), or lets it go on. */
+void remote_quiesce(struct remote_mem *rm, bool on);
+/* Sets their bits (guest page numbers) in bitmap; returns how many. */
+uint64_t remote_dirty_bitmap(struct remote_mem *rm, uint64_t *bitmap);
 /* The resident pages (guest page numbers), oldest first, up to max. */
 uint64_t remote_hot(struct remote_mem *rm, uint64_t *gfn, uint64_t max);
 /* Reads the pages into RAM ahead of the guest (guest page numbers; those
