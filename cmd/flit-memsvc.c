@@ -59,14 +59,10 @@ __attribute__((format(printf, 1, 2))) static int bad_usage(const char *fmt, ...)
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-	    {"listen", required_argument, NULL, 'l'},
-	    {"rdma", required_argument, NULL, 'r'},
-	    {"dir", required_argument, NULL, 'd'},
-	    {"sync", no_argument, NULL, 's'},
-	    {"max-mem", required_argument, NULL, 'm'},
-	    {"verbose", no_argument, NULL, 'v'},
-	    {"help", no_argument, NULL, 'h'},
-	    {0},
+	    {"listen", required_argument, NULL, 'l'},  {"rdma", required_argument, NULL, 'r'},
+	    {"dir", required_argument, NULL, 'd'},     {"sync", no_argument, NULL, 's'},
+	    {"max-mem", required_argument, NULL, 'm'}, {"verbose", no_argument, NULL, 'v'},
+	    {"help", no_argument, NULL, 'h'},	       {0},
 	};
 	struct memsvc_server_opts o = {0};
 	struct memsvc_server *s = NULL;

@@ -653,10 +653,11 @@ int memsvc_rdma_region_parse(const void *payload, size_t len, uint64_t epoch, ui
 		BAD(-EPROTO, "RDMA listener port %u, host of %u bytes", w.cm_port, w.cm_host_len);
 	for (unsigned i = 0; i < sizeof(w.cm_host); i++) {
 		char ch = w.cm_host[i];
-		bool ok = i >= w.cm_host_len ? ch == 0
-					     : (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-						   (ch >= '0' && ch <= '9') || ch == '.' ||
-						   ch == '-' || ch == ':' || ch == '_';
+		bool ok = i >= w.cm_host_len
+			      ? ch == 0
+			      : (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+				    (ch >= '0' && ch <= '9') || ch == '.' || ch == '-' ||
+				    ch == ':' || ch == '_';
 		if (!ok)
 			BAD(-EPROTO, "RDMA listener host with byte %#x at %u", (uint8_t)ch, i);
 	}

@@ -96,8 +96,8 @@ struct memsvc_rdma_region {
 	uint64_t nr_pages; /* pages in the region (the namespace's size) */
 	uint64_t cookie;   /* rdma_cm private data that binds a QP to this epoch */
 	uint32_t rkey;
-	uint16_t cm_port;  /* the service's rdma_cm listener */
-	char cm_host[64];  /* its host; "" means the host of the TCP connection */
+	uint16_t cm_port; /* the service's rdma_cm listener */
+	char cm_host[64]; /* its host; "" means the host of the TCP connection */
 };
 
 /* True if the service said in HELLO_OK that it serves RDMA. */
@@ -122,8 +122,7 @@ int memsvc_rdma_region_parse(const void *payload, size_t len, uint64_t epoch, ui
 
 /* The remote address of pages [gfn, gfn + n) of r: 0, or -ERANGE if n is 0
  * or the run does not lie wholly inside the region. Pure. */
-int memsvc_rdma_addr(const struct memsvc_rdma_region *r, uint64_t gfn, uint64_t n,
-		     uint64_t *addr);
+int memsvc_rdma_addr(const struct memsvc_rdma_region *r, uint64_t gfn, uint64_t n, uint64_t *addr);
 
 /* Tells the service that pages written one-sided are complete (RDMA_COMMIT):
  * when it returns 0 they are stored exactly as a memsvc_write would have

@@ -82,17 +82,17 @@ enum memsvc_type {
 
 /* Error codes on the wire (stable, not the host's errno numbers). */
 enum memsvc_code {
-	MEMSVC_E_NOENT = 1,  /* no such namespace */
-	MEMSVC_E_EXIST = 2,  /* namespace exists */
-	MEMSVC_E_ACCES = 3,  /* wrong token */
-	MEMSVC_E_STALE = 4,  /* a newer owner holds the namespace */
-	MEMSVC_E_NOSPC = 5,  /* over the namespace limit or the service's memory */
-	MEMSVC_E_RANGE = 6,  /* page number out of range */
-	MEMSVC_E_2BIG = 7,   /* batch too large */
-	MEMSVC_E_PROTO = 8,  /* malformed record */
-	MEMSVC_E_INVAL = 9,  /* bad argument (name, size, no namespace open) */
-	MEMSVC_E_IO = 10,    /* the service failed to store or persist */
-	MEMSVC_E_NOMEM = 11, /* the service is out of memory */
+	MEMSVC_E_NOENT = 1,   /* no such namespace */
+	MEMSVC_E_EXIST = 2,   /* namespace exists */
+	MEMSVC_E_ACCES = 3,   /* wrong token */
+	MEMSVC_E_STALE = 4,   /* a newer owner holds the namespace */
+	MEMSVC_E_NOSPC = 5,   /* over the namespace limit or the service's memory */
+	MEMSVC_E_RANGE = 6,   /* page number out of range */
+	MEMSVC_E_2BIG = 7,    /* batch too large */
+	MEMSVC_E_PROTO = 8,   /* malformed record */
+	MEMSVC_E_INVAL = 9,   /* bad argument (name, size, no namespace open) */
+	MEMSVC_E_IO = 10,     /* the service failed to store or persist */
+	MEMSVC_E_NOMEM = 11,  /* the service is out of memory */
 	MEMSVC_E_NOTSUP = 12, /* no RDMA listener, or RDMA refused for this namespace */
 };
 

@@ -17,7 +17,7 @@
 #include "common/util.h"
 #include "memsvc/proto.h"
 
-#define SQ_DEPTH (MEMSVC_MAX_BATCH + 2) /* a batch and its ordering READ */
+#define SQ_DEPTH  (MEMSVC_MAX_BATCH + 2)	   /* a batch and its ordering READ */
 #define FENCE_OFF (MEMSVC_MAX_BATCH * MEMSVC_PAGE) /* bounce offset of the ordering READ */
 
 struct memsvc_rdma {
@@ -59,7 +59,8 @@ int memsvc_rdma_probe(char *why, size_t whylen)
 		ibv_free_device_list(l);
 	/* ENOSYS: the kernel has no RDMA class at all, which is no device too */
 	if ((l && n == 0) || (!l && (e == ENOSYS || e == ENODEV || e == ENOENT))) {
-		snprintf(why, whylen, "no RDMA device on this machine (ibv_get_device_list found none)");
+		snprintf(why, whylen,
+			 "no RDMA device on this machine (ibv_get_device_list found none)");
 		return -ENODEV;
 	}
 	if (!l) {
@@ -112,8 +113,8 @@ static int cm_wait(struct memsvc_rdma *r, enum rdma_cm_event_type want, const ch
 	return say(r, -ECONNRESET, "%s: %s (status %d)", what, rdma_event_str(got), status);
 }
 
-int memsvc_rdma_attach(struct memsvc_client *c, int timeout_ms, struct memsvc_rdma **out,
-		       char *why, size_t whylen)
+int memsvc_rdma_attach(struct memsvc_client *c, int timeout_ms, struct memsvc_rdma **out, char *why,
+		       size_t whylen)
 {
 	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
 	struct memsvc_rdma_cm_data priv;
@@ -365,8 +366,7 @@ int memsvc_rdma_read(struct memsvc_rdma *r, const uint64_t *gfn, unsigned n, voi
 	return e;
 }
 
-int memsvc_rdma_put(struct memsvc_rdma *r, const uint64_t *gfn, unsigned n,
-		    const void *const *src)
+int memsvc_rdma_put(struct memsvc_rdma *r, const uint64_t *gfn, unsigned n, const void *const *src)
 {
 	uint64_t raddr, id = 0;
 	int e = batch_ok(r, gfn, n);

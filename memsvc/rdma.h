@@ -34,8 +34,8 @@ int memsvc_rdma_probe(char *why, size_t whylen);
  * the region (-EOPNOTSUPP if the service serves no RDMA, -ESTALE if c is
  * fenced), then connects (rdma_cm; -ECONNREFUSED if the service refused
  * the QP, -ETIMEDOUT after timeout_ms, 0 = 10 s). why: one line. */
-int memsvc_rdma_attach(struct memsvc_client *c, int timeout_ms, struct memsvc_rdma **out,
-		       char *why, size_t whylen);
+int memsvc_rdma_attach(struct memsvc_client *c, int timeout_ms, struct memsvc_rdma **out, char *why,
+		       size_t whylen);
 
 /* Disconnects and frees (tolerates NULL and a half-built path). The
  * memsvc_client stays as it is. */
@@ -60,7 +60,6 @@ int memsvc_rdma_write(struct memsvc_rdma *r, const uint64_t *gfn, unsigned n,
 
 /* The same without the commit: the pages are placed but not stored (for
  * tests of fencing, and callers that commit several batches at once). */
-int memsvc_rdma_put(struct memsvc_rdma *r, const uint64_t *gfn, unsigned n,
-		    const void *const *src);
+int memsvc_rdma_put(struct memsvc_rdma *r, const uint64_t *gfn, unsigned n, const void *const *src);
 
 #endif

@@ -162,8 +162,8 @@ int ms_rdma_open(const char *listen, struct ms_rdma **out, char *why, size_t why
 	r->devs = rdma_get_devices(&n);
 	r->ctx = r->listen->verbs ? r->listen->verbs : (r->devs && n > 0 ? r->devs[0] : NULL);
 	if (!r->ctx) {
-		snprintf(why, whylen, "--rdma %s: no RDMA device on this machine (rdma_cm found none)",
-			 listen);
+		snprintf(why, whylen,
+			 "--rdma %s: no RDMA device on this machine (rdma_cm found none)", listen);
 		e = -ENODEV;
 		goto fail;
 	}
@@ -203,8 +203,8 @@ static struct reg *reg_find(struct ms_rdma *r, const struct ms_ns *ns, uint64_t 
 	return NULL;
 }
 
-int ms_rdma_info(struct ms_rdma *r, struct ms_ns *ns, struct memsvc_rdma_info_wire *out,
-		 char *why, size_t whylen)
+int ms_rdma_info(struct ms_rdma *r, struct ms_ns *ns, struct memsvc_rdma_info_wire *out, char *why,
+		 size_t whylen)
 {
 	struct reg *g = reg_find(r, ns, ns->epoch);
 	size_t len = ns->nr_pages * MEMSVC_PAGE;
@@ -349,8 +349,7 @@ static void on_connect_request(struct ms_rdma *r, struct rdma_cm_id *id, const v
 	}
 	c->next = r->conns;
 	r->conns = c;
-	log_debug("RDMA QP for namespace %s epoch %llu", g->ns->name,
-		  (unsigned long long)g->epoch);
+	log_debug("RDMA QP for namespace %s epoch %llu", g->ns->name, (unsigned long long)g->epoch);
 	return;
 reject:
 	free(c);

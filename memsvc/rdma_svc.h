@@ -42,8 +42,8 @@ void ms_rdma_events(struct ms_rdma *r);
 /* The region of ns for its current epoch (registered on first use) as an
  * RDMA_INFO_OK payload. The caller has checked that it talks to the current
  * owner. 0, or -ENOMEM/-EIO/-EOPNOTSUPP with why (registration refused). */
-int ms_rdma_info(struct ms_rdma *r, struct ms_ns *ns, struct memsvc_rdma_info_wire *out,
-		 char *why, size_t whylen);
+int ms_rdma_info(struct ms_rdma *r, struct ms_ns *ns, struct memsvc_rdma_info_wire *out, char *why,
+		 size_t whylen);
 
 /* ns has a new owner epoch: deregisters the regions of older epochs now.
  * Call after the epoch is set and before the new owner is answered. */

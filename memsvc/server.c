@@ -148,11 +148,12 @@ static void answer_send(struct conn *c, uint16_t flags)
 static const char *code_name(uint32_t code)
 {
 	static const char *const names[] = {
-	    [MEMSVC_E_NOENT] = "ENOENT", [MEMSVC_E_EXIST] = "EEXIST", [MEMSVC_E_ACCES] = "EACCES",
-	    [MEMSVC_E_STALE] = "ESTALE", [MEMSVC_E_NOSPC] = "ENOSPC", [MEMSVC_E_RANGE] = "ERANGE",
-	    [MEMSVC_E_2BIG] = "E2BIG",	 [MEMSVC_E_PROTO] = "EPROTO", [MEMSVC_E_INVAL] = "EINVAL",
-	    [MEMSVC_E_IO] = "EIO",	 [MEMSVC_E_NOMEM] = "ENOMEM",
-	    [MEMSVC_E_NOTSUP] = "EOPNOTSUPP",
+	    [MEMSVC_E_NOENT] = "ENOENT", [MEMSVC_E_EXIST] = "EEXIST",
+	    [MEMSVC_E_ACCES] = "EACCES", [MEMSVC_E_STALE] = "ESTALE",
+	    [MEMSVC_E_NOSPC] = "ENOSPC", [MEMSVC_E_RANGE] = "ERANGE",
+	    [MEMSVC_E_2BIG] = "E2BIG",	 [MEMSVC_E_PROTO] = "EPROTO",
+	    [MEMSVC_E_INVAL] = "EINVAL", [MEMSVC_E_IO] = "EIO",
+	    [MEMSVC_E_NOMEM] = "ENOMEM", [MEMSVC_E_NOTSUP] = "EOPNOTSUPP",
 	};
 	return code < ARRAY_SIZE(names) && names[code] ? names[code] : "?";
 }

@@ -388,8 +388,8 @@ int ms_ns_write(struct ms_store *st, struct ms_ns *ns, const uint64_t *gfn, uint
 	return sync_ns(st, ns, why, whylen);
 }
 
-int ms_ns_commit(struct ms_store *st, struct ms_ns *ns, const uint64_t *gfn, uint32_t n,
-		 char *why, size_t whylen)
+int ms_ns_commit(struct ms_store *st, struct ms_ns *ns, const uint64_t *gfn, uint32_t n, char *why,
+		 size_t whylen)
 {
 	int r = limit_ok(ns, gfn, n, why, whylen);
 

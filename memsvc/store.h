@@ -80,7 +80,7 @@ int ms_ns_write(struct ms_store *st, struct ms_ns *ns, const uint64_t *gfn, uint
 /* Marks n pages (gfn already checked in range) as stored whose data was
  * placed in ns->pages by the NIC (RDMA_COMMIT). Limit, order of bits and
  * --sync as ms_ns_write. */
-int ms_ns_commit(struct ms_store *st, struct ms_ns *ns, const uint64_t *gfn, uint32_t n,
-		 char *why, size_t whylen);
+int ms_ns_commit(struct ms_store *st, struct ms_ns *ns, const uint64_t *gfn, uint32_t n, char *why,
+		 size_t whylen);
 
 #endif
