@@ -206,6 +206,16 @@ int memsvc_rdma_attach(struct memsvc_client *c, int timeout_ms, struct memsvc_rd
 	if (e)
 		goto fail;
 	r->connected = true;
+	struct ibv_qp_attr qpa;
+	struct ibv_qp_init_attr qia;
+	/* a QP that cannot have a READ outstanding would stall every batch
+	 * (each ends with one): refuse it here, with a reason */
+	if (ibv_query_qp(r->id->qp, &qpa, IBV_QP_STATE | IBV_QP_MAX_QP_RD_ATOMIC, &qia) ||
+	    qpa.qp_state != IBV_QPS_RTS || qpa.max_rd_atomic == 0) {
+		e = say(r, -EIO, "the QP is not usable after the connect (state %d, %u READs)",
+			qpa.qp_state, qpa.max_rd_atomic);
+		goto fail;
+	}
 	if (ibv_req_notify_cq(r->cq, 0)) {
 		e = say(r, -EIO, "ibv_req_notify_cq failed");
 		goto fail;

@@ -296,7 +296,7 @@ void ms_rdma_tick(struct ms_rdma *r)
 }
 
 static void on_connect_request(struct ms_rdma *r, struct rdma_cm_id *id, const void *priv,
-			       uint8_t priv_len, uint8_t initiator_depth)
+			       uint8_t priv_len, uint8_t reads_wanted)
 {
 	struct memsvc_rdma_cm_data d = {0};
 	struct ibv_qp_init_attr qa = {0};
@@ -337,7 +337,7 @@ static void on_connect_request(struct ms_rdma *r, struct rdma_cm_id *id, const v
 	g->qps++;
 	id->context = c;
 	/* incoming READs need responder resources; the service reads nothing */
-	cp.responder_resources = (uint8_t)MIN(initiator_depth, r->rd_atom);
+	cp.responder_resources = (uint8_t)MIN(reads_wanted, r->rd_atom);
 	cp.initiator_depth = 0;
 	cp.rnr_retry_count = 7;
 	if (rdma_accept(id, &cp)) {
@@ -374,7 +374,10 @@ void ms_rdma_events(struct ms_rdma *r)
 		struct rconn *c = e.id->context;
 		switch (e.event) {
 		case RDMA_CM_EVENT_CONNECT_REQUEST:
-			on_connect_request(r, e.id, priv, priv_len, e.param.conn.initiator_depth);
+			/* the event speaks from the service's side: its
+			 * responder_resources are the client's READ depth */
+			on_connect_request(r, e.id, priv, priv_len,
+					   e.param.conn.responder_resources);
 			break;
 		case RDMA_CM_EVENT_ESTABLISHED:
 			break;
