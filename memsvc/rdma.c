@@ -116,6 +116,22 @@ static int cm_wait(struct memsvc_rdma *r, enum rdma_cm_event_type want, const ch
 int memsvc_rdma_attach(struct memsvc_client *c, int timeout_ms, struct memsvc_rdma **out, char *why,
 		       size_t whylen)
 {
+	struct memsvc_rdma_region reg;
+	int e = memsvc_rdma_probe(why, whylen);
+
+	if (e)
+		return e;
+	e = memsvc_rdma_info(c, &reg);
+	if (e) {
+		snprintf(why, whylen, "RDMA_INFO: %s", memsvc_why(c));
+		return e;
+	}
+	return memsvc_rdma_connect(c, &reg, timeout_ms, out, why, whylen);
+}
+
+int memsvc_rdma_connect(struct memsvc_client *c, const struct memsvc_rdma_region *reg,
+			int timeout_ms, struct memsvc_rdma **out, char *why, size_t whylen)
+{
 	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
 	struct memsvc_rdma_cm_data priv;
 	struct rdma_conn_param cp = {0};
@@ -135,11 +151,7 @@ int memsvc_rdma_attach(struct memsvc_client *c, int timeout_ms, struct memsvc_rd
 	}
 	r->c = c;
 	r->timeout_ms = timeout_ms > 0 ? timeout_ms : 10000;
-	e = memsvc_rdma_info(c, &r->reg);
-	if (e) {
-		say(r, e, "RDMA_INFO: %s", memsvc_why(c));
-		goto fail;
-	}
+	r->reg = *reg;
 	host = r->reg.cm_host[0] ? r->reg.cm_host : memsvc_host(c);
 	snprintf(port, sizeof(port), "%u", r->reg.cm_port);
 	r->ch = rdma_create_event_channel();

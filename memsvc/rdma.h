@@ -37,6 +37,12 @@ int memsvc_rdma_probe(char *why, size_t whylen);
 int memsvc_rdma_attach(struct memsvc_client *c, int timeout_ms, struct memsvc_rdma **out, char *why,
 		       size_t whylen);
 
+/* The connect part of memsvc_rdma_attach, for a region the caller already
+ * holds (from memsvc_rdma_info). A region of an epoch that was handed over
+ * is refused by the service: -ECONNREFUSED. */
+int memsvc_rdma_connect(struct memsvc_client *c, const struct memsvc_rdma_region *reg,
+			int timeout_ms, struct memsvc_rdma **out, char *why, size_t whylen);
+
 /* Disconnects and frees (tolerates NULL and a half-built path). The
  * memsvc_client stays as it is. */
 void memsvc_rdma_detach(struct memsvc_rdma *r);
