@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 #include "rdma_svc.h"
 
+#include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <infiniband/verbs.h>
