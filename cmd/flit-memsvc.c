@@ -6,7 +6,8 @@
  *   flit-memsvc --listen 0.0.0.0:4610 --dir /var/lib/flit-memsvc
  *
  * Exit status: 0 after SIGTERM/SIGINT, 1 when it cannot start (address in
- * use, unreadable store), 2 for a bad command line.
+ * use, unreadable store), 2 for a bad command line, 3 when --rdma is given
+ * but this machine has no RDMA device (or no rdma_cm).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -20,9 +21,11 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "memsvc/client.h"
+#include "memsvc/rdma.h"
 #include "memsvc/server.h"
 
-#define EXIT_USAGE 2
+#define EXIT_USAGE   2
+#define EXIT_NO_RDMA 3
 
 static void usage(FILE *f)
 {
@@ -30,13 +33,15 @@ static void usage(FILE *f)
 		"usage: flit-memsvc --listen [tcp:]HOST[:PORT] [options]\n"
 		"\n"
 		"  --listen ADDR     address to serve on (port %u if none; 0 = any free port)\n"
+		"  --rdma ADDR       also serve pages one-sided on this rdma_cm address\n"
+		"                    (port %u if none); needs an RDMA device\n"
 		"  --dir DIR         keep pages and namespaces in DIR (they survive a restart);\n"
 		"                    without it, pages live in memory only\n"
 		"  --sync            with --dir: data on disk before a write is acknowledged\n"
 		"  --max-mem SIZE    cap on the sum of namespace limits, e.g. 512M or 2G\n"
 		"  -v, --verbose     debug logging (also FLIT_LOG=debug)\n"
 		"  -h, --help        this text\n",
-		MEMSVC_DEFAULT_PORT);
+		MEMSVC_DEFAULT_PORT, MEMSVC_DEFAULT_RDMA_PORT);
 }
 
 __attribute__((format(printf, 1, 2))) static int bad_usage(const char *fmt, ...)
@@ -54,13 +59,10 @@ __attribute__((format(printf, 1, 2))) static int bad_usage(const char *fmt, ...)
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-	    {"listen", required_argument, NULL, 'l'},
-	    {"dir", required_argument, NULL, 'd'},
-	    {"sync", no_argument, NULL, 's'},
-	    {"max-mem", required_argument, NULL, 'm'},
-	    {"verbose", no_argument, NULL, 'v'},
-	    {"help", no_argument, NULL, 'h'},
-	    {0},
+	    {"listen", required_argument, NULL, 'l'},  {"rdma", required_argument, NULL, 'r'},
+	    {"dir", required_argument, NULL, 'd'},     {"sync", no_argument, NULL, 's'},
+	    {"max-mem", required_argument, NULL, 'm'}, {"verbose", no_argument, NULL, 'v'},
+	    {"help", no_argument, NULL, 'h'},	       {0},
 	};
 	struct memsvc_server_opts o = {0};
 	struct memsvc_server *s = NULL;
@@ -79,6 +81,11 @@ int main(int argc, char **argv)
 			if (memsvc_parse_listen(optarg, host, sizeof(host), &port))
 				return bad_usage("--listen %s: an address is HOST:PORT", optarg);
 			o.listen = optarg;
+			break;
+		case 'r':
+			if (memsvc_parse_listen(optarg, host, sizeof(host), &port))
+				return bad_usage("--rdma %s: an address is HOST:PORT", optarg);
+			o.rdma = optarg;
 			break;
 		case 'd':
 			if (!*optarg)
@@ -128,7 +135,7 @@ int main(int argc, char **argv)
 	if (r) {
 		log_err("%s", why);
 		close(sfd);
-		return 1;
+		return r == -ENODEV && o.rdma ? EXIT_NO_RDMA : 1;
 	}
 	r = memsvc_server_run(s, sfd);
 	memsvc_server_destroy(s);

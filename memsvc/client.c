@@ -34,6 +34,8 @@ struct memsvc_client {
 	uint8_t token[MEMSVC_TOKEN_MAX];
 	size_t token_len;
 	uint64_t epoch;
+	uint64_t nr_pages; /* of the open namespace, from OPEN_OK */
+	uint32_t features; /* MEMSVC_FEAT_*, from HELLO_OK */
 	char why[256];
 	uint8_t small[SMALL_ANSWER];
 };
@@ -89,6 +91,8 @@ static int code_errno(uint32_t code)
 		return -ENOMEM;
 	case MEMSVC_E_PROTO:
 		return -EPROTO;
+	case MEMSVC_E_NOTSUP:
+		return -EOPNOTSUPP;
 	default:
 		return -EIO;
 	}
@@ -320,6 +324,7 @@ static int hello(struct memsvc_client *c)
 			    "the service speaks version %u, %u-byte pages, %u-page "
 			    "batches",
 			    ok.version, ok.page_size, ok.max_batch);
+	c->features = ok.features;
 	return 0;
 }
 
@@ -494,6 +499,7 @@ static int open_locked(struct memsvc_client *c, const char *ns, const char *toke
 	}
 	c->have_ns = true;
 	c->epoch = w.epoch;
+	c->nr_pages = w.nr_pages;
 	*epoch = w.epoch;
 	info_out(&w, info);
 	return 0;
@@ -604,6 +610,110 @@ int memsvc_write(struct memsvc_client *c, const uint64_t *gfn, unsigned n, const
 		iov[3 + i] = (struct iovec){(void *)src[i], MEMSVC_PAGE};
 	pthread_mutex_lock(&c->lock);
 	r = call_small(c, MEMSVC_WRITE, iov, 3 + n, MEMSVC_WRITE_OK, NULL, 0);
+	pthread_mutex_unlock(&c->lock);
+	return r;
+}
+
+bool memsvc_has_rdma(const struct memsvc_client *c)
+{
+	return c->features & MEMSVC_FEAT_RDMA;
+}
+
+const char *memsvc_host(const struct memsvc_client *c)
+{
+	return c->host;
+}
+
+int memsvc_rdma_region_parse(const void *payload, size_t len, uint64_t epoch, uint64_t nr_pages,
+			     struct memsvc_rdma_region *out, char *why, unsigned whylen)
+{
+	struct memsvc_rdma_info_wire w;
+
+#define BAD(err, ...)                                       \
+	do {                                                \
+		if (why && whylen)                          \
+			snprintf(why, whylen, __VA_ARGS__); \
+		return err;                                 \
+	} while (0)
+
+	if (len != sizeof(w))
+		BAD(-EPROTO, "RDMA region of %zu bytes, %zu expected", len, sizeof(w));
+	memcpy(&w, payload, sizeof(w));
+	if (w.epoch != epoch)
+		BAD(-ESTALE, "RDMA region for epoch %llu, this client holds %llu",
+		    (unsigned long long)w.epoch, (unsigned long long)epoch);
+	/* nr_pages is at most 2^28, so this product cannot wrap */
+	if (nr_pages == 0 || nr_pages > MEMSVC_MAX_NS_PAGES || w.length != nr_pages * MEMSVC_PAGE)
+		BAD(-EPROTO, "RDMA region of %llu bytes for a namespace of %llu pages",
+		    (unsigned long long)w.length, (unsigned long long)nr_pages);
+	if (w.addr > UINT64_MAX - w.length)
+		BAD(-EPROTO, "RDMA region %#llx + %llu wraps around", (unsigned long long)w.addr,
+		    (unsigned long long)w.length);
+	if (w.cm_port == 0 || w.reserved || w.cm_host_len > MEMSVC_CM_HOST_MAX)
+		BAD(-EPROTO, "RDMA listener port %u, host of %u bytes", w.cm_port, w.cm_host_len);
+	for (unsigned i = 0; i < sizeof(w.cm_host); i++) {
+		char ch = w.cm_host[i];
+		bool ok = i >= w.cm_host_len
+			      ? ch == 0
+			      : (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+				    (ch >= '0' && ch <= '9') || ch == '.' || ch == '-' ||
+				    ch == ':' || ch == '_';
+		if (!ok)
+			BAD(-EPROTO, "RDMA listener host with byte %#x at %u", (uint8_t)ch, i);
+	}
+	*out = (struct memsvc_rdma_region){.epoch = w.epoch,
+					   .addr = w.addr,
+					   .nr_pages = nr_pages,
+					   .cookie = w.cookie,
+					   .rkey = w.rkey,
+					   .cm_port = w.cm_port};
+	memcpy(out->cm_host, w.cm_host, w.cm_host_len);
+	out->cm_host[w.cm_host_len] = 0;
+	return 0;
+#undef BAD
+}
+
+int memsvc_rdma_addr(const struct memsvc_rdma_region *r, uint64_t gfn, uint64_t n, uint64_t *addr)
+{
+	if (n == 0 || gfn >= r->nr_pages || n > r->nr_pages - gfn)
+		return -ERANGE;
+	*addr = r->addr + gfn * MEMSVC_PAGE;
+	return 0;
+}
+
+int memsvc_rdma_info(struct memsvc_client *c, struct memsvc_rdma_region *out)
+{
+	uint8_t w[sizeof(struct memsvc_rdma_info_wire)];
+	struct iovec iov[1] = {{0}};
+	char why[200];
+	int r;
+
+	pthread_mutex_lock(&c->lock);
+	r = call_small(c, MEMSVC_RDMA_INFO, iov, 1, MEMSVC_RDMA_INFO_OK, w, sizeof(w));
+	if (!r) {
+		r = memsvc_rdma_region_parse(w, sizeof(w), c->epoch, c->nr_pages, out, why,
+					     sizeof(why));
+		/* the service answered for the wrong namespace or epoch:
+		 * nothing it says on this connection can be trusted */
+		if (r)
+			r = lost(c, -EPROTO, "%s", why);
+	}
+	pthread_mutex_unlock(&c->lock);
+	return r;
+}
+
+int memsvc_rdma_commit(struct memsvc_client *c, const uint64_t *gfn, unsigned n)
+{
+	struct memsvc_batch b = {.n = n};
+	struct iovec iov[3] = {{0}, {&b, sizeof(b)}, {(void *)gfn, (size_t)n * 8}};
+	int r;
+
+	if (n > MEMSVC_MAX_BATCH)
+		return fail(c, -E2BIG, "batch of %u pages: at most %u", n, MEMSVC_MAX_BATCH);
+	if (n == 0)
+		return 0;
+	pthread_mutex_lock(&c->lock);
+	r = call_small(c, MEMSVC_RDMA_COMMIT, iov, 3, MEMSVC_RDMA_COMMIT_OK, NULL, 0);
 	pthread_mutex_unlock(&c->lock);
 	return r;
 }

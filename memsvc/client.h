@@ -17,6 +17,7 @@
  *   -EACCES  wrong token                -ESTALE  a newer owner holds it
  *   -ENOSPC  over the namespace limit   -ERANGE  page number out of range
  *   -E2BIG   batch too large            -EPROTO  malformed request/answer
+ *   -EOPNOTSUPP  no RDMA on the service (the RDMA calls below)
  * A lost connection gives -ECONNRESET, -EPIPE or -ETIMEDOUT; the client is
  * then unusable until memsvc_reconnect succeeds.
  */
@@ -24,6 +25,7 @@
 #define FLIT_MEMSVC_CLIENT_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #define MEMSVC_PAGE	    4096u
@@ -81,5 +83,53 @@ int memsvc_reconnect(struct memsvc_client *c);
  * MEMSVC_DEFAULT_PORT). 0 or -EINVAL with why set. */
 int memsvc_parse_url(const char *url, char *host, unsigned hostlen, uint16_t *port, char *ns,
 		     unsigned nslen, char *why, unsigned whylen);
+
+/* ---- one-sided access (RDMA), docs/memsvc.md "RDMA" ----
+ * The TCP connection stays in charge: it opens the namespace, hands out the
+ * region of the epoch held and stores what was written one-sided. The verbs
+ * side (connect, READ, WRITE) is memsvc/rdma.h. */
+
+/* The open namespace as an RDMA target, good for one owner epoch. */
+struct memsvc_rdma_region {
+	uint64_t epoch;	   /* the owner epoch the rkey is valid for */
+	uint64_t addr;	   /* remote address of page 0 */
+	uint64_t nr_pages; /* pages in the region (the namespace's size) */
+	uint64_t cookie;   /* rdma_cm private data that binds a QP to this epoch */
+	uint32_t rkey;
+	uint16_t cm_port; /* the service's rdma_cm listener */
+	char cm_host[64]; /* its host; "" means the host of the TCP connection */
+};
+
+/* True if the service said in HELLO_OK that it serves RDMA. */
+bool memsvc_has_rdma(const struct memsvc_client *c);
+
+/* The host name or address given to memsvc_connect. */
+const char *memsvc_host(const struct memsvc_client *c);
+
+/* Asks for the open namespace's region (RDMA_INFO). Only the current owner
+ * gets it: -EINVAL before an open, -ESTALE once fenced, -EOPNOTSUPP when the
+ * service has no RDMA listener; -EPROTO (connection closed) if the answer
+ * does not fit the namespace and epoch held. */
+int memsvc_rdma_info(struct memsvc_client *c, struct memsvc_rdma_region *out);
+
+/* Checks an RDMA_INFO_OK payload (untrusted) against the epoch and size the
+ * client holds and fills out: -EPROTO if malformed (size, an address range
+ * that wraps, a length other than nr_pages pages, a bad listener host or
+ * port 0), -ESTALE if it is for another epoch. why gets the reason. Pure:
+ * no I/O, any thread. */
+int memsvc_rdma_region_parse(const void *payload, size_t len, uint64_t epoch, uint64_t nr_pages,
+			     struct memsvc_rdma_region *out, char *why, unsigned whylen);
+
+/* The remote address of pages [gfn, gfn + n) of r: 0, or -ERANGE if n is 0
+ * or the run does not lie wholly inside the region. Pure. */
+int memsvc_rdma_addr(const struct memsvc_rdma_region *r, uint64_t gfn, uint64_t n, uint64_t *addr);
+
+/* Tells the service that pages written one-sided are complete (RDMA_COMMIT):
+ * when it returns 0 they are stored exactly as a memsvc_write would have
+ * stored them (present, counted against the limit, synced with --sync).
+ * The caller must have seen its RDMA writes complete first, ordered by a
+ * later RDMA READ on the same QP (memsvc_rdma_write does both). Refusals as
+ * memsvc_write, and -EOPNOTSUPP without an RDMA listener. */
+int memsvc_rdma_commit(struct memsvc_client *c, const uint64_t *gfn, unsigned n);
 
 #endif

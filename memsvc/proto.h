@@ -12,6 +12,20 @@
  *                                <---      *_OK, or ERROR {code, message}
  *   ...
  *
+ * With an RDMA listener (HELLO_OK features has MEMSVC_FEAT_RDMA), the owner
+ * of an open namespace may move pages one-sided:
+ *
+ *   RDMA_INFO                    --->
+ *                                <---      RDMA_INFO_OK {epoch, addr, len,
+ *                                                        rkey, cookie, cm}
+ *   (rdma_cm connect to cm with {cookie, epoch} as private data;
+ *    RDMA WRITE of pages, then an RDMA READ on the same QP)
+ *   RDMA_COMMIT {n, gfn[n]}      --->
+ *                                <---      RDMA_COMMIT_OK (pages stored)
+ *
+ * The rkey and the cookie are good for that epoch only: the next OPEN with
+ * epoch 0 deregisters them (docs/memsvc.md, "RDMA").
+ *
  * Every record is a 24-byte little-endian header and a payload of hdr.len
  * bytes. The CRC-32C covers the header (crc field as zero) and the payload.
  * Answers carry the request's id. The service handles a connection's
@@ -46,6 +60,8 @@ enum memsvc_type {
 	MEMSVC_INFO = 0x04,
 	MEMSVC_READ = 0x05,
 	MEMSVC_WRITE = 0x06,
+	MEMSVC_RDMA_INFO = 0x07,
+	MEMSVC_RDMA_COMMIT = 0x08,
 	MEMSVC_ANSWER = 0x80,
 	MEMSVC_HELLO_OK = 0x81,
 	MEMSVC_CREATE_OK = 0x82,
@@ -53,6 +69,8 @@ enum memsvc_type {
 	MEMSVC_INFO_OK = 0x84,
 	MEMSVC_READ_OK = 0x85,
 	MEMSVC_WRITE_OK = 0x86,
+	MEMSVC_RDMA_INFO_OK = 0x87,
+	MEMSVC_RDMA_COMMIT_OK = 0x88,
 	MEMSVC_ERROR = 0xff,
 };
 
@@ -64,18 +82,23 @@ enum memsvc_type {
 
 /* Error codes on the wire (stable, not the host's errno numbers). */
 enum memsvc_code {
-	MEMSVC_E_NOENT = 1,  /* no such namespace */
-	MEMSVC_E_EXIST = 2,  /* namespace exists */
-	MEMSVC_E_ACCES = 3,  /* wrong token */
-	MEMSVC_E_STALE = 4,  /* a newer owner holds the namespace */
-	MEMSVC_E_NOSPC = 5,  /* over the namespace limit or the service's memory */
-	MEMSVC_E_RANGE = 6,  /* page number out of range */
-	MEMSVC_E_2BIG = 7,   /* batch too large */
-	MEMSVC_E_PROTO = 8,  /* malformed record */
-	MEMSVC_E_INVAL = 9,  /* bad argument (name, size, no namespace open) */
-	MEMSVC_E_IO = 10,    /* the service failed to store or persist */
-	MEMSVC_E_NOMEM = 11, /* the service is out of memory */
+	MEMSVC_E_NOENT = 1,   /* no such namespace */
+	MEMSVC_E_EXIST = 2,   /* namespace exists */
+	MEMSVC_E_ACCES = 3,   /* wrong token */
+	MEMSVC_E_STALE = 4,   /* a newer owner holds the namespace */
+	MEMSVC_E_NOSPC = 5,   /* over the namespace limit or the service's memory */
+	MEMSVC_E_RANGE = 6,   /* page number out of range */
+	MEMSVC_E_2BIG = 7,    /* batch too large */
+	MEMSVC_E_PROTO = 8,   /* malformed record */
+	MEMSVC_E_INVAL = 9,   /* bad argument (name, size, no namespace open) */
+	MEMSVC_E_IO = 10,     /* the service failed to store or persist */
+	MEMSVC_E_NOMEM = 11,  /* the service is out of memory */
+	MEMSVC_E_NOTSUP = 12, /* no RDMA listener, or RDMA refused for this namespace */
 };
+
+/* HELLO_OK features: what the service offers beyond version 1's core.
+ * A service that predates a feature sends 0 there (it was reserved). */
+#define MEMSVC_FEAT_RDMA 0x1u /* RDMA_INFO and RDMA_COMMIT are served */
 
 #define MEMSVC_MSG_MAX	    200u	 /* ERROR message bytes */
 #define MEMSVC_MAX_NS_PAGES (1ull << 28) /* 1 TiB of 4 KiB pages */
@@ -108,7 +131,7 @@ struct memsvc_hello_ok {
 	uint16_t reserved;
 	uint32_t max_batch;
 	uint32_t page_size;
-	uint32_t reserved2;
+	uint32_t features; /* MEMSVC_FEAT_* */
 };
 
 /* CREATE and OPEN: this, then name_len bytes of name and token_len bytes
@@ -139,6 +162,34 @@ struct memsvc_batch {
 	uint32_t n;
 	uint32_t reserved;
 };
+
+/* RDMA_INFO_OK: where and how the open namespace can be reached one-sided.
+ * Page g of the namespace is at addr + g * MEMSVC_PAGE under rkey, for
+ * epoch only. cm_host: the rdma_cm listener (cm_host_len bytes, NUL-padded;
+ * empty: the host the TCP connection went to), cm_port its port. cookie:
+ * the connect private data that binds a QP to this epoch's registration. */
+#define MEMSVC_CM_HOST_MAX 63u
+struct memsvc_rdma_info_wire {
+	uint64_t epoch;
+	uint64_t addr;
+	uint64_t length; /* nr_pages * MEMSVC_PAGE */
+	uint64_t cookie;
+	uint32_t rkey;
+	uint16_t cm_port;
+	uint8_t cm_host_len;
+	uint8_t reserved;
+	char cm_host[MEMSVC_CM_HOST_MAX + 1];
+};
+_Static_assert(sizeof(struct memsvc_rdma_info_wire) == 104, "rdma info layout");
+
+/* rdma_cm connect private data (the client's first bytes; a passive side
+ * may receive more, padded with zeros). */
+struct memsvc_rdma_cm_data {
+	uint64_t cookie;
+	uint64_t epoch;
+};
+
+/* RDMA_COMMIT: a struct memsvc_batch, then n page numbers, as READ. */
 
 /* ERROR: this, then len bytes of message (no NUL). */
 struct memsvc_error {

@@ -20,6 +20,7 @@
 #include "common/loop.h"
 #include "common/util.h"
 #include "memsvc/proto.h"
+#include "memsvc/rdma_svc.h"
 #include "memsvc/store.h"
 
 #define IN_START   (16 * 1024) /* a connection's first receive buffer */
@@ -61,6 +62,8 @@ struct memsvc_server {
 	struct loop loop;
 	bool loop_ok;
 	struct loop_op accept_op, stop_op, tick_op;
+	struct ms_rdma *rdma; /* NULL without --rdma */
+	struct loop_op rdma_op;
 	struct __kernel_timespec tick;
 	struct conn *conns;
 	unsigned nr_conns;
@@ -145,10 +148,12 @@ static void answer_send(struct conn *c, uint16_t flags)
 static const char *code_name(uint32_t code)
 {
 	static const char *const names[] = {
-	    [MEMSVC_E_NOENT] = "ENOENT", [MEMSVC_E_EXIST] = "EEXIST", [MEMSVC_E_ACCES] = "EACCES",
-	    [MEMSVC_E_STALE] = "ESTALE", [MEMSVC_E_NOSPC] = "ENOSPC", [MEMSVC_E_RANGE] = "ERANGE",
-	    [MEMSVC_E_2BIG] = "E2BIG",	 [MEMSVC_E_PROTO] = "EPROTO", [MEMSVC_E_INVAL] = "EINVAL",
-	    [MEMSVC_E_IO] = "EIO",	 [MEMSVC_E_NOMEM] = "ENOMEM",
+	    [MEMSVC_E_NOENT] = "ENOENT", [MEMSVC_E_EXIST] = "EEXIST",
+	    [MEMSVC_E_ACCES] = "EACCES", [MEMSVC_E_STALE] = "ESTALE",
+	    [MEMSVC_E_NOSPC] = "ENOSPC", [MEMSVC_E_RANGE] = "ERANGE",
+	    [MEMSVC_E_2BIG] = "E2BIG",	 [MEMSVC_E_PROTO] = "EPROTO",
+	    [MEMSVC_E_INVAL] = "EINVAL", [MEMSVC_E_IO] = "EIO",
+	    [MEMSVC_E_NOMEM] = "ENOMEM", [MEMSVC_E_NOTSUP] = "EOPNOTSUPP",
 	};
 	return code < ARRAY_SIZE(names) && names[code] ? names[code] : "?";
 }
@@ -203,6 +208,8 @@ static uint32_t errno_code(int r)
 		return MEMSVC_E_INVAL;
 	case -ENOMEM:
 		return MEMSVC_E_NOMEM;
+	case -EOPNOTSUPP:
+		return MEMSVC_E_NOTSUP;
 	default:
 		return MEMSVC_E_IO;
 	}
@@ -243,6 +250,8 @@ static void do_hello(struct conn *c, const struct memsvc_hdr *h, const uint8_t *
 		return;
 	}
 	c->hello = true;
+	if (c->s->rdma)
+		ok.features |= MEMSVC_FEAT_RDMA;
 	a = answer_begin(c, MEMSVC_HELLO_OK, h->id, sizeof(ok));
 	if (!a) {
 		c->dead = true;
@@ -336,6 +345,10 @@ static void do_open(struct conn *c, const struct memsvc_hdr *h, const uint8_t *p
 		}
 		log_info("namespace %s: owner epoch %llu (client %s)", name,
 			 (unsigned long long)ns->epoch, c->peer);
+		/* before the new owner hears of its epoch: no old rkey works
+		 * once it may write */
+		if (c->s->rdma)
+			ms_rdma_fence(c->s->rdma, ns);
 	} else if (r.epoch < ns->epoch) {
 		answer_error(c, h->id, MEMSVC_E_STALE, false,
 			     "namespace %s was handed over: epoch %llu is newer than yours (%llu)",
@@ -496,6 +509,69 @@ static void do_write(struct conn *c, const struct memsvc_hdr *h, const uint8_t *
 	answer_send(c, 0);
 }
 
+static void do_rdma_info(struct conn *c, const struct memsvc_hdr *h)
+{
+	struct memsvc_rdma_info_wire w;
+	uint8_t *a;
+	int e;
+
+	if (h->len != 0) {
+		answer_error(c, h->id, MEMSVC_E_PROTO, true, "RDMA_INFO with a %u-byte payload",
+			     h->len);
+		return;
+	}
+	if (!owner_ok(c, h))
+		return;
+	if (!c->s->rdma) {
+		answer_error(c, h->id, MEMSVC_E_NOTSUP, false,
+			     "this service has no RDMA listener (start it with --rdma)");
+		return;
+	}
+	e = ms_rdma_info(c->s->rdma, c->ns, &w, c->s->why, sizeof(c->s->why));
+	if (e) {
+		log_warn("client %s: %s", c->peer, c->s->why);
+		answer_error(c, h->id, errno_code(e), false, "%s", c->s->why);
+		return;
+	}
+	a = answer_begin(c, MEMSVC_RDMA_INFO_OK, h->id, sizeof(w));
+	if (!a) {
+		c->dead = true;
+		return;
+	}
+	memcpy(a, &w, sizeof(w));
+	answer_send(c, 0);
+}
+
+static void do_rdma_commit(struct conn *c, const struct memsvc_hdr *h, const uint8_t *p)
+{
+	struct memsvc_batch b;
+	uint64_t gfn[MEMSVC_MAX_BATCH];
+	int e;
+
+	if (!batch_ok(c, h, p, &b, 8))
+		return;
+	/* without a listener nothing can have been written one-sided: a
+	 * commit would only mark zero pages as stored */
+	if (!c->s->rdma) {
+		answer_error(c, h->id, MEMSVC_E_NOTSUP, false,
+			     "this service has no RDMA listener (start it with --rdma)");
+		return;
+	}
+	memcpy(gfn, p + sizeof(b), (size_t)b.n * 8);
+	e = ms_ns_commit(c->s->st, c->ns, gfn, b.n, c->s->why, sizeof(c->s->why));
+	if (e) {
+		if (e == -EIO)
+			log_err("%s", c->s->why);
+		answer_error(c, h->id, errno_code(e), false, "%s", c->s->why);
+		return;
+	}
+	if (!answer_begin(c, MEMSVC_RDMA_COMMIT_OK, h->id, 0)) {
+		c->dead = true;
+		return;
+	}
+	answer_send(c, 0);
+}
+
 /* The header alone: false (answered, closing) if it cannot be trusted. */
 static bool hdr_ok(struct conn *c, const struct memsvc_hdr *h)
 {
@@ -548,6 +624,12 @@ static void handle(struct conn *c, const struct memsvc_hdr *h, const uint8_t *p)
 		break;
 	case MEMSVC_WRITE:
 		do_write(c, h, p);
+		break;
+	case MEMSVC_RDMA_INFO:
+		do_rdma_info(c, h);
+		break;
+	case MEMSVC_RDMA_COMMIT:
+		do_rdma_commit(c, h, p);
 		break;
 	default:
 		answer_error(c, h->id, MEMSVC_E_PROTO, true, "unknown record type %#x", h->type);
@@ -756,7 +838,20 @@ static void on_tick(struct loop *l, struct loop_op *op, const struct io_uring_cq
 	}
 	if (!s->accept_op.inflight)
 		accept_arm(s);
+	if (s->rdma)
+		ms_rdma_tick(s->rdma);
 	loop_timer(l, &s->tick_op, &s->tick);
+}
+
+static void on_rdma(struct loop *l, struct loop_op *op, const struct io_uring_cqe *cqe)
+{
+	struct memsvc_server *s = (struct memsvc_server *)l->opaque;
+
+	(void)op;
+	if (cqe->res == -ECANCELED)
+		return;
+	ms_rdma_events(s->rdma);
+	loop_poll(l, &s->rdma_op, ms_rdma_fd(s->rdma), POLLIN);
 }
 
 /* Before the loop sleeps: ends the pending op of a dropped connection and
@@ -858,6 +953,11 @@ int memsvc_server_create(const struct memsvc_server_opts *o, struct memsvc_serve
 	r = listen_on(s, why, whylen);
 	if (r)
 		goto fail;
+	if (o->rdma) {
+		r = ms_rdma_open(o->rdma, &s->rdma, why, whylen);
+		if (r)
+			goto fail;
+	}
 	r = loop_init(&s->loop, 256);
 	if (r) {
 		snprintf(why, whylen, "io_uring: %s", strerror(-r));
@@ -889,11 +989,16 @@ int memsvc_server_run(struct memsvc_server *s, int stop_fd)
 	accept_arm(s);
 	loop_poll(&s->loop, &s->stop_op, stop_fd, POLLIN);
 	loop_timer(&s->loop, &s->tick_op, &s->tick);
+	s->rdma_op.cb = on_rdma;
+	if (s->rdma)
+		loop_poll(&s->loop, &s->rdma_op, ms_rdma_fd(s->rdma), POLLIN);
 	r = loop_submit(&s->loop);
 	if (r < 0) {
 		log_err("io_uring submit: %s", strerror(-r));
 		return r;
 	}
+	if (s->rdma)
+		log_info("RDMA on %s", ms_rdma_addr(s->rdma));
 	log_info("listening on %s (%s%s)", s->addr, s->st->dir ? "pages in " : "pages in memory",
 		 s->st->dir ? s->st->dir : "");
 	r = loop_run(&s->loop);
@@ -909,6 +1014,10 @@ int memsvc_server_run(struct memsvc_server *s, int stop_fd)
 	loop_cancel(&s->loop, &s->accept_op);
 	loop_cancel(&s->loop, &s->tick_op);
 	loop_cancel(&s->loop, &s->stop_op);
+	if (s->rdma) {
+		loop_cancel(&s->loop, &s->rdma_op);
+		loop_drain(&s->loop, &s->rdma_op, 1000000000);
+	}
 	loop_drain(&s->loop, &s->accept_op, 1000000000);
 	loop_drain(&s->loop, &s->tick_op, 1000000000);
 	loop_drain(&s->loop, &s->stop_op, 1000000000);
@@ -931,6 +1040,8 @@ void memsvc_server_destroy(struct memsvc_server *s)
 		loop_fini(&s->loop);
 	if (s->lfd >= 0)
 		close(s->lfd);
+	/* before the store: the regions cover its mappings */
+	ms_rdma_close(s->rdma);
 	ms_store_close(s->st);
 	free(s);
 }

@@ -15,6 +15,7 @@ struct memsvc_server;
 
 struct memsvc_server_opts {
 	const char *listen;  /* [tcp:]HOST[:PORT], port 0 = any free one */
+	const char *rdma;    /* NULL, or the rdma_cm listener HOST[:PORT] (one-sided pages) */
 	const char *dir;     /* NULL: pages in memory only */
 	bool sync;	     /* fdatasync before acknowledging a write */
 	uint64_t max_mem;    /* cap on the sum of namespace limits (bytes), 0 = none */
@@ -26,8 +27,10 @@ struct memsvc_server_opts {
  * (MEMSVC_DEFAULT_PORT when absent). 0 or -EINVAL. */
 int memsvc_parse_listen(const char *arg, char *host, size_t hostlen, uint16_t *port);
 
-/* Loads the store and binds the listening socket. 0 or -errno with a
- * one-line reason in why (e.g. "127.0.0.1:4610: Address already in use"). */
+/* Loads the store and binds the listening socket (and the RDMA listener
+ * with o->rdma). 0 or -errno with a one-line reason in why (e.g.
+ * "127.0.0.1:4610: Address already in use"); -ENODEV when o->rdma is set
+ * and this machine has no RDMA device. */
 int memsvc_server_create(const struct memsvc_server_opts *o, struct memsvc_server **out, char *why,
 			 size_t whylen);
 

@@ -324,13 +324,14 @@ static bool page_is_zero(const uint8_t *p)
 	return acc == 0;
 }
 
-int ms_ns_write(struct ms_store *st, struct ms_ns *ns, const uint64_t *gfn, uint32_t n,
-		const uint8_t *src, char *why, size_t whylen)
+/* The pages of a batch not stored yet (a page twice in it counts once):
+ * checked before anything is stored, so a batch over the limit stores
+ * nothing. */
+static int limit_ok(const struct ms_ns *ns, const uint64_t *gfn, uint32_t n, char *why,
+		    size_t whylen)
 {
 	uint64_t fresh = 0;
 
-	/* Count the pages this batch adds (a page twice in it counts once)
-	 * before anything is stored: a batch over the limit stores nothing. */
 	for (uint32_t i = 0; i < n; i++) {
 		if (ms_ns_present(ns, gfn[i]))
 			continue;
@@ -345,27 +346,59 @@ int ms_ns_write(struct ms_store *st, struct ms_ns *ns, const uint64_t *gfn, uint
 		    (unsigned long long)(ns->limit_pages * MEMSVC_PAGE / MiB));
 		return -ENOSPC;
 	}
-	for (uint32_t i = 0; i < n; i++) {
-		const uint8_t *p = src + (size_t)i * MEMSVC_PAGE;
-		bool was = ms_ns_present(ns, gfn[i]);
-		/* A first write of zeros needs no copy: the region already
-		 * reads as zero, and skipping it allocates nothing. */
-		if (was || !page_is_zero(p))
-			memcpy(ns->pages + gfn[i] * MEMSVC_PAGE, p, MEMSVC_PAGE);
-		if (!was) {
-			/* After the data: a kill between the two leaves the
-			 * page unwritten, never marked with old contents. */
-			__atomic_signal_fence(__ATOMIC_SEQ_CST);
-			bitmap_set(ns->present, gfn[i]);
-			ns->used_pages++;
-		}
-	}
+	return 0;
+}
+
+static void mark_present(struct ms_ns *ns, uint64_t gfn)
+{
+	if (ms_ns_present(ns, gfn))
+		return;
+	/* After the data: a kill between the two leaves the page unwritten,
+	 * never marked with old contents. */
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
+	bitmap_set(ns->present, gfn);
+	ns->used_pages++;
+}
+
+static int sync_ns(struct ms_store *st, struct ms_ns *ns, char *why, size_t whylen)
+{
 	if (st->sync && ns->data_fd >= 0 && (fdatasync(ns->data_fd) || fdatasync(ns->present_fd))) {
 		say(why, whylen, "namespace %s: syncing to %s: %s", ns->name, st->dir,
 		    strerror(errno));
 		return -EIO;
 	}
 	return 0;
+}
+
+int ms_ns_write(struct ms_store *st, struct ms_ns *ns, const uint64_t *gfn, uint32_t n,
+		const uint8_t *src, char *why, size_t whylen)
+{
+	int r = limit_ok(ns, gfn, n, why, whylen);
+
+	if (r)
+		return r;
+	for (uint32_t i = 0; i < n; i++) {
+		const uint8_t *p = src + (size_t)i * MEMSVC_PAGE;
+		/* A first write of zeros needs no copy: the region already
+		 * reads as zero, and skipping it allocates nothing. */
+		if (ms_ns_present(ns, gfn[i]) || !page_is_zero(p))
+			memcpy(ns->pages + gfn[i] * MEMSVC_PAGE, p, MEMSVC_PAGE);
+		mark_present(ns, gfn[i]);
+	}
+	return sync_ns(st, ns, why, whylen);
+}
+
+int ms_ns_commit(struct ms_store *st, struct ms_ns *ns, const uint64_t *gfn, uint32_t n, char *why,
+		 size_t whylen)
+{
+	int r = limit_ok(ns, gfn, n, why, whylen);
+
+	if (r)
+		return r;
+	/* the NIC placed the data before the client asked: only the bits */
+	for (uint32_t i = 0; i < n; i++)
+		mark_present(ns, gfn[i]);
+	return sync_ns(st, ns, why, whylen);
 }
 
 static int load_one(struct ms_store *st, const char *file, char *why, size_t whylen)

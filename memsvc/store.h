@@ -77,4 +77,10 @@ static inline bool ms_ns_present(const struct ms_ns *ns, uint64_t gfn)
 int ms_ns_write(struct ms_store *st, struct ms_ns *ns, const uint64_t *gfn, uint32_t n,
 		const uint8_t *src, char *why, size_t whylen);
 
+/* Marks n pages (gfn already checked in range) as stored whose data was
+ * placed in ns->pages by the NIC (RDMA_COMMIT). Limit, order of bits and
+ * --sync as ms_ns_write. */
+int ms_ns_commit(struct ms_store *st, struct ms_ns *ns, const uint64_t *gfn, uint32_t n, char *why,
+		 size_t whylen);
+
 #endif
