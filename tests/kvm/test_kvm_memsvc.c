@@ -10,12 +10,8 @@
  * taken by another owner (flit stops with a clear error and status 74).
  */
 #include <errno.h>
-#include <netinet/in.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "common/util.h"
@@ -23,82 +19,15 @@
 #include "migrate/conn.h"
 #include "migrate/migrate.h"
 #include "tests/lib/guest_vm.h"
+#include "tests/lib/memsvc_peer.h"
 #include "tests/lib/proc.h"
 #include "tests/lib/test.h"
 #include "vmm/remote.h"
 
 #define TOKEN "0123456789abcdef-memsvc-token"
 
-/* A running flit-memsvc. */
-struct svc {
-	pid_t pid;
-	uint16_t port;
-	char dir[64];
-	char log[64];
-	char url[128];
-};
-
-static uint16_t free_port(void)
-{
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	socklen_t len = sizeof(a);
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-
-	TEST_ASSERT(fd >= 0 && !bind(fd, (struct sockaddr *)&a, sizeof(a)) &&
-			!getsockname(fd, (struct sockaddr *)&a, &len),
-		    "a free port");
-	close(fd);
-	return ntohs(a.sin_port);
-}
-
-static void svc_start(struct svc *s, bool with_dir)
-{
-	char listen[64];
-	const char *argv[8] = {test_build_path("flit-memsvc"), "--listen", listen};
-	unsigned n = 3;
-
-	if (!s->port) {
-		s->port = free_port();
-		snprintf(s->log, sizeof(s->log), "/tmp/flit-memsvc-%d.log", (int)getpid());
-		if (with_dir) {
-			snprintf(s->dir, sizeof(s->dir), "/tmp/flit-memsvc-%d.d", (int)getpid());
-			char cmd[200];
-			snprintf(cmd, sizeof(cmd), "rm -rf %s && mkdir -p %s", s->dir, s->dir);
-			TEST_ASSERT_EQ(system(cmd), 0);
-		}
-	}
-	snprintf(listen, sizeof(listen), "127.0.0.1:%u", s->port);
-	if (s->dir[0]) {
-		argv[n++] = "--dir";
-		argv[n++] = s->dir;
-	}
-	argv[n] = NULL;
-	s->pid = proc_spawn(s->log, argv);
-	TEST_ASSERT(proc_wait_log(s->log, "listening on", 20), "flit-memsvc started");
-}
-
-static void svc_kill(struct svc *s)
-{
-	if (s->pid > 0) {
-		kill(s->pid, SIGKILL);
-		waitpid(s->pid, NULL, 0);
-		s->pid = 0;
-	}
-}
-
-static void svc_stop(struct svc *s)
-{
-	svc_kill(s);
-	if (s->dir[0]) {
-		char cmd[200];
-		snprintf(cmd, sizeof(cmd), "rm -rf %s", s->dir);
-		TEST_ASSERT_EQ(system(cmd), 0);
-	}
-	unlink(s->log);
-}
-
-static struct remote_mem *attach(struct vm *vm, const struct svc *s, const char *ns, uint64_t cache,
-				 int retry_ms)
+static struct remote_mem *attach(struct vm *vm, const struct memsvc_peer *s, const char *ns,
+				 uint64_t cache, int retry_ms)
 {
 	char url[128];
 	struct remote_mem *rm;
@@ -145,10 +74,10 @@ static void destroy(struct vm *vm, struct remote_mem *rm)
  * comes and goes through memsvc, and nothing is lost. */
 static void small_cache_memcheck(void)
 {
-	struct svc s = {0};
+	struct memsvc_peer s;
 	struct pager_stats ps;
 
-	svc_start(&s, false);
+	memsvc_peer_start(&s, "small-cache", 0, NULL);
 	struct vm *vm =
 	    guest_vm_create(64 * MiB, 2, "bitmap", MEM_ANON, "memcheck", "ws=16m rounds=0", NULL);
 	struct remote_mem *rm = attach(vm, &s, "small-cache", 4 * MiB, 0);
@@ -162,7 +91,7 @@ static void small_cache_memcheck(void)
 		    (unsigned long long)ps.resident);
 	TEST_ASSERT_EQ(remote_failed(rm, NULL, 0), 0);
 	destroy(vm, rm);
-	svc_stop(&s);
+	memsvc_peer_kill(&s);
 }
 
 /* A migration in mode memsvc: only the first MiB and the state travel; the
@@ -170,7 +99,7 @@ static void small_cache_memcheck(void)
  * is fenced off. */
 static void migrate_through_memsvc(void)
 {
-	struct svc s = {0};
+	struct memsvc_peer s;
 	struct mig_dest_thread d;
 	struct mig_params p;
 	struct mig_report rep;
@@ -178,7 +107,7 @@ static void migrate_through_memsvc(void)
 	char addr[64];
 	uint16_t port;
 
-	svc_start(&s, false);
+	memsvc_peer_start(&s, "migrating", 0, NULL);
 	struct vm *src =
 	    guest_vm_create(128 * MiB, 2, "bitmap", MEM_ANON, "memcheck", "ws=16m rounds=0", NULL);
 	struct remote_mem *rm = attach(src, &s, "migrating", 32 * MiB, 0);
@@ -234,7 +163,7 @@ static void migrate_through_memsvc(void)
 	TEST_ASSERT_EQ(testdev_wait_progress(&d.vm->testdev, 2, pr + 2, 120000), 0);
 	verify_exit(d.vm, "destination");
 	destroy(d.vm, drm);
-	svc_stop(&s);
+	memsvc_peer_kill(&s);
 }
 
 /* memsvc killed and restarted on its directory while the guest runs with
@@ -242,18 +171,20 @@ static void migrate_through_memsvc(void)
  * written back before the kill is still there. */
 static void service_restart_mid_run(void)
 {
-	struct svc s = {0};
+	struct memsvc_peer s;
 	struct pager_stats ps;
+	char dir[128];
 
-	svc_start(&s, true);
+	snprintf(dir, sizeof(dir), "%s/store", memsvc_peer_tmp());
+	memsvc_peer_start(&s, "restarted", 0, "--dir", dir, NULL);
 	struct vm *vm =
 	    guest_vm_create(64 * MiB, 2, "bitmap", MEM_ANON, "memcheck", "ws=16m rounds=0", NULL);
 	struct remote_mem *rm = attach(vm, &s, "restarted", 4 * MiB, 30000);
 	TEST_ASSERT_EQ(vm_start(vm), 0);
 	TEST_ASSERT_EQ(testdev_wait_progress(&vm->testdev, 2, 2, 120000), 0);
-	svc_kill(&s);
+	memsvc_peer_kill(&s);
 	usleep(500000);
-	svc_start(&s, true);
+	memsvc_peer_start(&s, "restarted2", s.port, "--dir", dir, NULL);
 	uint32_t pr = testdev_slot(&vm->testdev, 0).progress;
 	TEST_ASSERT_EQ(testdev_wait_progress(&vm->testdev, 2, pr + 2, 120000), 0);
 	verify_exit(vm, "after the restart");
@@ -261,7 +192,10 @@ static void service_restart_mid_run(void)
 	TEST_ASSERT(ps.reconnects >= 1, "the pager reconnected");
 	TEST_ASSERT_EQ(remote_failed(rm, NULL, 0), 0);
 	destroy(vm, rm);
-	svc_stop(&s);
+	memsvc_peer_kill(&s);
+	char cmd[160];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	TEST_ASSERT_EQ(system(cmd), 0);
 }
 
 static int run_flit(const char *log, const char *const *args, pid_t *pid)
@@ -281,11 +215,11 @@ static int run_flit(const char *log, const char *const *args, pid_t *pid)
  * why; it never runs on with pages it cannot have. */
 static void flit_stops_clearly(bool takeover)
 {
-	struct svc s = {0};
+	struct memsvc_peer s;
 	char url[128], log[64], tok[64], text[8192];
 	pid_t pid;
 
-	svc_start(&s, false);
+	memsvc_peer_start(&s, takeover ? "taken-over" : "gone", 0, NULL);
 	snprintf(url, sizeof(url), "memsvc://127.0.0.1:%u/cli", s.port);
 	snprintf(log, sizeof(log), "/tmp/flit-memsvc-cli-%d.log", (int)getpid());
 	snprintf(tok, sizeof(tok), "/tmp/flit-memsvc-tok-%d", (int)getpid());
@@ -313,18 +247,14 @@ static void flit_stops_clearly(bool takeover)
 	usleep(1500000);
 	if (takeover) {
 		char hex[2 * sizeof(TOKEN)];
-		int err;
-		char why[200];
 		for (size_t i = 0; i < strlen(TOKEN); i++)
 			sprintf(hex + 2 * i, "%02x", (unsigned char)TOKEN[i]);
-		struct memsvc_client *c =
-		    memsvc_connect("127.0.0.1", s.port, 0, &err, why, sizeof(why));
-		TEST_ASSERT(c, "connect: %s", why);
+		struct memsvc_client *c = memsvc_peer_connect(s.port);
 		uint64_t epoch = 0;
 		TEST_ASSERT_EQ(memsvc_open(c, "cli", hex, &epoch, NULL), 0);
 		memsvc_close(c);
 	} else {
-		svc_kill(&s);
+		memsvc_peer_kill(&s);
 	}
 	/* Gone for good: the pager retries for 3 s before it gives up. */
 	int st = proc_wait(pid, 60);
@@ -338,7 +268,7 @@ static void flit_stops_clearly(bool takeover)
 			    "it names the hand-over:\n%s", text);
 	unlink(log);
 	unlink(tok);
-	svc_stop(&s);
+	memsvc_peer_kill(&s);
 }
 
 static void service_gone_for_good(void)
@@ -358,5 +288,7 @@ int main(int argc, char **argv)
 	    TEST_CASE(service_restart_mid_run), TEST_CASE(service_gone_for_good),
 	    TEST_CASE(namespace_taken_over),
 	};
+	if (!memsvc_peer_setup("flit-kvm-memsvc"))
+		return 1;
 	return test_main(argc, argv, cases, ARRAY_SIZE(cases));
 }

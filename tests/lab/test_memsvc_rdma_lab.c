@@ -15,76 +15,32 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "common/util.h"
 #include "memsvc/client.h"
 #include "memsvc/rdma.h"
+#include "tests/lib/memsvc_peer.h"
 #include "tests/lib/proc.h"
 #include "tests/lib/test.h"
 
 #define TOKEN	 "lab-rdma-token"
 #define NR_PAGES 512
 
-static char tmp_root[64], log_path[128];
-static pid_t svc_pid;
-static uint16_t svc_port;
+static struct memsvc_peer svc;
 static const char *rdma_host;
-
-static void fill(uint8_t *p, uint64_t gfn, unsigned v)
-{
-	uint64_t *w = (uint64_t *)p;
-
-	for (unsigned i = 0; i < MEMSVC_PAGE / 8; i++)
-		w[i] = (gfn << 32) ^ ((uint64_t)v << 16) ^ i ^ 0xa5a5000000000000ull;
-}
-
-static bool check(const uint8_t *p, uint64_t gfn, unsigned v)
-{
-	uint8_t want[MEMSVC_PAGE];
-
-	fill(want, gfn, v);
-	return !memcmp(p, want, MEMSVC_PAGE);
-}
-
-static bool is_zero(const uint8_t *p)
-{
-	for (unsigned i = 0; i < MEMSVC_PAGE; i++)
-		if (p[i])
-			return false;
-	return true;
-}
 
 /* dir: NULL for pages in memory */
 static void svc_start(const char *dir)
 {
 	static unsigned runs;
-	char rdma[96], buf[8192];
-	const char *argv[] = {
-	    test_build_path("flit-memsvc"), "--listen", "127.0.0.1:0", "--rdma", rdma, "-v",
-	    dir ? "--dir" : NULL,	    dir,	NULL};
+	char rdma[96], name[16], buf[8192];
 
 	snprintf(rdma, sizeof(rdma), "%s:0", rdma_host);
-	snprintf(log_path, sizeof(log_path), "%s/svc%u.log", tmp_root, runs++);
-	svc_pid = proc_spawn(log_path, argv);
-	TEST_ASSERT(svc_pid > 0, "spawn");
-	bool up = proc_wait_log(log_path, "listening on", 20);
-	proc_read_file(log_path, buf, sizeof(buf));
-	TEST_ASSERT(up, "flit-memsvc did not start; its log:\n%s", buf);
-	const char *p = strstr(buf, "listening on 127.0.0.1:");
-	TEST_ASSERT(p && strstr(buf, "RDMA on "), "log:\n%s", buf);
-	svc_port = (uint16_t)atoi(p + strlen("listening on 127.0.0.1:"));
-}
-
-static struct memsvc_client *cli(void)
-{
-	char why[256] = "";
-	int err = 0;
-	struct memsvc_client *c = memsvc_connect("127.0.0.1", svc_port, 5000, &err, why, 256);
-
-	TEST_ASSERT(c, "connect: %s (%d)", why, err);
-	return c;
+	snprintf(name, sizeof(name), "svc%u", runs++);
+	memsvc_peer_start(&svc, name, 0, "--rdma", rdma, "-v", dir ? "--dir" : NULL, dir, NULL);
+	proc_read_file(svc.log, buf, sizeof(buf));
+	TEST_ASSERT(strstr(buf, "RDMA on "), "log:\n%s", buf);
 }
 
 static struct memsvc_rdma *attach(struct memsvc_client *c)
@@ -107,7 +63,7 @@ static void pages_both_ways(void)
 	bool zero[MEMSVC_MAX_BATCH];
 
 	svc_start(NULL);
-	struct memsvc_client *c = cli();
+	struct memsvc_client *c = memsvc_peer_connect(svc.port);
 	TEST_ASSERT(memsvc_has_rdma(c), "HELLO_OK does not offer RDMA");
 	TEST_ASSERT_EQ(memsvc_create(c, "lab", TOKEN, NR_PAGES, 0), 0);
 	TEST_ASSERT_EQ(memsvc_open(c, "lab", TOKEN, &epoch, NULL), 0);
@@ -120,7 +76,7 @@ static void pages_both_ways(void)
 		unsigned n = 0;
 		for (; n < sizes[b] && next < NR_PAGES; n++, next += 3) {
 			gfn[n] = next;
-			fill(pages[n], next, 1);
+			page_fill(pages[n], 0, next, 1);
 			src[n] = pages[n];
 		}
 		TEST_ASSERT(memsvc_rdma_write(r, gfn, n, src) == 0, "rdma write: %s",
@@ -141,36 +97,37 @@ static void pages_both_ways(void)
 		for (unsigned i = 0; i < n; i++) {
 			uint8_t *p = back + (size_t)i * MEMSVC_PAGE;
 			bool ours = gfn[i] % 3 == 0;
-			TEST_ASSERT(ours ? check(p, gfn[i], 1) : is_zero(p), "page %llu by RDMA",
-				    (unsigned long long)gfn[i]);
+			TEST_ASSERT(ours ? page_check(p, 0, gfn[i], 1) : page_all_zero(p),
+				    "page %llu by RDMA", (unsigned long long)gfn[i]);
 		}
 		TEST_ASSERT_EQ(memsvc_read(c, gfn, n, back, zero), 0);
 		for (unsigned i = 0; i < n; i++) {
 			bool ours = gfn[i] % 3 == 0;
 			TEST_ASSERT(zero[i] == !ours, "page %llu zero flag %d",
 				    (unsigned long long)gfn[i], zero[i]);
-			TEST_ASSERT(!ours || check(back + (size_t)i * MEMSVC_PAGE, gfn[i], 1),
+			TEST_ASSERT(!ours ||
+					page_check(back + (size_t)i * MEMSVC_PAGE, 0, gfn[i], 1),
 				    "page %llu by TCP", (unsigned long long)gfn[i]);
 		}
 	}
 
 	/* a TCP write is seen by an RDMA read */
 	gfn[0] = 1;
-	fill(pages[0], 1, 2);
+	page_fill(pages[0], 0, 1, 2);
 	src[0] = pages[0];
 	TEST_ASSERT_EQ(memsvc_write(c, gfn, 1, src), 0);
 	TEST_ASSERT_EQ(memsvc_rdma_read(r, gfn, 1, back), 0);
-	TEST_ASSERT(check(back, 1, 2), "TCP write not seen by RDMA");
+	TEST_ASSERT(page_check(back, 0, 1, 2), "TCP write not seen by RDMA");
 
 	/* placed but not committed: not stored, until the commit */
 	gfn[0] = 2;
-	fill(pages[0], 2, 3);
+	page_fill(pages[0], 0, 2, 3);
 	TEST_ASSERT_EQ(memsvc_rdma_put(r, gfn, 1, src), 0);
 	TEST_ASSERT_EQ(memsvc_read(c, gfn, 1, back, zero), 0);
 	TEST_ASSERT(zero[0], "an uncommitted page was reported stored");
 	TEST_ASSERT_EQ(memsvc_rdma_commit(c, gfn, 1), 0);
 	TEST_ASSERT_EQ(memsvc_read(c, gfn, 1, back, zero), 0);
-	TEST_ASSERT(!zero[0] && check(back, 2, 3), "committed page");
+	TEST_ASSERT(!zero[0] && page_check(back, 0, 2, 3), "committed page");
 
 	/* out of range is refused before anything is posted */
 	gfn[0] = NR_PAGES;
@@ -191,10 +148,10 @@ static void stale_owner_fenced(void)
 	char why[256];
 	bool zero;
 
-	struct memsvc_client *a = cli(), *b = cli();
+	struct memsvc_client *a = memsvc_peer_connect(svc.port), *b = memsvc_peer_connect(svc.port);
 	TEST_ASSERT_EQ(memsvc_open(a, "lab", TOKEN, &ea, NULL), 0);
 	struct memsvc_rdma *ra = attach(a);
-	fill(page, 9, 10);
+	page_fill(page, 0, 9, 10);
 	TEST_ASSERT(memsvc_rdma_write(ra, gfn, 1, src) == 0, "%s", memsvc_rdma_why(ra));
 	uint32_t old_rkey = memsvc_rdma_region(ra)->rkey;
 
@@ -203,7 +160,7 @@ static void stale_owner_fenced(void)
 	TEST_ASSERT_EQ(eb, ea + 1);
 
 	/* a's one-sided write fails in the NIC, nothing reaches the page */
-	fill(page, 9, 11);
+	page_fill(page, 0, 9, 11);
 	int e = memsvc_rdma_put(ra, gfn, 1, src);
 	printf("stale owner's RDMA write: %d (%s)\n", e, memsvc_rdma_why(ra));
 	TEST_ASSERT(e == -EACCES || e == -ECONNRESET, "stale write gave %d: %s", e,
@@ -221,39 +178,24 @@ static void stale_owner_fenced(void)
 
 	/* the new owner sees the page as a left it, by TCP and by RDMA */
 	TEST_ASSERT_EQ(memsvc_read(b, gfn, 1, back, &zero), 0);
-	TEST_ASSERT(!zero && check(back, 9, 10), "the stale write reached the page");
+	TEST_ASSERT(!zero && page_check(back, 0, 9, 10), "the stale write reached the page");
 	struct memsvc_rdma *rb = attach(b);
 	TEST_ASSERT(memsvc_rdma_region(rb)->rkey != old_rkey, "the same rkey for a new epoch");
 	TEST_ASSERT_EQ(memsvc_rdma_read(rb, gfn, 1, back), 0);
-	TEST_ASSERT(check(back, 9, 10), "page by RDMA after the hand-over");
-	fill(page, 9, 12);
+	TEST_ASSERT(page_check(back, 0, 9, 10), "page by RDMA after the hand-over");
+	page_fill(page, 0, 9, 12);
 	TEST_ASSERT(memsvc_rdma_write(rb, gfn, 1, src) == 0, "%s", memsvc_rdma_why(rb));
 	TEST_ASSERT_EQ(memsvc_read(b, gfn, 1, back, &zero), 0);
-	TEST_ASSERT(check(back, 9, 12), "new owner's write");
+	TEST_ASSERT(page_check(back, 0, 9, 12), "new owner's write");
 
 	memsvc_rdma_detach(ra);
 	memsvc_rdma_detach(rb);
 	memsvc_close(a);
 	memsvc_close(b);
 
-	kill(svc_pid, SIGTERM);
-	int rc = proc_wait(svc_pid, 10);
-	svc_pid = 0;
 	char buf[16384];
-	proc_read_tail(log_path, buf, sizeof(buf));
-	TEST_ASSERT(rc == 0, "flit-memsvc exit %d; log:\n%s", rc, buf);
+	memsvc_peer_stop(&svc, buf, sizeof(buf));
 	TEST_ASSERT(strstr(buf, "RDMA access of epoch"), "no revocation in the log:\n%s", buf);
-}
-
-static void svc_stop(void)
-{
-	char buf[16384];
-
-	kill(svc_pid, SIGTERM);
-	int rc = proc_wait(svc_pid, 10);
-	svc_pid = 0;
-	proc_read_tail(log_path, buf, sizeof(buf));
-	TEST_ASSERT(rc == 0, "flit-memsvc exit %d; log:\n%s", rc, buf);
 }
 
 /* --dir: the pages are a shared file mapping (on the lab's tmpfs, which
@@ -268,39 +210,26 @@ static void with_dir(void)
 	struct memsvc_rdma *r = NULL;
 	bool zero;
 
-	snprintf(dir, sizeof(dir), "%s/store", tmp_root);
+	snprintf(dir, sizeof(dir), "%s/store", memsvc_peer_tmp());
 	svc_start(dir);
-	struct memsvc_client *c = cli();
+	struct memsvc_client *c = memsvc_peer_connect(svc.port);
 	TEST_ASSERT_EQ(memsvc_create(c, "disk", TOKEN, 64, 0), 0);
 	TEST_ASSERT_EQ(memsvc_open(c, "disk", TOKEN, &epoch, NULL), 0);
 	int e = memsvc_rdma_attach(c, 5000, &r, why, sizeof(why));
 	TEST_ASSERT(e == 0, "attach with --dir: %d %s", e, why);
-	fill(page, 17, 20);
+	page_fill(page, 0, 17, 20);
 	TEST_ASSERT(memsvc_rdma_write(r, gfn, 1, src) == 0, "%s", memsvc_rdma_why(r));
 	memsvc_rdma_detach(r);
 	memsvc_close(c);
-	svc_stop();
+	memsvc_peer_stop(&svc, NULL, 0);
 	svc_start(dir);
-	c = cli();
+	c = memsvc_peer_connect(svc.port);
 	TEST_ASSERT_EQ(memsvc_open(c, "disk", TOKEN, &epoch, NULL), 0);
 	TEST_ASSERT_EQ(memsvc_read(c, gfn, 1, back, &zero), 0);
-	TEST_ASSERT(!zero && check(back, 17, 20), "the committed page after a restart: %s",
+	TEST_ASSERT(!zero && page_check(back, 0, 17, 20), "the committed page after a restart: %s",
 		    zero ? "never written" : "other data");
 	memsvc_close(c);
-	svc_stop();
-}
-
-static void cleanup(void)
-{
-	char cmd[128];
-
-	if (svc_pid > 0) {
-		kill(svc_pid, SIGKILL);
-		waitpid(svc_pid, NULL, 0);
-	}
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmp_root);
-	if (tmp_root[0] && system(cmd))
-		fprintf(stderr, "could not remove %s\n", tmp_root);
+	memsvc_peer_stop(&svc, NULL, 0);
 }
 
 int main(int argc, char **argv)
@@ -318,12 +247,8 @@ int main(int argc, char **argv)
 			rdma_host ? rdma_host : "(unset)", rdma_host ? why : "");
 		return 1;
 	}
-	snprintf(tmp_root, sizeof(tmp_root), "/tmp/flit-rdma-lab-XXXXXX");
-	if (!mkdtemp(tmp_root)) {
-		perror("mkdtemp");
+	if (!memsvc_peer_setup("flit-rdma-lab"))
 		return 1;
-	}
-	atexit(cleanup);
 	signal(SIGPIPE, SIG_IGN);
 	return test_main(argc, argv, cases, ARRAY_SIZE(cases));
 }

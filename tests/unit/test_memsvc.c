@@ -20,13 +20,12 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-#include "common/crc32c.h"
 #include "common/util.h"
 #include "memsvc/client.h"
 #include "memsvc/proto.h"
+#include "tests/lib/memsvc_peer.h"
 #include "tests/lib/proc.h"
 #include "tests/lib/test.h"
 
@@ -34,121 +33,14 @@
 
 /* ---- the service ---- */
 
-struct svc {
-	pid_t pid;
-	uint16_t port;
-	char log[256];
-};
-
-static char tmp_root[64];
-static pid_t live[8]; /* services a failed case may have left running */
-
-static void kill_live(void)
-{
-	for (unsigned i = 0; i < ARRAY_SIZE(live); i++)
-		if (live[i] > 0) {
-			kill(live[i], SIGKILL);
-			waitpid(live[i], NULL, 0);
-			live[i] = 0;
-		}
-}
-
-static void forget(pid_t pid)
-{
-	for (unsigned i = 0; i < ARRAY_SIZE(live); i++)
-		if (live[i] == pid)
-			live[i] = 0;
-}
-
-static void remember(pid_t pid)
-{
-	for (unsigned i = 0; i < ARRAY_SIZE(live); i++)
-		if (!live[i]) {
-			live[i] = pid;
-			return;
-		}
-}
-
-/* Starts flit-memsvc (port 0: any free one) with up to 4 more arguments,
- * waits for "listening on" and reads the port from that line. */
-static void svc_start(struct svc *s, const char *name, uint16_t port, const char *a1,
-		      const char *a2, const char *a3, const char *a4)
-{
-	char listen[32], buf[8192];
-	const char *argv[8] = {
-	    test_build_path("flit-memsvc"), "--listen", listen, a1, a2, a3, a4, NULL};
-
-	snprintf(listen, sizeof(listen), "127.0.0.1:%u", port);
-	snprintf(s->log, sizeof(s->log), "%s/%s.log", tmp_root, name);
-	s->pid = proc_spawn(s->log, argv);
-	TEST_ASSERT(s->pid > 0, "spawn");
-	remember(s->pid);
-	bool up = proc_wait_log(s->log, "listening on", 10);
-	proc_read_file(s->log, buf, sizeof(buf));
-	TEST_ASSERT(up, "flit-memsvc did not start; its log:\n%s", buf);
-	const char *p = strstr(buf, "listening on 127.0.0.1:");
-	TEST_ASSERT(p, "no address in: %s", buf);
-	s->port = (uint16_t)atoi(p + strlen("listening on 127.0.0.1:"));
-	TEST_ASSERT(s->port && (!port || s->port == port), "port %u (asked %u)", s->port, port);
-}
-
-/* SIGTERM: it must exit 0. */
-static void svc_stop(struct svc *s)
+/* SIGTERM: it must exit 0, and a sanitizer build must have nothing to
+ * report into its log. */
+static void svc_stop(struct memsvc_peer *s)
 {
 	static char buf[65536];
 
-	kill(s->pid, SIGTERM);
-	int rc = proc_wait(s->pid, 10);
-	forget(s->pid);
-	proc_read_tail(s->log, buf, sizeof(buf));
-	TEST_ASSERT(rc == 0, "flit-memsvc exit status %d after SIGTERM; log:\n%s", rc, buf);
-	/* a sanitizer build reports into the log */
+	memsvc_peer_stop(s, buf, sizeof(buf));
 	TEST_ASSERT(!strstr(buf, "runtime error") && !strstr(buf, "Sanitizer"), "log:\n%s", buf);
-}
-
-static void svc_kill9(struct svc *s)
-{
-	kill(s->pid, SIGKILL);
-	TEST_ASSERT_EQ(proc_wait(s->pid, 10), 128 + SIGKILL);
-	forget(s->pid);
-}
-
-static struct memsvc_client *cli(const struct svc *s)
-{
-	char why[256] = "";
-	int err = 0;
-	struct memsvc_client *c =
-	    memsvc_connect("127.0.0.1", s->port, 5000, &err, why, sizeof(why));
-
-	TEST_ASSERT(c, "connect: %s (%d)", why, err);
-	return c;
-}
-
-/* ---- page patterns ---- */
-
-/* Page gfn of namespace ns at version v: every 8-byte word differs. */
-static void fill(uint8_t *p, unsigned ns, uint64_t gfn, unsigned v)
-{
-	uint64_t *w = (uint64_t *)p;
-
-	for (unsigned i = 0; i < MEMSVC_PAGE / 8; i++)
-		w[i] = ((uint64_t)ns << 56) ^ (gfn << 20) ^ ((uint64_t)v << 12) ^ i ^ 0x5a5a0000;
-}
-
-static bool check(const uint8_t *p, unsigned ns, uint64_t gfn, unsigned v)
-{
-	uint8_t want[MEMSVC_PAGE];
-
-	fill(want, ns, gfn, v);
-	return !memcmp(p, want, MEMSVC_PAGE);
-}
-
-static bool all_zero(const uint8_t *p)
-{
-	for (unsigned i = 0; i < MEMSVC_PAGE; i++)
-		if (p[i])
-			return false;
-	return true;
 }
 
 /* Writes pages [from, to) of pattern (ns, v) in batches of batch. */
@@ -163,7 +55,7 @@ static int write_range(struct memsvc_client *c, unsigned ns, uint64_t from, uint
 		unsigned n = (unsigned)MIN((uint64_t)batch, to - g);
 		for (unsigned i = 0; i < n; i++) {
 			gfn[i] = g + i;
-			fill(buf[i], ns, g + i, v);
+			page_fill(buf[i], ns, g + i, v);
 			src[i] = buf[i];
 		}
 		int r = memsvc_write(c, gfn, n, src);
@@ -176,79 +68,6 @@ static int write_range(struct memsvc_client *c, unsigned ns, uint64_t from, uint
 
 /* ---- raw protocol ---- */
 
-static int raw_connect(const struct svc *s)
-{
-	struct sockaddr_in a = {.sin_family = AF_INET,
-				.sin_port = htons(s->port),
-				.sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	struct timeval tv = {.tv_sec = 5};
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-	TEST_ASSERT(fd >= 0, "socket");
-	TEST_ASSERT_EQ(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	return fd;
-}
-
-static void raw_send(int fd, const void *buf, size_t len)
-{
-	TEST_ASSERT(send(fd, buf, len, MSG_NOSIGNAL) == (ssize_t)len, "send: %s", strerror(errno));
-}
-
-/* A record with a correct CRC (unless bad_crc). */
-static void raw_record(int fd, uint8_t type, uint32_t id, const void *p, uint32_t len, bool bad_crc)
-{
-	uint8_t buf[MEMSVC_HDR_SIZE + 1024];
-	struct memsvc_hdr h = {
-	    .magic = MEMSVC_MAGIC, .version = MEMSVC_VERSION, .type = type, .id = id, .len = len};
-
-	TEST_ASSERT(len <= 1024, "test record too long");
-	h.crc = crc32c(memsvc_hdr_crc(&h), p, len) ^ (bad_crc ? 1 : 0);
-	memcpy(buf, &h, sizeof(h));
-	if (len)
-		memcpy(buf + sizeof(h), p, len);
-	raw_send(fd, buf, sizeof(h) + len);
-}
-
-static bool raw_read(int fd, void *buf, size_t len)
-{
-	uint8_t *p = buf;
-
-	while (len) {
-		ssize_t n = recv(fd, p, len, 0);
-		if (n <= 0)
-			return false;
-		p += n;
-		len -= (size_t)n;
-	}
-	return true;
-}
-
-/* One answer: its header, and the error code and message if it is ERROR.
- * false if the connection ended first. */
-static bool raw_answer(int fd, struct memsvc_hdr *h, uint32_t *code, char *msg, size_t msglen)
-{
-	static uint8_t payload[MEMSVC_MAX_PAYLOAD];
-
-	if (!raw_read(fd, h, sizeof(*h)))
-		return false;
-	TEST_ASSERT_EQ(h->magic, MEMSVC_MAGIC);
-	TEST_ASSERT(h->len <= sizeof(payload), "answer length %u", h->len);
-	if (!raw_read(fd, payload, h->len))
-		return false;
-	TEST_ASSERT_EQ(h->crc, crc32c(memsvc_hdr_crc(h), payload, h->len));
-	*code = 0;
-	msg[0] = 0;
-	if (h->type == MEMSVC_ERROR) {
-		struct memsvc_error e;
-		memcpy(&e, payload, sizeof(e));
-		TEST_ASSERT_EQ(e.len + sizeof(e), h->len);
-		*code = e.code;
-		snprintf(msg, msglen, "%.*s", (int)e.len, (char *)payload + sizeof(e));
-	}
-	return true;
-}
-
 /* The service has closed the connection: EOF (or a reset) within 5 s. */
 static bool raw_closed(int fd)
 {
@@ -260,51 +79,21 @@ static bool raw_closed(int fd)
 	return n == 0 || errno == ECONNRESET;
 }
 
-static void raw_hello(int fd)
-{
-	struct memsvc_hello h = {.min_version = 1, .max_version = 1};
-	struct memsvc_hdr a;
-	uint32_t code;
-	char msg[256];
-
-	raw_record(fd, MEMSVC_HELLO, 1, &h, sizeof(h), false);
-	TEST_ASSERT(raw_answer(fd, &a, &code, msg, sizeof(msg)), "no HELLO answer");
-	TEST_ASSERT(a.type == MEMSVC_HELLO_OK, "HELLO answered %#x: %s", a.type, msg);
-}
-
-/* Opens ns on a raw connection. */
-static void raw_open(int fd, const char *ns)
-{
-	uint8_t buf[256];
-	struct memsvc_ns_req r = {.name_len = (uint8_t)strlen(ns), .token_len = strlen(TOKEN)};
-	struct memsvc_hdr a;
-	uint32_t code;
-	char msg[256];
-
-	memcpy(buf, &r, sizeof(r));
-	memcpy(buf + sizeof(r), ns, r.name_len);
-	memcpy(buf + sizeof(r) + r.name_len, TOKEN, r.token_len);
-	raw_record(fd, MEMSVC_OPEN, 2, buf, (uint32_t)(sizeof(r) + r.name_len + r.token_len),
-		   false);
-	TEST_ASSERT(raw_answer(fd, &a, &code, msg, sizeof(msg)), "no OPEN answer");
-	TEST_ASSERT(a.type == MEMSVC_OPEN_OK, "OPEN answered %#x: %s", a.type, msg);
-}
-
 /* A fresh client can still do a whole round: the service survived. */
-static void still_serving(const struct svc *s, const char *ns)
+static void still_serving(const struct memsvc_peer *s, const char *ns)
 {
-	struct memsvc_client *c = cli(s);
+	struct memsvc_client *c = memsvc_peer_connect(s->port);
 	uint64_t epoch = 0, gfn = 3;
 	uint8_t page[MEMSVC_PAGE];
 	const void *src = page;
 	bool z;
 
 	TEST_ASSERT_EQ(memsvc_open(c, ns, TOKEN, &epoch, NULL), 0);
-	fill(page, 99, gfn, epoch);
+	page_fill(page, 99, gfn, epoch);
 	TEST_ASSERT_EQ(memsvc_write(c, &gfn, 1, &src), 0);
 	memset(page, 0, sizeof(page));
 	TEST_ASSERT_EQ(memsvc_read(c, &gfn, 1, page, &z), 0);
-	TEST_ASSERT(!z && check(page, 99, gfn, (unsigned)epoch), "page read back differs");
+	TEST_ASSERT(!z && page_check(page, 99, gfn, (unsigned)epoch), "page read back differs");
 	memsvc_close(c);
 }
 
@@ -313,7 +102,7 @@ static void still_serving(const struct svc *s, const char *ns)
 #define NS_PAGES 600
 
 struct worker {
-	const struct svc *s;
+	const struct memsvc_peer *s;
 	unsigned id;
 	struct memsvc_client *shared; /* a connection two threads share */
 	char err[256];
@@ -373,7 +162,7 @@ static void *worker_main(void *arg)
 			if (zero[i] != hole)
 				WFAIL("page %llu: zero flag %d", (unsigned long long)gfn[i],
 				      zero[i]);
-			if (hole ? !all_zero(out[i]) : !check(out[i], w->id, gfn[i], 2))
+			if (hole ? !page_all_zero(out[i]) : !page_check(out[i], w->id, gfn[i], 2))
 				WFAIL("page %llu of %s: wrong data", (unsigned long long)gfn[i],
 				      name);
 			w->pages_checked++;
@@ -386,7 +175,7 @@ static void *worker_main(void *arg)
 		bool sz;
 		if ((r = memsvc_read(w->shared, &sg, 1, sp, &sz)))
 			WFAIL("shared read: %s", memsvc_why(w->shared));
-		if (sz || !check(sp, 100, sg, 1))
+		if (sz || !page_check(sp, 100, sg, 1))
 			WFAIL("shared page %llu: wrong data", (unsigned long long)sg);
 	}
 	struct memsvc_ns_info info;
@@ -406,15 +195,15 @@ out:
 static void many_clients(void)
 {
 	enum { N = 8 };
-	struct svc s;
+	struct memsvc_peer s;
 	struct worker w[N];
 	pthread_t t[N];
 	uint64_t total = 0;
 
-	svc_start(&s, "many", 0, NULL, NULL, NULL, NULL);
+	memsvc_peer_start(&s, "many", 0, NULL);
 	/* One connection shared by every thread (its mutex serialises
 	 * them), owner of namespace "shared". */
-	struct memsvc_client *shared = cli(&s);
+	struct memsvc_client *shared = memsvc_peer_connect(s.port);
 	uint64_t epoch = 0;
 	TEST_ASSERT_EQ(memsvc_create(shared, "shared", TOKEN, 64, 0), 0);
 	TEST_ASSERT_EQ(memsvc_open(shared, "shared", TOKEN, &epoch, NULL), 0);
@@ -436,7 +225,7 @@ static void many_clients(void)
 
 static void bad_requests(void)
 {
-	struct svc s;
+	struct memsvc_peer s;
 	struct memsvc_client *c;
 	struct memsvc_hdr a;
 	uint32_t code;
@@ -445,8 +234,8 @@ static void bad_requests(void)
 	uint8_t page[MEMSVC_PAGE];
 	int fd;
 
-	svc_start(&s, "bad", 0, NULL, NULL, NULL, NULL);
-	c = cli(&s);
+	memsvc_peer_start(&s, "bad", 0, NULL);
+	c = memsvc_peer_connect(s.port);
 	TEST_ASSERT_EQ(memsvc_create(c, "vm1", TOKEN, 16, 0), 0);
 
 	/* refusals that keep the connection */
@@ -470,73 +259,74 @@ static void bad_requests(void)
 
 	/* an oversized batch from a client that does not check: E2BIG, the
 	 * connection stays */
-	fd = raw_connect(&s);
+	fd = raw_connect(s.port);
 	raw_hello(fd);
-	raw_open(fd, "vm1");
+	raw_open(fd, "vm1", TOKEN);
 	uint8_t big[8 + (MEMSVC_MAX_BATCH + 1) * 8];
 	struct memsvc_batch b = {.n = MEMSVC_MAX_BATCH + 1};
 	memset(big, 0, sizeof(big));
 	memcpy(big, &b, sizeof(b));
 	raw_record(fd, MEMSVC_READ, 7, big, sizeof(big), false);
-	TEST_ASSERT(raw_answer(fd, &a, &code, msg, sizeof(msg)), "no answer");
+	TEST_ASSERT(raw_answer(fd, &a, NULL, 0, &code, msg, sizeof(msg)), "no answer");
 	TEST_ASSERT(a.type == MEMSVC_ERROR && code == MEMSVC_E_2BIG && a.id == 7 && !a.flags,
 		    "type %#x code %u flags %#x: %s", a.type, code, a.flags, msg);
 	raw_record(fd, MEMSVC_INFO, 8, NULL, 0, false);
-	TEST_ASSERT(raw_answer(fd, &a, &code, msg, sizeof(msg)), "no answer after E2BIG");
+	TEST_ASSERT(raw_answer(fd, &a, NULL, 0, &code, msg, sizeof(msg)), "no answer after E2BIG");
 	TEST_ASSERT(a.type == MEMSVC_INFO_OK && a.id == 8, "type %#x: %s", a.type, msg);
 	/* an unknown type: ERROR, then the close */
 	raw_record(fd, 0x42, 9, NULL, 0, false);
-	TEST_ASSERT(raw_answer(fd, &a, &code, msg, sizeof(msg)), "no answer");
+	TEST_ASSERT(raw_answer(fd, &a, NULL, 0, &code, msg, sizeof(msg)), "no answer");
 	TEST_ASSERT(code == MEMSVC_E_PROTO && (a.flags & MEMSVC_F_CLOSE) && strstr(msg, "type"),
 		    "code %u flags %#x: %s", code, a.flags, msg);
 	TEST_ASSERT(raw_closed(fd), "not closed after an unknown type");
 	close(fd);
 
 	/* garbage bytes */
-	fd = raw_connect(&s);
+	fd = raw_connect(s.port);
 	raw_send(fd, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 27);
-	TEST_ASSERT(raw_answer(fd, &a, &code, msg, sizeof(msg)), "no answer to garbage");
+	TEST_ASSERT(raw_answer(fd, &a, NULL, 0, &code, msg, sizeof(msg)), "no answer to garbage");
 	TEST_ASSERT(code == MEMSVC_E_PROTO && strstr(msg, "magic"), "code %u: %s", code, msg);
 	TEST_ASSERT(raw_closed(fd), "not closed after garbage");
 	close(fd);
 	still_serving(&s, "vm1");
 
 	/* a bad CRC */
-	fd = raw_connect(&s);
+	fd = raw_connect(s.port);
 	struct memsvc_hello hl = {.min_version = 1, .max_version = 1};
 	raw_record(fd, MEMSVC_HELLO, 1, &hl, sizeof(hl), true);
-	TEST_ASSERT(raw_answer(fd, &a, &code, msg, sizeof(msg)), "no answer to a bad CRC");
+	TEST_ASSERT(raw_answer(fd, &a, NULL, 0, &code, msg, sizeof(msg)), "no answer to a bad CRC");
 	TEST_ASSERT(code == MEMSVC_E_PROTO && strstr(msg, "CRC"), "code %u: %s", code, msg);
 	TEST_ASSERT(raw_closed(fd), "not closed after a bad CRC");
 	close(fd);
 
 	/* a request before HELLO, a wrong version, an oversized length */
-	fd = raw_connect(&s);
+	fd = raw_connect(s.port);
 	raw_record(fd, MEMSVC_INFO, 1, NULL, 0, false);
-	TEST_ASSERT(raw_answer(fd, &a, &code, msg, sizeof(msg)) && code == MEMSVC_E_PROTO,
+	TEST_ASSERT(raw_answer(fd, &a, NULL, 0, &code, msg, sizeof(msg)) && code == MEMSVC_E_PROTO,
 		    "INFO before HELLO: code %u: %s", code, msg);
 	TEST_ASSERT(raw_closed(fd), "not closed");
 	close(fd);
-	fd = raw_connect(&s);
+	fd = raw_connect(s.port);
 	struct memsvc_hdr h = {.magic = MEMSVC_MAGIC, .version = 9, .type = MEMSVC_HELLO};
 	raw_send(fd, &h, sizeof(h));
-	TEST_ASSERT(raw_answer(fd, &a, &code, msg, sizeof(msg)) && strstr(msg, "version 9"),
+	TEST_ASSERT(raw_answer(fd, &a, NULL, 0, &code, msg, sizeof(msg)) &&
+			strstr(msg, "version 9"),
 		    "wrong version: code %u: %s", code, msg);
 	TEST_ASSERT(raw_closed(fd), "not closed");
 	close(fd);
-	fd = raw_connect(&s);
+	fd = raw_connect(s.port);
 	h = (struct memsvc_hdr){
 	    .magic = MEMSVC_MAGIC, .version = 1, .type = MEMSVC_WRITE, .len = 0x7fffffff};
 	raw_send(fd, &h, sizeof(h));
-	TEST_ASSERT(raw_answer(fd, &a, &code, msg, sizeof(msg)) && code == MEMSVC_E_PROTO &&
-			strstr(msg, "at most"),
+	TEST_ASSERT(raw_answer(fd, &a, NULL, 0, &code, msg, sizeof(msg)) &&
+			code == MEMSVC_E_PROTO && strstr(msg, "at most"),
 		    "oversized: code %u: %s", code, msg);
 	TEST_ASSERT(raw_closed(fd), "not closed");
 	close(fd);
 
 	/* a truncated record: the header promises more than comes before the
 	 * client half-closes; the service drops it without an answer */
-	fd = raw_connect(&s);
+	fd = raw_connect(s.port);
 	raw_hello(fd);
 	h = (struct memsvc_hdr){
 	    .magic = MEMSVC_MAGIC, .version = 1, .type = MEMSVC_OPEN, .id = 5, .len = 100};
@@ -546,10 +336,10 @@ static void bad_requests(void)
 	TEST_ASSERT(raw_closed(fd), "not closed after a truncated record");
 	close(fd);
 	/* a record whose payload does not match its type */
-	fd = raw_connect(&s);
+	fd = raw_connect(s.port);
 	raw_hello(fd);
 	raw_record(fd, MEMSVC_OPEN, 3, big, 40, false);
-	TEST_ASSERT(raw_answer(fd, &a, &code, msg, sizeof(msg)) && code == MEMSVC_E_PROTO,
+	TEST_ASSERT(raw_answer(fd, &a, NULL, 0, &code, msg, sizeof(msg)) && code == MEMSVC_E_PROTO,
 		    "malformed OPEN: code %u: %s", code, msg);
 	TEST_ASSERT(raw_closed(fd), "not closed");
 	close(fd);
@@ -564,7 +354,7 @@ static void bad_requests(void)
 
 static void stale_owner(void)
 {
-	struct svc s;
+	struct memsvc_peer s;
 	struct memsvc_client *a, *b, *x;
 	struct memsvc_ns_info info;
 	uint64_t ea = 0, eb = 0, e, gfn = 5;
@@ -572,10 +362,10 @@ static void stale_owner(void)
 	const void *src = page;
 	bool z;
 
-	svc_start(&s, "stale", 0, NULL, NULL, NULL, NULL);
-	a = cli(&s);
-	b = cli(&s);
-	x = cli(&s);
+	memsvc_peer_start(&s, "stale", 0, NULL);
+	a = memsvc_peer_connect(s.port);
+	b = memsvc_peer_connect(s.port);
+	x = memsvc_peer_connect(s.port);
 	TEST_ASSERT_EQ(memsvc_create(a, "vm1", TOKEN, 64, 0), 0);
 	TEST_ASSERT_EQ(memsvc_open(a, "vm1", TOKEN, &ea, &info), 0);
 	TEST_ASSERT(ea == 1 && info.epoch == 1 && info.used_pages == 0, "epoch %llu",
@@ -591,7 +381,7 @@ static void stale_owner(void)
 	TEST_ASSERT(strstr(memsvc_why(a), "namespace vm1 was handed over: epoch 2 is newer than "
 					  "yours (1)"),
 		    "why: %s", memsvc_why(a));
-	fill(page, 7, gfn, 7);
+	page_fill(page, 7, gfn, 7);
 	TEST_ASSERT_EQ(memsvc_write(a, &gfn, 1, &src), -ESTALE);
 	TEST_ASSERT_EQ(memsvc_info(a, &info), -ESTALE);
 	TEST_ASSERT_EQ(memsvc_reconnect(a), -ESTALE);
@@ -603,8 +393,8 @@ static void stale_owner(void)
 	/* the new owner sees what A wrote, untouched by A's refused write */
 	for (uint64_t g = 0; g < 64; g++) {
 		TEST_ASSERT_EQ(memsvc_read(b, &g, 1, page, &z), 0);
-		TEST_ASSERT(g < 32 ? !z && check(page, 1, g, 1) : z && all_zero(page), "page %llu",
-			    (unsigned long long)g);
+		TEST_ASSERT(g < 32 ? !z && page_check(page, 1, g, 1) : z && page_all_zero(page),
+			    "page %llu", (unsigned long long)g);
 	}
 	TEST_ASSERT_EQ(write_range(b, 2, 32, 40, 1, 8), 0);
 	/* B loses its connection and takes the namespace back */
@@ -614,7 +404,7 @@ static void stale_owner(void)
 		    (unsigned long long)info.epoch, (unsigned long long)info.used_pages);
 	gfn = 35;
 	TEST_ASSERT_EQ(memsvc_read(b, &gfn, 1, page, &z), 0);
-	TEST_ASSERT(!z && check(page, 2, 35, 1), "page 35 after reconnect");
+	TEST_ASSERT(!z && page_check(page, 2, 35, 1), "page 35 after reconnect");
 	memsvc_close(a);
 	memsvc_close(b);
 	memsvc_close(x);
@@ -623,21 +413,21 @@ static void stale_owner(void)
 
 static void limits(void)
 {
-	struct svc s;
+	struct memsvc_peer s;
 	struct memsvc_client *c;
 	struct memsvc_ns_info info;
 	uint64_t epoch = 0, gfn[4];
 	uint8_t page[MEMSVC_PAGE];
 	const void *src[4] = {page, page, page, page};
 
-	svc_start(&s, "limits", 0, "--max-mem", "1M", NULL, NULL); /* 256 pages */
-	c = cli(&s);
+	memsvc_peer_start(&s, "limits", 0, "--max-mem", "1M", NULL); /* 256 pages */
+	c = memsvc_peer_connect(s.port);
 	TEST_ASSERT_EQ(memsvc_create(c, "small", TOKEN, 1000, 10), 0);
 	TEST_ASSERT_EQ(memsvc_open(c, "small", TOKEN, &epoch, &info), 0);
 	TEST_ASSERT_EQ(info.limit_pages, 10);
 	TEST_ASSERT_EQ(write_range(c, 1, 0, 10, 1, 3), 0);
 	TEST_ASSERT_EQ(write_range(c, 1, 0, 10, 2, 10), 0); /* rewrites take no room */
-	fill(page, 1, 500, 1);
+	page_fill(page, 1, 500, 1);
 	gfn[0] = 500;
 	TEST_ASSERT_EQ(memsvc_write(c, gfn, 1, src), -ENOSPC);
 	TEST_ASSERT(strstr(memsvc_why(c), "namespace small is full: 10 pages"), "why: %s",
@@ -650,7 +440,7 @@ static void limits(void)
 	TEST_ASSERT_EQ(info.used_pages, 10);
 	bool z;
 	TEST_ASSERT_EQ(memsvc_read(c, gfn, 1, page, &z), 0);
-	TEST_ASSERT(check(page, 1, 3, 2), "page 3 changed by a refused batch");
+	TEST_ASSERT(page_check(page, 1, 3, 2), "page 3 changed by a refused batch");
 
 	/* --max-mem: 10 promised, 246 left */
 	TEST_ASSERT_EQ(memsvc_create(c, "big", TOKEN, 4096, 247), -ENOSPC);
@@ -664,7 +454,7 @@ static void limits(void)
 
 static void restart_with_dir(void)
 {
-	struct svc s;
+	struct memsvc_peer s;
 	struct memsvc_client *c, *c2;
 	struct memsvc_ns_info info;
 	char dir[128];
@@ -673,10 +463,10 @@ static void restart_with_dir(void)
 	const void *src = page;
 	bool z;
 
-	snprintf(dir, sizeof(dir), "%s/store", tmp_root);
-	svc_start(&s, "dir1", 0, "--dir", dir, NULL, NULL);
-	c = cli(&s);
-	c2 = cli(&s);
+	snprintf(dir, sizeof(dir), "%s/store", memsvc_peer_tmp());
+	memsvc_peer_start(&s, "dir1", 0, "--dir", dir, NULL);
+	c = memsvc_peer_connect(s.port);
+	c2 = memsvc_peer_connect(s.port);
 	TEST_ASSERT_EQ(memsvc_create(c, "vm1", TOKEN, 300, 0), 0);
 	TEST_ASSERT_EQ(memsvc_create(c2, "vm2", TOKEN, 10, 0), 0);
 	TEST_ASSERT_EQ(memsvc_open(c, "vm1", TOKEN, &epoch, NULL), 0);
@@ -691,8 +481,8 @@ static void restart_with_dir(void)
 	TEST_ASSERT_EQ(memsvc_write(c, &gfn, 1, &src), 0);
 	TEST_ASSERT_EQ(write_range(c2, 2, 0, 10, 1, 10), 0);
 
-	svc_kill9(&s);
-	svc_start(&s, "dir2", s.port, "--dir", dir, NULL, NULL);
+	TEST_ASSERT_EQ(memsvc_peer_kill(&s), 128 + SIGKILL);
+	memsvc_peer_start(&s, "dir2", s.port, "--dir", dir, NULL);
 	TEST_ASSERT_EQ(memsvc_reconnect(c), 0);
 	TEST_ASSERT_EQ(memsvc_info(c, &info), 0);
 	TEST_ASSERT(info.epoch == 2 && info.used_pages == 201 && info.nr_pages == 300,
@@ -701,19 +491,20 @@ static void restart_with_dir(void)
 	for (gfn = 0; gfn < 300; gfn++) {
 		TEST_ASSERT_EQ(memsvc_read(c, &gfn, 1, page, &z), 0);
 		if (gfn < 200)
-			TEST_ASSERT(!z && check(page, 1, gfn, gfn >= 100 && gfn < 150 ? 2 : 1),
+			TEST_ASSERT(!z && page_check(page, 1, gfn, gfn >= 100 && gfn < 150 ? 2 : 1),
 				    "page %llu after the restart", (unsigned long long)gfn);
 		else
-			TEST_ASSERT(z == (gfn != 250) && all_zero(page), "page %llu: zero %d",
+			TEST_ASSERT(z == (gfn != 250) && page_all_zero(page), "page %llu: zero %d",
 				    (unsigned long long)gfn, z);
 	}
 	TEST_ASSERT_EQ(memsvc_reconnect(c2), 0);
 	for (gfn = 0; gfn < 10; gfn++) {
 		TEST_ASSERT_EQ(memsvc_read(c2, &gfn, 1, page, &z), 0);
-		TEST_ASSERT(!z && check(page, 2, gfn, 1), "vm2 page %llu", (unsigned long long)gfn);
+		TEST_ASSERT(!z && page_check(page, 2, gfn, 1), "vm2 page %llu",
+			    (unsigned long long)gfn);
 	}
 	/* the next owner gets the epoch after the persisted one */
-	struct memsvc_client *c3 = cli(&s);
+	struct memsvc_client *c3 = memsvc_peer_connect(s.port);
 	uint64_t e3 = 0;
 	TEST_ASSERT_EQ(memsvc_open(c3, "vm1", TOKEN, &e3, NULL), 0);
 	TEST_ASSERT_EQ(e3, 3);
@@ -721,19 +512,19 @@ static void restart_with_dir(void)
 	svc_stop(&s);
 
 	/* the epoch handed out just before a clean stop survives too */
-	svc_start(&s, "dir3", s.port, "--dir", dir, "--sync", NULL);
+	memsvc_peer_start(&s, "dir3", s.port, "--dir", dir, "--sync", NULL);
 	TEST_ASSERT_EQ(memsvc_reconnect(c), -ESTALE);
 	e3 = 3;
-	c3 = cli(&s);
+	c3 = memsvc_peer_connect(s.port);
 	TEST_ASSERT_EQ(memsvc_open(c3, "vm1", TOKEN, &e3, NULL), 0);
 	gfn = 299; /* and a --sync write */
-	fill(page, 3, gfn, 1);
+	page_fill(page, 3, gfn, 1);
 	TEST_ASSERT_EQ(memsvc_write(c3, &gfn, 1, &src), 0);
-	svc_kill9(&s);
-	svc_start(&s, "dir4", s.port, "--dir", dir, NULL, NULL);
+	TEST_ASSERT_EQ(memsvc_peer_kill(&s), 128 + SIGKILL);
+	memsvc_peer_start(&s, "dir4", s.port, "--dir", dir, NULL);
 	TEST_ASSERT_EQ(memsvc_reconnect(c3), 0);
 	TEST_ASSERT_EQ(memsvc_read(c3, &gfn, 1, page, &z), 0);
-	TEST_ASSERT(!z && check(page, 3, gfn, 1), "the --sync page after kill -9");
+	TEST_ASSERT(!z && page_check(page, 3, gfn, 1), "the --sync page after kill -9");
 	memsvc_close(c3);
 	svc_stop(&s);
 
@@ -747,7 +538,7 @@ static void restart_with_dir(void)
 	const char *argv[] = {
 	    test_build_path("flit-memsvc"), "--listen", "127.0.0.1:0", "--dir", dir, NULL};
 	char log[256];
-	snprintf(log, sizeof(log), "%s/corrupt.log", tmp_root);
+	snprintf(log, sizeof(log), "%s/corrupt.log", memsvc_peer_tmp());
 	int rc = proc_wait(proc_spawn(log, argv), 10);
 	proc_read_file(log, buf, sizeof(buf));
 	TEST_ASSERT(rc == 1 && strstr(buf, "vm2.meta") && strstr(buf, "checksum"),
@@ -759,19 +550,19 @@ static void restart_with_dir(void)
 
 static void client_leaves_mid_request(void)
 {
-	struct svc s;
+	struct memsvc_peer s;
 	struct memsvc_client *c;
 	uint8_t buf[MEMSVC_HDR_SIZE + 8 + 8 + MEMSVC_PAGE];
 	char log[8192];
 	int fd;
 
-	svc_start(&s, "leave", 0, NULL, NULL, NULL, NULL);
-	c = cli(&s);
+	memsvc_peer_start(&s, "leave", 0, NULL);
+	c = memsvc_peer_connect(s.port);
 	TEST_ASSERT_EQ(memsvc_create(c, "vm1", TOKEN, 16, 0), 0);
 	/* half a WRITE, then gone */
-	fd = raw_connect(&s);
+	fd = raw_connect(s.port);
 	raw_hello(fd);
-	raw_open(fd, "vm1");
+	raw_open(fd, "vm1", TOKEN);
 	struct memsvc_hdr h = {.magic = MEMSVC_MAGIC,
 			       .version = 1,
 			       .type = MEMSVC_WRITE,
@@ -788,9 +579,9 @@ static void client_leaves_mid_request(void)
 		memcpy(rq, &b, sizeof(b));
 		for (unsigned i = 0; i < MEMSVC_MAX_BATCH; i++)
 			rq[8 + i * 8] = (uint8_t)(i % 16);
-		fd = raw_connect(&s);
+		fd = raw_connect(s.port);
 		raw_hello(fd);
-		raw_open(fd, "vm1");
+		raw_open(fd, "vm1", TOKEN);
 		raw_record(fd, MEMSVC_READ, 4, rq, sizeof(rq), false);
 		close(fd);
 	}
@@ -854,7 +645,7 @@ static void report(const char *what, uint64_t *t_svc, uint64_t *t_raw)
 static void read_latency(void)
 {
 	static uint64_t t_svc[ROUNDS], t_raw[ROUNDS];
-	struct svc s;
+	struct memsvc_peer s;
 	struct memsvc_client *c;
 	uint64_t epoch = 0, gfn = 1;
 	uint8_t page[MEMSVC_PAGE];
@@ -870,11 +661,11 @@ static void read_latency(void)
 		if (CPU_ISSET(i, &mine))
 			cpus[ncpu++] = i;
 
-	svc_start(&s, "latency", 0, NULL, NULL, NULL, NULL);
-	c = cli(&s);
+	memsvc_peer_start(&s, "latency", 0, NULL);
+	c = memsvc_peer_connect(s.port);
 	TEST_ASSERT_EQ(memsvc_create(c, "lat", TOKEN, 16, 0), 0);
 	TEST_ASSERT_EQ(memsvc_open(c, "lat", TOKEN, &epoch, NULL), 0);
-	fill(page, 1, gfn, 1);
+	page_fill(page, 1, gfn, 1);
 	TEST_ASSERT_EQ(memsvc_write(c, &gfn, 1, &src), 0);
 
 	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
@@ -886,7 +677,7 @@ static void read_latency(void)
 	pid_t echo = fork();
 	if (echo == 0)
 		echo_serve(lfd, req, ans);
-	remember(echo);
+	memsvc_peer_track(echo);
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	TEST_ASSERT_EQ(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -903,7 +694,7 @@ static void read_latency(void)
 			if (i >= WARM)
 				t_svc[i - WARM] = t1 - t0;
 		}
-		TEST_ASSERT(check(page, 1, gfn, 1), "page differs");
+		TEST_ASSERT(page_check(page, 1, gfn, 1), "page differs");
 		for (int i = 0; i < WARM + ROUNDS; i++) {
 			uint64_t t0 = now_ns();
 			TEST_ASSERT(send(fd, buf, req, 0) == (ssize_t)req, "send");
@@ -918,7 +709,7 @@ static void read_latency(void)
 	sched_setaffinity(0, sizeof(mine), &mine);
 	close(fd);
 	TEST_ASSERT_EQ(proc_wait(echo, 10), 0);
-	forget(echo);
+	memsvc_peer_untrack(echo);
 	close(lfd);
 	memsvc_close(c);
 	svc_stop(&s);
@@ -939,9 +730,9 @@ static void command_line(void)
 	    {{"--listen", "127.0.0.1:0", "--frob"}, "unknown option --frob"},
 	};
 	char log[256], buf[4096];
-	struct svc s;
+	struct memsvc_peer s;
 
-	snprintf(log, sizeof(log), "%s/cli.log", tmp_root);
+	snprintf(log, sizeof(log), "%s/cli.log", memsvc_peer_tmp());
 	for (unsigned i = 0; i < ARRAY_SIZE(bad); i++) {
 		const char *argv[6] = {test_build_path("flit-memsvc")};
 		for (unsigned k = 0; k < 4 && bad[i].args[k]; k++)
@@ -952,7 +743,7 @@ static void command_line(void)
 		TEST_ASSERT(rc == 2 && strstr(buf, bad[i].text) && nl && !nl[1],
 			    "case %u: exit %d, output: %s", i, rc, buf);
 	}
-	svc_start(&s, "inuse", 0, NULL, NULL, NULL, NULL);
+	memsvc_peer_start(&s, "inuse", 0, NULL);
 	char addr[32];
 	snprintf(addr, sizeof(addr), "127.0.0.1:%u", s.port);
 	const char *argv[] = {test_build_path("flit-memsvc"), "--listen", addr, NULL};
@@ -972,7 +763,7 @@ static void lost_connection(void)
 	char why[256] = "";
 	int err = 0, lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	struct memsvc_client *c;
-	struct svc s;
+	struct memsvc_peer s;
 	uint64_t epoch = 0, gfn = 1;
 	uint8_t page[MEMSVC_PAGE];
 
@@ -985,11 +776,11 @@ static void lost_connection(void)
 	TEST_ASSERT(!c && err == -ETIMEDOUT && strstr(why, "no answer"), "err %d: %s", err, why);
 	close(lfd);
 
-	svc_start(&s, "lost", 0, NULL, NULL, NULL, NULL);
-	c = cli(&s);
+	memsvc_peer_start(&s, "lost", 0, NULL);
+	c = memsvc_peer_connect(s.port);
 	TEST_ASSERT_EQ(memsvc_create(c, "vm1", TOKEN, 8, 0), 0);
 	TEST_ASSERT_EQ(memsvc_open(c, "vm1", TOKEN, &epoch, NULL), 0);
-	svc_kill9(&s);
+	TEST_ASSERT_EQ(memsvc_peer_kill(&s), 128 + SIGKILL);
 	int r = memsvc_read(c, &gfn, 1, page, NULL);
 	TEST_ASSERT(r == -ECONNRESET || r == -EPIPE, "read from a dead service: %d %s", r,
 		    memsvc_why(c));
@@ -998,23 +789,11 @@ static void lost_connection(void)
 	r = memsvc_reconnect(c);
 	TEST_ASSERT(r == -ECONNREFUSED, "reconnect with no service: %d %s", r, memsvc_why(c));
 	/* in memory only: the namespace died with the service */
-	svc_start(&s, "lost2", s.port, NULL, NULL, NULL, NULL);
+	memsvc_peer_start(&s, "lost2", s.port, NULL);
 	TEST_ASSERT_EQ(memsvc_reconnect(c), -ENOENT);
 	TEST_ASSERT_EQ(memsvc_create(c, "vm1", TOKEN, 8, 0), 0); /* connected again */
 	memsvc_close(c);
 	svc_stop(&s);
-}
-
-static void cleanup(void)
-{
-	char cmd[128];
-
-	kill_live();
-	if (tmp_root[0]) {
-		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmp_root);
-		if (system(cmd))
-			fprintf(stderr, "could not remove %s\n", tmp_root);
-	}
 }
 
 int main(int argc, char **argv)
@@ -1027,12 +806,8 @@ int main(int argc, char **argv)
 	    TEST_CASE(read_latency),
 	};
 
-	snprintf(tmp_root, sizeof(tmp_root), "/tmp/flit-memsvc-test-XXXXXX");
-	if (!mkdtemp(tmp_root)) {
-		perror("mkdtemp");
+	if (!memsvc_peer_setup("flit-memsvc-test"))
 		return 1;
-	}
-	atexit(cleanup);
 	signal(SIGPIPE, SIG_IGN);
 	return test_main(argc, argv, cases, ARRAY_SIZE(cases));
 }

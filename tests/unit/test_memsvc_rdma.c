@@ -16,25 +16,21 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <infiniband/verbs.h>
 
-#include "common/crc32c.h"
 #include "common/util.h"
 #include "memsvc/client.h"
 #include "memsvc/proto.h"
 #include "memsvc/rdma.h"
+#include "tests/lib/memsvc_peer.h"
 #include "tests/lib/proc.h"
 #include "tests/lib/test.h"
 
 #define TOKEN	 "rdma-token-0123456789"
 #define NO_DEV	 "no RDMA device on this machine (ibv_get_device_list found none)"
 #define NR_PAGES 64
-
-static char tmp_root[64];
-static pid_t live_pid;
 
 static bool have_device(void)
 {
@@ -178,117 +174,7 @@ static void remote_addr(void)
 	TEST_ASSERT_EQ(a, 0xdead); /* untouched on refusal */
 }
 
-/* ---- the real service ---- */
-
-struct svc {
-	pid_t pid;
-	uint16_t port;
-	char log[256];
-};
-
-static void svc_start(struct svc *s, const char *name, const char *rdma)
-{
-	char buf[8192];
-	const char *argv[6] = {test_build_path("flit-memsvc"), "--listen", "127.0.0.1:0", NULL};
-
-	if (rdma) {
-		argv[3] = "--rdma";
-		argv[4] = rdma;
-	}
-	snprintf(s->log, sizeof(s->log), "%s/%s.log", tmp_root, name);
-	s->pid = proc_spawn(s->log, argv);
-	TEST_ASSERT(s->pid > 0, "spawn");
-	live_pid = s->pid;
-	bool up = proc_wait_log(s->log, "listening on", 10);
-	proc_read_file(s->log, buf, sizeof(buf));
-	TEST_ASSERT(up, "flit-memsvc did not start; its log:\n%s", buf);
-	const char *p = strstr(buf, "listening on 127.0.0.1:");
-	TEST_ASSERT(p, "no address in: %s", buf);
-	s->port = (uint16_t)atoi(p + strlen("listening on 127.0.0.1:"));
-}
-
-static void svc_stop(struct svc *s)
-{
-	char buf[8192];
-
-	kill(s->pid, SIGTERM);
-	int rc = proc_wait(s->pid, 10);
-	live_pid = 0;
-	proc_read_tail(s->log, buf, sizeof(buf));
-	TEST_ASSERT(rc == 0, "flit-memsvc exit status %d; log:\n%s", rc, buf);
-}
-
-static struct memsvc_client *cli(uint16_t port)
-{
-	char why[256] = "";
-	int err = 0;
-	struct memsvc_client *c = memsvc_connect("127.0.0.1", port, 5000, &err, why, sizeof(why));
-
-	TEST_ASSERT(c, "connect: %s (%d)", why, err);
-	return c;
-}
-
-/* ---- raw records ---- */
-
-static int raw_connect(uint16_t port)
-{
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
-	struct timeval tv = {.tv_sec = 5};
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	TEST_ASSERT(fd >= 0, "socket");
-	TEST_ASSERT_EQ(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	return fd;
-}
-
-static void raw_record(int fd, uint8_t type, uint32_t id, const void *p, uint32_t len)
-{
-	uint8_t buf[MEMSVC_HDR_SIZE + 1024];
-	struct memsvc_hdr h = {
-	    .magic = MEMSVC_MAGIC, .version = MEMSVC_VERSION, .type = type, .id = id, .len = len};
-
-	TEST_ASSERT(len <= 1024, "test record too long");
-	h.crc = crc32c(memsvc_hdr_crc(&h), p, len);
-	memcpy(buf, &h, sizeof(h));
-	if (len)
-		memcpy(buf + sizeof(h), p, len);
-	TEST_ASSERT(send(fd, buf, sizeof(h) + len, MSG_NOSIGNAL) == (ssize_t)(sizeof(h) + len),
-		    "send: %s", strerror(errno));
-}
-
-static bool raw_read(int fd, void *buf, size_t len)
-{
-	uint8_t *p = buf;
-
-	while (len) {
-		ssize_t n = recv(fd, p, len, 0);
-		if (n <= 0)
-			return false;
-		p += n;
-		len -= (size_t)n;
-	}
-	return true;
-}
-
-/* One answer into payload (at most 4096 bytes); code/msg for an ERROR. */
-static void raw_answer(int fd, struct memsvc_hdr *h, uint8_t *payload, uint32_t *code, char *msg)
-{
-	TEST_ASSERT(raw_read(fd, h, sizeof(*h)), "no answer");
-	TEST_ASSERT_EQ(h->magic, MEMSVC_MAGIC);
-	TEST_ASSERT(h->len <= 4096, "answer length %u", h->len);
-	TEST_ASSERT(raw_read(fd, payload, h->len), "short answer");
-	TEST_ASSERT_EQ(h->crc, crc32c(memsvc_hdr_crc(h), payload, h->len));
-	*code = 0;
-	msg[0] = 0;
-	if (h->type == MEMSVC_ERROR) {
-		struct memsvc_error e;
-		memcpy(&e, payload, sizeof(e));
-		*code = e.code;
-		snprintf(msg, 256, "%.*s", (int)e.len, (char *)payload + sizeof(e));
-	}
-}
+/* ---- the real service, by hand ---- */
 
 /* Sends a request and expects ERROR code (with close or not). */
 static void expect_error(int fd, uint8_t type, const void *p, uint32_t len, uint32_t code,
@@ -300,8 +186,9 @@ static void expect_error(int fd, uint8_t type, const void *p, uint32_t len, uint
 	uint32_t got;
 	char msg[256];
 
-	raw_record(fd, type, ++id, p, len);
-	raw_answer(fd, &h, payload, &got, msg);
+	raw_record(fd, type, ++id, p, len, false);
+	TEST_ASSERT(raw_answer(fd, &h, payload, sizeof(payload), &got, msg, sizeof(msg)),
+		    "no answer");
 	TEST_ASSERT(h.type == MEMSVC_ERROR && got == code,
 		    "request %#x: answer %#x code %u (%s), %u expected", type, h.type, got, msg,
 		    code);
@@ -313,38 +200,6 @@ static void expect_error(int fd, uint8_t type, const void *p, uint32_t len, uint
 	}
 }
 
-static uint32_t raw_hello(int fd)
-{
-	struct memsvc_hello req = {.min_version = 1, .max_version = 1};
-	struct memsvc_hello_ok ok;
-	struct memsvc_hdr h;
-	uint8_t payload[4096];
-	uint32_t code;
-	char msg[256];
-
-	raw_record(fd, MEMSVC_HELLO, 1, &req, sizeof(req));
-	raw_answer(fd, &h, payload, &code, msg);
-	TEST_ASSERT(h.type == MEMSVC_HELLO_OK && h.len == sizeof(ok), "HELLO: %#x %s", h.type, msg);
-	memcpy(&ok, payload, sizeof(ok));
-	return ok.features;
-}
-
-static void raw_open(int fd, const char *ns)
-{
-	uint8_t buf[256], payload[4096];
-	struct memsvc_ns_req r = {.name_len = (uint8_t)strlen(ns), .token_len = strlen(TOKEN)};
-	struct memsvc_hdr h;
-	uint32_t code;
-	char msg[256];
-
-	memcpy(buf, &r, sizeof(r));
-	memcpy(buf + sizeof(r), ns, r.name_len);
-	memcpy(buf + sizeof(r) + r.name_len, TOKEN, r.token_len);
-	raw_record(fd, MEMSVC_OPEN, 2, buf, (uint32_t)(sizeof(r) + r.name_len + r.token_len));
-	raw_answer(fd, &h, payload, &code, msg);
-	TEST_ASSERT(h.type == MEMSVC_OPEN_OK, "OPEN: %#x %s", h.type, msg);
-}
-
 /* ---- cases ---- */
 
 /* Both sides on a machine without a device: one clear line, -ENODEV or
@@ -354,12 +209,12 @@ static void no_device(void)
 {
 	char why[256] = "", buf[4096];
 	struct memsvc_rdma *rp = NULL;
-	struct svc s;
+	struct memsvc_peer s;
 	uint64_t epoch = 0;
 	int e;
 
-	svc_start(&s, "nodev-tcp", NULL);
-	struct memsvc_client *c = cli(s.port);
+	memsvc_peer_start(&s, "nodev-tcp", 0, NULL);
+	struct memsvc_client *c = memsvc_peer_connect(s.port);
 	TEST_ASSERT_EQ(memsvc_create(c, "nd", TOKEN, NR_PAGES, 0), 0);
 	TEST_ASSERT_EQ(memsvc_open(c, "nd", TOKEN, &epoch, NULL), 0);
 	e = memsvc_rdma_attach(c, 2000, &rp, why, sizeof(why));
@@ -383,10 +238,10 @@ static void no_device(void)
 	TEST_ASSERT_EQ(memsvc_read(c, &gfn, 1, back, NULL), 0);
 	TEST_ASSERT(!memcmp(page, back, sizeof(page)), "page read back differs");
 	memsvc_close(c);
-	svc_stop(&s);
+	memsvc_peer_stop(&s, NULL, 0);
 
 	/* the service with --rdma: refuses to start, exit 3, one line */
-	snprintf(s.log, sizeof(s.log), "%s/nodev-rdma.log", tmp_root);
+	snprintf(s.log, sizeof(s.log), "%s/nodev-rdma.log", memsvc_peer_tmp());
 	const char *argv[] = {test_build_path("flit-memsvc"),
 			      "--listen",
 			      "127.0.0.1:0",
@@ -395,17 +250,17 @@ static void no_device(void)
 			      NULL};
 	if (have_device()) {
 		/* a device: the service must come up and offer RDMA instead */
-		svc_start(&s, "dev-rdma", "0.0.0.0:0");
-		c = cli(s.port);
+		memsvc_peer_start(&s, "dev-rdma", 0, "--rdma", "0.0.0.0:0", NULL);
+		c = memsvc_peer_connect(s.port);
 		TEST_ASSERT(memsvc_has_rdma(c), "HELLO_OK does not offer RDMA");
 		memsvc_close(c);
-		svc_stop(&s);
+		memsvc_peer_stop(&s, NULL, 0);
 		return;
 	}
 	s.pid = proc_spawn(s.log, argv);
-	live_pid = s.pid;
+	memsvc_peer_track(s.pid);
 	int rc = proc_wait(s.pid, 10);
-	live_pid = 0;
+	memsvc_peer_untrack(s.pid);
 	proc_read_file(s.log, buf, sizeof(buf));
 	TEST_ASSERT(rc == 3, "exit status %d, 3 expected; log:\n%s", rc, buf);
 	TEST_ASSERT(!strcmp(buf, "flit-memsvc: error: --rdma 127.0.0.1:0: " NO_DEV "\n"),
@@ -417,11 +272,11 @@ static void no_device(void)
 static void rdma_info_refused(void)
 {
 	struct memsvc_rdma_region reg;
-	struct svc s;
+	struct memsvc_peer s;
 	uint64_t e1 = 0, e2 = 0;
 
-	svc_start(&s, "info", NULL);
-	struct memsvc_client *a = cli(s.port), *b = cli(s.port);
+	memsvc_peer_start(&s, "info", 0, NULL);
+	struct memsvc_client *a = memsvc_peer_connect(s.port), *b = memsvc_peer_connect(s.port);
 	TEST_ASSERT(!memsvc_has_rdma(a), "HELLO_OK offers RDMA without a listener");
 
 	/* before HELLO: a framing error */
@@ -436,7 +291,7 @@ static void rdma_info_refused(void)
 	TEST_ASSERT_EQ(memsvc_rdma_info(a, &reg), -EINVAL);
 
 	TEST_ASSERT_EQ(memsvc_create(a, "inf", TOKEN, NR_PAGES, 0), 0);
-	raw_open(fd, "inf");
+	raw_open(fd, "inf", TOKEN);
 	TEST_ASSERT_EQ(memsvc_open(a, "inf", TOKEN, &e1, NULL), 0);
 	/* the owner, but no listener */
 	TEST_ASSERT_EQ(memsvc_rdma_info(a, &reg), -EOPNOTSUPP);
@@ -454,7 +309,7 @@ static void rdma_info_refused(void)
 	TEST_ASSERT_EQ(memsvc_rdma_info(b, &reg), -EOPNOTSUPP);
 	memsvc_close(a);
 	memsvc_close(b);
-	svc_stop(&s);
+	memsvc_peer_stop(&s, NULL, 0);
 }
 
 /* RDMA_COMMIT: refused in every wrong state and shape, and a refused
@@ -462,7 +317,7 @@ static void rdma_info_refused(void)
 static void commit_refused(void)
 {
 	struct memsvc_ns_info info;
-	struct svc s;
+	struct memsvc_peer s;
 	uint64_t e1 = 0, e2 = 0, gfn[MEMSVC_MAX_BATCH + 1];
 	uint8_t buf[1024];
 	bool zero[4];
@@ -470,22 +325,22 @@ static void commit_refused(void)
 
 	for (unsigned i = 0; i < ARRAY_SIZE(gfn); i++)
 		gfn[i] = i;
-	svc_start(&s, "commit", NULL);
-	struct memsvc_client *a = cli(s.port), *b = cli(s.port);
+	memsvc_peer_start(&s, "commit", 0, NULL);
+	struct memsvc_client *a = memsvc_peer_connect(s.port), *b = memsvc_peer_connect(s.port);
 	TEST_ASSERT_EQ(memsvc_rdma_commit(a, gfn, 1), -EINVAL); /* before an open */
 	TEST_ASSERT_EQ(memsvc_create(a, "cm", TOKEN, NR_PAGES, 2), 0);
 
 	/* raw owners first (each open makes a new epoch) */
 	int fd = raw_connect(s.port);
 	raw_hello(fd);
-	raw_open(fd, "cm");
+	raw_open(fd, "cm", TOKEN);
 	struct memsvc_batch bt = {.n = MEMSVC_MAX_BATCH + 1};
 	/* short, over the batch, length that does not match n */
 	expect_error(fd, MEMSVC_RDMA_COMMIT, &bt, 4, MEMSVC_E_PROTO, true, "too short");
 	close(fd);
 	fd = raw_connect(s.port);
 	raw_hello(fd);
-	raw_open(fd, "cm");
+	raw_open(fd, "cm", TOKEN);
 	memcpy(buf, &bt, sizeof(bt));
 	expect_error(fd, MEMSVC_RDMA_COMMIT, buf, sizeof(bt), MEMSVC_E_2BIG, false, "at most");
 	bt.n = 3;
@@ -513,7 +368,7 @@ static void commit_refused(void)
 	TEST_ASSERT(zero[0] && zero[1] && zero[2] && zero[3], "a refused commit stored pages");
 	memsvc_close(a);
 	memsvc_close(b);
-	svc_stop(&s);
+	memsvc_peer_stop(&s, NULL, 0);
 }
 
 /* ---- a hostile service: answers RDMA_INFO for another epoch ---- */
@@ -524,11 +379,6 @@ struct fake {
 	uint64_t answer_epoch; /* in RDMA_INFO_OK; OPEN_OK says 5 */
 	pthread_t t;
 };
-
-static void fake_answer(int fd, uint8_t type, uint32_t id, const void *p, uint32_t len)
-{
-	raw_record(fd, type, id, p, len);
-}
 
 static void *fake_main(void *arg)
 {
@@ -544,15 +394,15 @@ static void *fake_main(void *arg)
 						     .max_batch = MEMSVC_MAX_BATCH,
 						     .page_size = MEMSVC_PAGE,
 						     .features = MEMSVC_FEAT_RDMA};
-			fake_answer(fd, MEMSVC_HELLO_OK, h.id, &ok, sizeof(ok));
+			raw_record(fd, MEMSVC_HELLO_OK, h.id, &ok, sizeof(ok), false);
 		} else if (h.type == MEMSVC_OPEN) {
 			struct memsvc_info_wire w = {
 			    .nr_pages = NR_PAGES, .limit_pages = NR_PAGES, .epoch = 5};
-			fake_answer(fd, MEMSVC_OPEN_OK, h.id, &w, sizeof(w));
+			raw_record(fd, MEMSVC_OPEN_OK, h.id, &w, sizeof(w), false);
 		} else if (h.type == MEMSVC_RDMA_INFO) {
 			struct memsvc_rdma_info_wire w = good_wire();
 			w.epoch = f->answer_epoch;
-			fake_answer(fd, MEMSVC_RDMA_INFO_OK, h.id, &w, sizeof(w));
+			raw_record(fd, MEMSVC_RDMA_INFO_OK, h.id, &w, sizeof(w), false);
 		} else {
 			break;
 		}
@@ -586,7 +436,7 @@ static void hostile_region(void)
 		struct fake f;
 		uint64_t epoch = 0;
 		fake_start(&f, epochs[i]);
-		struct memsvc_client *c = cli(f.port);
+		struct memsvc_client *c = memsvc_peer_connect(f.port);
 		TEST_ASSERT(memsvc_has_rdma(c), "features not seen");
 		TEST_ASSERT_EQ(memsvc_open(c, "h", TOKEN, &epoch, NULL), 0);
 		TEST_ASSERT_EQ(epoch, 5);
@@ -607,21 +457,6 @@ static void hostile_region(void)
 	}
 }
 
-static void cleanup(void)
-{
-	char cmd[128];
-
-	if (live_pid > 0) {
-		kill(live_pid, SIGKILL);
-		waitpid(live_pid, NULL, 0);
-	}
-	if (tmp_root[0]) {
-		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmp_root);
-		if (system(cmd))
-			fprintf(stderr, "could not remove %s\n", tmp_root);
-	}
-}
-
 int main(int argc, char **argv)
 {
 	static const struct test_case cases[] = {
@@ -629,12 +464,8 @@ int main(int argc, char **argv)
 	    TEST_CASE(rdma_info_refused), TEST_CASE(commit_refused), TEST_CASE(no_device),
 	};
 
-	snprintf(tmp_root, sizeof(tmp_root), "/tmp/flit-memsvc-rdma-XXXXXX");
-	if (!mkdtemp(tmp_root)) {
-		perror("mkdtemp");
+	if (!memsvc_peer_setup("flit-memsvc-rdma"))
 		return 1;
-	}
-	atexit(cleanup);
 	signal(SIGPIPE, SIG_IGN);
 	return test_main(argc, argv, cases, ARRAY_SIZE(cases));
 }
