@@ -87,7 +87,13 @@ static void small_cache_memcheck(void)
 	print_stats("4 MiB cache", rm, &ps);
 	TEST_ASSERT(ps.evicted > 4096 && ps.written > 4096, "pages went out and were written back");
 	TEST_ASSERT(ps.fetched > ps.fetched_zero, "pages came back from memsvc");
-	TEST_ASSERT(ps.resident <= 1024 + 64, "the cache stayed near its budget: %llu pages",
+	/* The budget is kept by the evictor, behind the faults: the host
+	 * check just read every page in, so give it a moment to catch up. */
+	for (int i = 0; i < 100 && ps.resident > 1024 + 64; i++) {
+		usleep(50000);
+		remote_stats(rm, &ps);
+	}
+	TEST_ASSERT(ps.resident <= 1024 + 64, "the cache came back to its budget: %llu pages",
 		    (unsigned long long)ps.resident);
 	TEST_ASSERT_EQ(remote_failed(rm, NULL, 0), 0);
 	destroy(vm, rm);
