@@ -19,6 +19,7 @@
 #include "common/util.h"
 #include "migrate/conn.h"
 #include "transport/transport.h"
+#include "vmm/remote.h"
 #include "vmm/vm.h"
 
 #define REQ_MAX 4096
@@ -88,6 +89,29 @@ static json_object *ok_reply(void)
 {
 	json_object *o = json_object_new_object();
 	json_object_object_add(o, "ok", json_object_new_boolean(1));
+	return o;
+}
+
+/* Guest RAM in memsvc: where it is and how the cache does. */
+static json_object *remote_json(struct remote_mem *rm)
+{
+	struct pager_stats ps;
+	json_object *o = json_object_new_object();
+
+	remote_stats(rm, &ps);
+	json_object_object_add(o, "url", json_object_new_string(remote_url(rm)));
+	json_object_object_add(o, "epoch", json_object_new_int64((int64_t)remote_epoch(rm)));
+#define N(k, v) json_object_object_add(o, k, json_object_new_int64((int64_t)(v)))
+	N("resident_pages", ps.resident);
+	N("dirty_pages", remote_dirty(rm));
+	N("fetched_pages", ps.fetched);
+	N("evicted_pages", ps.evicted);
+	N("written_back_pages", ps.written);
+	N("first_writes", ps.wp_faults);
+	N("reconnects", ps.reconnects);
+	N("fault_p50_us", ps.fetch_p50_us);
+	N("fault_p99_us", ps.fetch_p99_us);
+#undef N
 	return o;
 }
 
@@ -293,6 +317,9 @@ static json_object *handle(struct api_server *s, const char *line, bool *subscri
 				       json_object_new_int64((int64_t)s->vm->mem.size));
 		json_object_object_add(reply, "vcpus", json_object_new_int64(s->vm->nr_vcpus));
 		json_object_object_add(reply, "migrating", json_object_new_boolean(busy));
+		if (s->defaults.remote && !gone)
+			json_object_object_add(reply, "remote_memory",
+					       remote_json(s->defaults.remote));
 	} else if (!strcmp(cmd, "pause") || !strcmp(cmd, "resume")) {
 		if (busy || gone)
 			reply = error_reply("%s", busy ? "a migration owns the VM now"

@@ -222,7 +222,7 @@ static int run_flit(const char *log, const char *const *args, pid_t *pid)
 static void flit_stops_clearly(bool takeover)
 {
 	struct memsvc_peer s;
-	char url[128], log[64], tok[64], text[8192];
+	char url[128], log[64], tok[64], text[8192], sock[96];
 	pid_t pid;
 
 	memsvc_peer_start(&s, takeover ? "taken-over" : "gone", 0, NULL);
@@ -247,10 +247,25 @@ static void flit_stops_clearly(bool takeover)
 			   "3",
 			   "ws=16m",
 			   "rounds=0",
+			   "--api",
+			   sock,
 			   NULL};
+	snprintf(sock, sizeof(sock), "/tmp/flit-memsvc-api-%d.sock", (int)getpid());
 	TEST_ASSERT_EQ(run_flit(log, a, &pid), 0);
 	TEST_ASSERT(proc_wait_log(log, "guest RAM in memsvc", 30), "flit attached");
 	usleep(1500000);
+	/* The API tells where the RAM is and how the cache does. */
+	char clog[96], status[4096];
+	snprintf(clog, sizeof(clog), "/tmp/flit-memsvc-ctl-%d.log", (int)getpid());
+	const char *ctl[] = {test_build_path("flitctl"), "--api", sock, "status", NULL};
+	TEST_ASSERT(proc_wait_log(log, "API on", 10), "the API is up");
+	TEST_ASSERT_EQ(proc_wait(proc_spawn(clog, ctl), 20), 0);
+	proc_read_file(clog, status, sizeof(status));
+	unlink(clog);
+	printf("  flitctl status: %.300s\n", status);
+	TEST_ASSERT(strstr(status, "\"remote_memory\"") && strstr(status, url) &&
+			strstr(status, "\"fetched_pages\"") && strstr(status, "\"resident_pages\""),
+		    "status has the remote memory: %s", status);
 	if (takeover) {
 		char hex[2 * sizeof(TOKEN)];
 		for (size_t i = 0; i < strlen(TOKEN); i++)
