@@ -457,7 +457,7 @@ static int connect_all(struct src *s, struct mig_conn *ctl, const struct mig_par
 	return 0;
 }
 
-/* The namespace and the hot pages (the resident ones, oldest first: the
+/* The namespace and the hot pages (the resident ones, newest first: the
  * destination reads them in that order after it resumes). */
 static int send_memsvc(struct src *s, struct mig_conn *ctl)
 {
@@ -474,6 +474,14 @@ static int send_memsvc(struct src *s, struct mig_conn *ctl)
 	}
 	snprintf(m.url, sizeof(m.url), "%s", remote_url(s->p->remote));
 	m.nr_hot = (uint32_t)remote_hot(s->p->remote, hot, MIG_MEMSVC_MAX_HOT);
+	/* Newest first: the pages the guest wrote lately have been sent to
+	 * the back of the line (second chance), and they are the ones it
+	 * will touch first at the destination. */
+	for (uint32_t i = 0; i < m.nr_hot / 2; i++) {
+		uint64_t t = hot[i];
+		hot[i] = hot[m.nr_hot - 1 - i];
+		hot[m.nr_hot - 1 - i] = t;
+	}
 	s->hot = m.nr_hot;
 	struct iovec iov[2] = {{&m, sizeof(m)}, {hot, (size_t)m.nr_hot * 8}};
 	int r = mig_send_iov(ctl, MIG_REC_MEMSVC, iov, 2);
@@ -486,34 +494,47 @@ static int send_memsvc(struct src *s, struct mig_conn *ctl)
 static int memsvc_rounds(struct src *s, struct mig_report *rep, uint64_t t_start, uint32_t *round)
 {
 	const struct mig_params *p = s->p;
+	bool first = true;
 
 	PROGRESS_SET(p, phase, MIG_PHASE_ITERATE);
 	for (;;) {
 		uint64_t t0 = now_ns(), n = 0;
-		int r = remote_flush(p->remote, &n);
+		/* Round 1 stores every page never stored; later rounds what
+		 * the dirty log says changed. The pages stay writable: the log
+		 * sees the guest's next write in the kernel, where a write
+		 * protection would stop it for a round trip to userspace. */
+		int r = remote_flush_tracked(p->remote, first ? NULL : s->todo, &n);
 		if (r) {
 			snprintf(rep->error, sizeof(rep->error), "writing back to memsvc: %s",
 				 strerror(-r));
 			return r;
 		}
+		first = false;
+		memset(s->todo, 0, BITMAP_WORDS(s->nr_pages) * 8);
+		r = vm_dirty_collect(s->vm, s->todo);
+		if (r)
+			return r;
 		++*round;
 		double secs = (double)(now_ns() - t0) / 1e9;
+		uint64_t dirty = bitmap_weight(s->todo, s->nr_pages);
 		rep->written_back += n;
 		if (rep->nr_timeline < MIG_TIMELINE_MAX)
 			rep->timeline[rep->nr_timeline++] =
 			    (struct mig_round_rec){.start_ms = (double)(t0 - t_start) / 1e6,
 						   .end_ms = (double)(now_ns() - t_start) / 1e6,
 						   .pages = n,
-						   .bytes = n * 4096};
+						   .bytes = n * 4096,
+						   .dirty_pages = dirty};
 		PROGRESS_SET(p, round, *round);
-		log_debug("memsvc round %u: %llu pages written back in %.1f ms", *round,
-			  (unsigned long long)n, secs * 1e3);
+		PROGRESS_SET(p, dirty_pages, dirty);
+		log_debug(
+		    "memsvc round %u: %llu pages written back in %.1f ms, %llu written meanwhile",
+		    *round, (unsigned long long)n, secs * 1e3, (unsigned long long)dirty);
 		if (cancelled(s))
 			return -ECANCELED;
 		/* What is dirty now, at this round's write-back rate. Another
 		 * round pays only if the guest wrote clearly less than this one
 		 * wrote back (else it dirties as fast as rounds clean). */
-		uint64_t dirty = remote_dirty(p->remote);
 		double est_ms = n && secs > 0 ? (double)dirty * secs * 1e3 / (double)n : 0;
 		if (dirty < 64 || est_ms <= p->downtime_limit_ms || *round >= p->max_rounds ||
 		    (*round > 1 && (double)dirty > 0.8 * (double)n))
@@ -706,8 +727,9 @@ int mig_source_run(struct vm *vm, const struct mig_params *p, struct mig_report 
 			goto fail;
 		s.snd[i].started = true;
 	}
-	/* memsvc: the pager's write protection tracks what changed. */
-	tracking = !postcopy && !via_memsvc;
+	/* memsvc too: the pager's write protection says what was never
+	 * stored, the dirty log what changed since a round stored it. */
+	tracking = !postcopy;
 	r = tracking ? vm_dirty_start(vm) : 0;
 	if (r) {
 		tracking = false;
@@ -850,20 +872,26 @@ stop_copy:
 			goto fail;
 		}
 	}
-	if (via_memsvc) {
-		/* The last writes go straight to the destination, at the
-		 * migration link's speed, not to memsvc and back: it keeps
-		 * them resident and dirty, newer than memsvc's copies. */
-		memset(s.todo, 0, BITMAP_WORDS(s.nr_pages) * 8);
-		remote_quiesce(p->remote, true); /* the dirty set holds still */
-		quiesced = true;
-		rep->written_paused = remote_dirty_bitmap(p->remote, s.todo);
-	}
 	uint64_t *more = bitmap_alloc(s.nr_pages);
 	r = !more ? -ENOMEM : tracking ? vm_dirty_collect(vm, more) : 0;
 	if (!r)
 		for (uint64_t w = 0; w < BITMAP_WORDS(s.nr_pages); w++)
 			s.todo[w] |= more[w];
+	if (!r && via_memsvc) {
+		/* What was written since its last write-back (the last
+		 * round's log and this one) goes straight to the destination,
+		 * at the migration link's speed, not to memsvc and back: it
+		 * keeps them resident and dirty, newer than memsvc's copies.
+		 * Only pages resident and dirty here: one evicted or fetched
+		 * again since is in memsvc as it is. */
+		remote_quiesce(p->remote, true); /* the dirty set holds still */
+		quiesced = true;
+		memset(more, 0, BITMAP_WORDS(s.nr_pages) * 8);
+		remote_dirty_bitmap(p->remote, more);
+		for (uint64_t w = 0; w < BITMAP_WORDS(s.nr_pages); w++)
+			s.todo[w] &= more[w];
+		rep->written_paused = bitmap_weight(s.todo, s.nr_pages);
+	}
 	free(more);
 	/* A switch to post-copy after rounds: what was dirtied since it was
 	 * sent is not sent now; the destination drops its stale copy, and it

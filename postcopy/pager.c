@@ -413,17 +413,33 @@ void pager_quiesce(struct pager *p, bool on)
 
 int pager_flush(struct pager *p, uint64_t *written)
 {
+	return pager_flush_only(p, NULL, 0, false, written);
+}
+
+int pager_flush_only(struct pager *p, const uint64_t *only, uint64_t offset, bool writable,
+		     uint64_t *written)
+{
 	uint64_t gfn[MAX_BATCH], total = 0;
 	int r = 0;
 
 	pthread_mutex_lock(&p->store_lock);
 	for (uint64_t g = 0; g < p->nr_pages && !r;) {
 		unsigned n = 0;
-		for (; g < p->nr_pages && n < p->batch; g++)
+		for (; g < p->nr_pages && n < p->batch; g++) {
+			uint64_t b = g + offset;
+			if (only && !((only[b / 64] >> (b % 64)) & 1))
+				continue;
 			if (cas(&p->state[g], DIRTY, BUSY))
 				gfn[n++] = g;
+		}
 		r = write_back(p, gfn, n);
-		release(p, gfn, n, !r);
+		if (!r && writable) {
+			/* Stored, and writable again at once: someone else
+			 * (a migration's dirty log) tracks what changes. */
+			release(p, gfn, n, false);
+		} else {
+			release(p, gfn, n, !r);
+		}
 		total += r ? 0 : n;
 	}
 	pthread_mutex_unlock(&p->store_lock);

@@ -82,6 +82,13 @@ int pager_open(struct pager **out, void *base, uint64_t nr_pages, const struct p
  * written back go to *written (may be NULL). 0 or -errno. */
 int pager_flush(struct pager *p, uint64_t *written);
 
+/* The same for the dirty pages whose bit (offset + page) is set in only
+ * (NULL: all); writable: the pages stay writable and count as dirty after
+ * they are stored, for a caller that tracks writes itself (KVM's dirty log
+ * during a migration): no write-protect fault for the guest's next write. */
+int pager_flush_only(struct pager *p, const uint64_t *only, uint64_t offset, bool writable,
+		     uint64_t *written);
+
 /* Pages written since they were last stored; pager_dirty_bitmap also sets
  * their bits in bitmap, at bit offset + page. */
 uint64_t pager_dirty(struct pager *p);

@@ -233,6 +233,11 @@ int remote_flush(struct remote_mem *rm, uint64_t *written)
 	return pager_flush(rm->pager, written);
 }
 
+int remote_flush_tracked(struct remote_mem *rm, const uint64_t *only, uint64_t *written)
+{
+	return pager_flush_only(rm->pager, only, FIRST_GFN, true, written);
+}
+
 void remote_stats(struct remote_mem *rm, struct pager_stats *s)
 {
 	pager_stats(rm->pager, s);
