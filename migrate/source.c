@@ -503,7 +503,7 @@ static int memsvc_rounds(struct src *s, struct mig_report *rep, uint64_t t_start
 		 * the dirty log says changed. The pages stay writable: the log
 		 * sees the guest's next write in the kernel, where a write
 		 * protection would stop it for a round trip to userspace. */
-		int r = remote_flush_tracked(p->remote, first ? NULL : s->todo, &n);
+		int r = remote_flush(p->remote, first ? NULL : s->todo, &n);
 		if (r) {
 			snprintf(rep->error, sizeof(rep->error), "writing back to memsvc: %s",
 				 strerror(-r));

@@ -263,23 +263,16 @@ static int write_back(struct pager *p, const uint64_t *gfn, unsigned n)
 	return r;
 }
 
-/* Ends a hold: the pages are clean now (still protected), or dirty again
- * when the write-back failed (unprotected, which wakes their writers). */
-static void release(struct pager *p, const uint64_t *gfn, unsigned n, bool stored)
+/* Ends a hold on pages kept resident: writable again (which wakes the
+ * writers that waited) and dirty. */
+static void release(struct pager *p, const uint64_t *gfn, unsigned n)
 {
-	if (stored)
-		for (unsigned i = 0; i < n; i++)
-			__atomic_store_n(&p->state[gfn[i]], CLEAN, __ATOMIC_RELEASE);
 	for (unsigned i = 0, k; i < n; i += k) {
 		k = run_len(gfn + i, n - i);
-		if (stored)
-			uffd_wake(&p->u, gfn[i], k);
-		else
-			uffd_protect(&p->u, gfn[i], k, false);
+		uffd_protect(&p->u, gfn[i], k, false);
 	}
-	if (!stored)
-		for (unsigned i = 0; i < n; i++)
-			__atomic_store_n(&p->state[gfn[i]], DIRTY, __ATOMIC_RELEASE);
+	for (unsigned i = 0; i < n; i++)
+		__atomic_store_n(&p->state[gfn[i]], DIRTY, __ATOMIC_RELEASE);
 }
 
 /* Drops BUSY pages the store holds. */
@@ -372,7 +365,7 @@ static void *evictor(void *arg)
 				nd = pick(p, clean, &nc, dirty, p->batch);
 				int r = write_back(p, dirty, nd);
 				if (r) {
-					release(p, dirty, nd, false);
+					release(p, dirty, nd);
 					requeue(p, dirty, nd);
 				} else {
 					drop(p, dirty, nd);
@@ -411,13 +404,7 @@ void pager_quiesce(struct pager *p, bool on)
 	}
 }
 
-int pager_flush(struct pager *p, uint64_t *written)
-{
-	return pager_flush_only(p, NULL, 0, false, written);
-}
-
-int pager_flush_only(struct pager *p, const uint64_t *only, uint64_t offset, bool writable,
-		     uint64_t *written)
+int pager_flush(struct pager *p, const uint64_t *only, uint64_t offset, uint64_t *written)
 {
 	uint64_t gfn[MAX_BATCH], total = 0;
 	int r = 0;
@@ -433,13 +420,8 @@ int pager_flush_only(struct pager *p, const uint64_t *only, uint64_t offset, boo
 				gfn[n++] = g;
 		}
 		r = write_back(p, gfn, n);
-		if (!r && writable) {
-			/* Stored, and writable again at once: someone else
-			 * (a migration's dirty log) tracks what changes. */
-			release(p, gfn, n, false);
-		} else {
-			release(p, gfn, n, !r);
-		}
+		/* Stored or not, writable again at once (and dirty). */
+		release(p, gfn, n);
 		total += r ? 0 : n;
 	}
 	pthread_mutex_unlock(&p->store_lock);
@@ -560,6 +542,7 @@ int pager_open(struct pager **out, void *base, uint64_t nr_pages, const struct p
 	p->fetch_store = fetch_store;
 	p->evict_store = evict_store;
 	p->batch = MIN(MAX(ops->max_batch, 1u), MAX_BATCH);
+	p->quiet = prm->quiet;
 	p->readahead = prm->readahead < 0 ? 1 : prm->readahead ? (unsigned)prm->readahead : 16;
 	p->readahead = MIN(MAX(p->readahead, 1u), p->batch);
 	pthread_mutex_init(&p->lock, NULL);

@@ -9,14 +9,17 @@
  *                 after it) from the store and places it
  *   CLEAN         resident, the same as the store's copy, write-protected
  *                 (placed with UFFDIO_COPY_MODE_WP)
- *   DIRTY         resident, written since it was stored (or never stored;
- *                 a page the store never had arrives dirty and writable:
- *                 it is most likely about to be filled)
+ *   DIRTY         resident and writable: written since it was stored, or
+ *                 never stored (a page the store never had arrives so: it
+ *                 is most likely about to be filled), or stored by a flush
+ *                 whose caller tracks later writes itself
  *   UNPROTECTING  the fault thread is lifting the protection after a write
  *   BUSY          the evictor or a flush holds it, write-protected, and
  *                 writes it back (a writer waits until it is done)
- * So the write protection is the dirty tracking: a clean page needs no
- * write-back before it is dropped, and a flush writes only what changed.
+ * So the write protection is the eviction's dirty tracking: a clean page
+ * needs no write-back before it is dropped. A migration's flushes leave
+ * pages writable and track writes with KVM's dirty log instead (cheaper
+ * for the guest than a write-protect fault per page).
  *
  * Eviction: when the resident set passes cache_pages, the evictor takes
  * pages in the order they came in (a second chance for pages written since
@@ -54,6 +57,7 @@ struct pager_params {
 	/* Which pages are resident (and dirty) now, one bit a page of the
 	 * range; NULL: ask the kernel (mincore). */
 	const uint64_t *resident;
+	bool quiet; /* start with eviction held back (pager_quiesce(p, false)) */
 };
 
 struct pager_stats {
@@ -77,17 +81,12 @@ int pager_open(struct pager **out, void *base, uint64_t nr_pages, const struct p
 	       const struct page_store_ops *ops, void *fetch_store, void *evict_store, char *why,
 	       unsigned whylen);
 
-/* Writes back every dirty page and leaves it resident and clean. While the
- * guest runs, pages written meanwhile stay dirty for the next flush. Pages
+/* Writes back the dirty pages whose bit (offset + page) is set in only
+ * (NULL: every dirty page). They stay resident, writable and counted dirty:
+ * the caller (a migration, with KVM's dirty log on) tracks what changes
+ * after, so the guest's next write costs no write-protect fault. Pages
  * written back go to *written (may be NULL). 0 or -errno. */
-int pager_flush(struct pager *p, uint64_t *written);
-
-/* The same for the dirty pages whose bit (offset + page) is set in only
- * (NULL: all); writable: the pages stay writable and count as dirty after
- * they are stored, for a caller that tracks writes itself (KVM's dirty log
- * during a migration): no write-protect fault for the guest's next write. */
-int pager_flush_only(struct pager *p, const uint64_t *only, uint64_t offset, bool writable,
-		     uint64_t *written);
+int pager_flush(struct pager *p, const uint64_t *only, uint64_t offset, uint64_t *written);
 
 /* Pages written since they were last stored; pager_dirty_bitmap also sets
  * their bits in bitmap, at bit offset + page. */

@@ -122,23 +122,6 @@ static int drop_all_but(struct vm *vm, uint64_t *kept, const struct remote_param
 	return 0;
 }
 
-static int connect_one(struct store *s, const char *host, uint16_t port, const char *ns,
-		       const char *token, uint64_t *epoch)
-{
-	char why[200];
-	int r;
-
-	s->c = memsvc_connect(host, port, 0, &r, why, sizeof(why));
-	if (!s->c) {
-		log_err("memsvc %s:%u: %s", host, port, why);
-		return r;
-	}
-	r = memsvc_open(s->c, ns, token, epoch, NULL);
-	if (r)
-		log_err("memsvc namespace %s: %s", ns, memsvc_why(s->c));
-	return r;
-}
-
 int remote_open(struct remote_mem **out, struct vm *vm, const struct remote_params *p)
 {
 	char host[256], ns[128], why[200], token[600];
@@ -173,11 +156,15 @@ int remote_open(struct remote_mem **out, struct vm *vm, const struct remote_para
 			goto fail;
 	}
 
-	/* Create it if need be (the first connection), then own it: the
-	 * evictor's connection takes a new epoch, the fault thread's joins
-	 * it. */
+	/* Create the namespace if need be and build the pager (evictor held
+	 * back) before taking ownership: a failure until then leaves the
+	 * namespace's owner, a migration's source, undisturbed and free to
+	 * run on. Ownership comes last: the evictor's connection takes a new
+	 * epoch, the fault thread's joins it. */
 	rm->evict.c = memsvc_connect(host, port, 0, &r, why, sizeof(why));
-	if (!rm->evict.c) {
+	if (rm->evict.c)
+		rm->fetch.c = memsvc_connect(host, port, 0, &r, why, sizeof(why));
+	if (!rm->evict.c || !rm->fetch.c) {
 		log_err("memsvc %s:%u: %s", host, port, why);
 		goto fail;
 	}
@@ -186,27 +173,10 @@ int remote_open(struct remote_mem **out, struct vm *vm, const struct remote_para
 		log_err("memsvc: creating namespace %s: %s", ns, memsvc_why(rm->evict.c));
 		goto fail;
 	}
-	struct memsvc_ns_info info;
-	r = memsvc_open(rm->evict.c, ns, token, &rm->epoch, &info);
-	if (r) {
-		log_err("memsvc namespace %s: %s", ns, memsvc_why(rm->evict.c));
-		goto fail;
-	}
-	if (info.nr_pages != nr_pages) {
-		char a[32], b[32];
-		log_err("memsvc namespace %s holds %s, the guest has %s of RAM", ns,
-			fmt_size(info.nr_pages * 4096, a, sizeof(a)),
-			fmt_size(nr_pages * 4096, b, sizeof(b)));
-		r = -EINVAL;
-		goto fail;
-	}
-	uint64_t epoch = rm->epoch;
-	r = connect_one(&rm->fetch, host, port, ns, token, &epoch);
-	if (r)
-		goto fail;
-
-	struct pager_params pp = {
-	    .cache_pages = p->cache_bytes / 4096, .retry_ms = p->retry_ms, .resident = rm->keep};
+	struct pager_params pp = {.cache_pages = p->cache_bytes / 4096,
+				  .retry_ms = p->retry_ms,
+				  .resident = rm->keep,
+				  .quiet = true};
 	if (!pp.cache_pages)
 		pp.cache_pages = MAX(paged / 4, 1);
 	r = pager_open(&rm->pager, vm->mem.regions[0].hva + VM_UNTRACKED_BYTES, paged, &pp,
@@ -215,6 +185,26 @@ int remote_open(struct remote_mem **out, struct vm *vm, const struct remote_para
 		log_err("remote memory: %s", why);
 		goto fail;
 	}
+	struct memsvc_ns_info info;
+	uint64_t epoch = 0;
+	r = memsvc_open(rm->evict.c, ns, token, &epoch, &info);
+	if (!r && info.nr_pages != nr_pages) {
+		char a[32], b[32];
+		log_err("memsvc namespace %s holds %s, the guest has %s of RAM", ns,
+			fmt_size(info.nr_pages * 4096, a, sizeof(a)),
+			fmt_size(nr_pages * 4096, b, sizeof(b)));
+		r = -EINVAL;
+		goto fail;
+	}
+	rm->epoch = epoch;
+	struct memsvc_client *failed = r ? rm->evict.c : rm->fetch.c;
+	if (!r)
+		r = memsvc_open(rm->fetch.c, ns, token, &epoch, NULL);
+	if (r) {
+		log_err("memsvc namespace %s: %s", ns, memsvc_why(failed));
+		goto fail;
+	}
+	pager_quiesce(rm->pager, false);
 	char a[32];
 	log_info("guest RAM in memsvc %s:%u/%s (epoch %llu, %s of it resident at most, %llu "
 		 "pages stored)",
@@ -228,14 +218,9 @@ fail:
 	return r;
 }
 
-int remote_flush(struct remote_mem *rm, uint64_t *written)
+int remote_flush(struct remote_mem *rm, const uint64_t *only, uint64_t *written)
 {
-	return pager_flush(rm->pager, written);
-}
-
-int remote_flush_tracked(struct remote_mem *rm, const uint64_t *only, uint64_t *written)
-{
-	return pager_flush_only(rm->pager, only, FIRST_GFN, true, written);
+	return pager_flush(rm->pager, only, FIRST_GFN, written);
 }
 
 void remote_stats(struct remote_mem *rm, struct pager_stats *s)

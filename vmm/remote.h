@@ -43,12 +43,10 @@ struct remote_params {
 /* Attaches vm's RAM (created, image loaded, not started) to the namespace.
  * 0 or -errno, with the reason logged. */
 int remote_open(struct remote_mem **out, struct vm *vm, const struct remote_params *p);
-/* Writes back every page written since the last flush. */
-int remote_flush(struct remote_mem *rm, uint64_t *written);
 /* Writes back the dirty pages set in only (guest page numbers; NULL: all)
- * and leaves them writable: for a migration that tracks writes with the
- * VM's dirty log meanwhile. */
-int remote_flush_tracked(struct remote_mem *rm, const uint64_t *only, uint64_t *written);
+ * and leaves them writable: for a migration, whose dirty log tracks the
+ * writes meanwhile. */
+int remote_flush(struct remote_mem *rm, const uint64_t *only, uint64_t *written);
 void remote_stats(struct remote_mem *rm, struct pager_stats *s);
 /* Non-zero once the service has been gone for retry_ms (why filled). */
 int remote_failed(struct remote_mem *rm, char *why, unsigned whylen);
