@@ -170,12 +170,14 @@ static void iov_gather(const struct iovec *iov, unsigned niov, size_t off, void 
 
 /*
  * Receives one answer into iov (iov[0] at least a header; the answer may be
- * shorter than the room). Only one request is ever in flight, so nothing
- * follows the answer and a receive may ask for all the room at once: a
- * whole READ_OK usually comes in a single recvmsg.
+ * shorter than the room). With one request in flight nothing follows the
+ * answer, so a receive may ask for all the room at once: a whole READ_OK
+ * usually comes in a single recvmsg. With more in flight (exact), the next
+ * answer may follow at once: the header is taken alone, then exactly its
+ * payload.
  */
 static int recv_answer(struct memsvc_client *c, uint32_t id, const struct iovec *iov, unsigned niov,
-		       struct memsvc_hdr *h)
+		       struct memsvc_hdr *h, bool exact)
 {
 	struct iovec cur[MEMSVC_MAX_BATCH + 4];
 	size_t cap = 0, got = 0, want = MEMSVC_HDR_SIZE;
@@ -206,6 +208,15 @@ static int recv_answer(struct memsvc_client *c, uint32_t id, const struct iovec 
 			cur[n].iov_base = (uint8_t *)iov[i].iov_base + skip;
 			cur[n++].iov_len = iov[i].iov_len - skip;
 			skip = 0;
+		}
+		if (exact) { /* no further than this answer's known end */
+			size_t left = want - got;
+			unsigned k = 0;
+			for (; k < n && left; k++) {
+				cur[k].iov_len = MIN(cur[k].iov_len, left);
+				left -= cur[k].iov_len;
+			}
+			n = k;
 		}
 		struct msghdr m = {.msg_iov = cur, .msg_iovlen = n};
 		ssize_t k = recvmsg(c->fd, &m, MSG_DONTWAIT);
@@ -297,7 +308,7 @@ static int call_small(struct memsvc_client *c, uint8_t type, struct iovec *iov, 
 	int r = send_record(c, type, id, iov, niov);
 
 	if (!r)
-		r = recv_answer(c, id, &in, 1, &h);
+		r = recv_answer(c, id, &in, 1, &h, false);
 	if (!r)
 		r = check_answer(c, &h, answer, &in, 1);
 	if (r)
@@ -530,12 +541,20 @@ int memsvc_info(struct memsvc_client *c, struct memsvc_ns_info *info)
 	return r;
 }
 
-static int read_locked(struct memsvc_client *c, const uint64_t *gfn, unsigned n, uint8_t *out,
-		       bool *zero)
+static int read_send(struct memsvc_client *c, uint32_t id, const uint64_t *gfn, unsigned n)
 {
 	struct memsvc_batch b = {.n = n};
 	struct iovec iov[3] = {{0}, {&b, sizeof(b)}, {(void *)gfn, (size_t)n * 8}};
-	uint32_t id = ++c->next_id, fsz = memsvc_flags_size(n), present = 0;
+
+	return send_record(c, MEMSVC_READ, id, iov, 3);
+}
+
+/* Takes the answer to READ request id (n pages) into out and zero. */
+static int read_answer(struct memsvc_client *c, uint32_t id, unsigned n, uint8_t *out, bool *zero,
+		       bool exact)
+{
+	struct memsvc_batch b;
+	uint32_t fsz = memsvc_flags_size(n), present = 0;
 	size_t pre = MEMSVC_HDR_SIZE + sizeof(b) + fsz;
 	struct iovec in[2] = {{c->small, pre}, {out, (size_t)n * MEMSVC_PAGE}};
 	struct memsvc_hdr h;
@@ -544,9 +563,7 @@ static int read_locked(struct memsvc_client *c, const uint64_t *gfn, unsigned n,
 	_Static_assert(MEMSVC_HDR_SIZE + sizeof(struct memsvc_batch) + MEMSVC_MAX_BATCH <=
 			   SMALL_ANSWER,
 		       "READ_OK prefix fits");
-	r = send_record(c, MEMSVC_READ, id, iov, 3);
-	if (!r)
-		r = recv_answer(c, id, in, 2, &h);
+	r = recv_answer(c, id, in, 2, &h, exact);
 	if (!r)
 		r = check_answer(c, &h, MEMSVC_READ_OK, in, 2);
 	if (r)
@@ -589,27 +606,115 @@ int memsvc_read(struct memsvc_client *c, const uint64_t *gfn, unsigned n, void *
 	if (n == 0)
 		return 0;
 	pthread_mutex_lock(&c->lock);
-	r = read_locked(c, gfn, n, out, zero);
+	uint32_t id = ++c->next_id;
+	r = read_send(c, id, gfn, n);
+	if (!r)
+		r = read_answer(c, id, n, out, zero, false);
 	pthread_mutex_unlock(&c->lock);
+	return r;
+}
+
+static int write_send(struct memsvc_client *c, uint32_t id, const uint64_t *gfn, unsigned n,
+		      const void *const *src)
+{
+	struct memsvc_batch b = {.n = n};
+	struct iovec iov[3 + MEMSVC_MAX_BATCH];
+
+	iov[1] = (struct iovec){&b, sizeof(b)};
+	iov[2] = (struct iovec){(void *)gfn, (size_t)n * 8};
+	for (unsigned i = 0; i < n; i++)
+		iov[3 + i] = (struct iovec){(void *)src[i], MEMSVC_PAGE};
+	return send_record(c, MEMSVC_WRITE, id, iov, 3 + n);
+}
+
+static int write_answer(struct memsvc_client *c, uint32_t id, bool exact)
+{
+	struct iovec in = {c->small, sizeof(c->small)};
+	struct memsvc_hdr h;
+	int r = recv_answer(c, id, &in, 1, &h, exact);
+
+	if (!r)
+		r = check_answer(c, &h, MEMSVC_WRITE_OK, &in, 1);
+	if (!r && h.len)
+		r = lost(c, -EPROTO, "WRITE answer of %u bytes, 0 expected", h.len);
 	return r;
 }
 
 int memsvc_write(struct memsvc_client *c, const uint64_t *gfn, unsigned n, const void *const *src)
 {
-	struct memsvc_batch b = {.n = n};
-	struct iovec iov[3 + MEMSVC_MAX_BATCH];
 	int r;
 
 	if (n > MEMSVC_MAX_BATCH)
 		return fail(c, -E2BIG, "batch of %u pages: at most %u", n, MEMSVC_MAX_BATCH);
 	if (n == 0)
 		return 0;
-	iov[1] = (struct iovec){&b, sizeof(b)};
-	iov[2] = (struct iovec){(void *)gfn, (size_t)n * 8};
-	for (unsigned i = 0; i < n; i++)
-		iov[3 + i] = (struct iovec){(void *)src[i], MEMSVC_PAGE};
 	pthread_mutex_lock(&c->lock);
-	r = call_small(c, MEMSVC_WRITE, iov, 3 + n, MEMSVC_WRITE_OK, NULL, 0);
+	uint32_t id = ++c->next_id;
+	r = write_send(c, id, gfn, n, src);
+	if (!r)
+		r = write_answer(c, id, false);
+	pthread_mutex_unlock(&c->lock);
+	return r;
+}
+
+/*
+ * Many pages in batches of MEMSVC_MAX_BATCH, up to MEMSVC_PIPELINE of them
+ * on the wire: send while the window has room, else take the oldest
+ * answer. A refusal stops the sending; the answers still due are taken
+ * (the connection stays in step) and the first refusal is returned. A lost
+ * connection ends it at once.
+ */
+static int many(struct memsvc_client *c, bool write, const uint64_t *gfn, size_t n,
+		const void *const *src, uint8_t *out, bool *zero)
+{
+	size_t sent = 0, done = 0;
+	uint32_t first = c->next_id + 1;
+	char why[sizeof(c->why)];
+	int err = 0;
+
+	while (done < sent || (!err && sent < n)) {
+		size_t inflight = (sent - done + MEMSVC_MAX_BATCH - 1) / MEMSVC_MAX_BATCH;
+		if (!err && sent < n && inflight < MEMSVC_PIPELINE) {
+			unsigned k = (unsigned)MIN(n - sent, MEMSVC_MAX_BATCH);
+			uint32_t id = ++c->next_id;
+			int r = write ? write_send(c, id, gfn + sent, k, src + sent)
+				      : read_send(c, id, gfn + sent, k);
+			if (r)
+				return r; /* lost: no answer comes any more */
+			sent += k;
+			continue;
+		}
+		unsigned k = (unsigned)MIN(sent - done, MEMSVC_MAX_BATCH);
+		uint32_t id = first + (uint32_t)(done / MEMSVC_MAX_BATCH);
+		int r = write ? write_answer(c, id, true)
+			      : read_answer(c, id, k, out + done * MEMSVC_PAGE,
+					    zero ? zero + done : NULL, true);
+		if (r && c->fd < 0)
+			return r;
+		if (r && !err) { /* keep the first refusal's words */
+			err = r;
+			memcpy(why, c->why, sizeof(why));
+		}
+		done += k;
+	}
+	if (err)
+		memcpy(c->why, why, sizeof(why));
+	return err;
+}
+
+int memsvc_write_many(struct memsvc_client *c, const uint64_t *gfn, size_t n,
+		      const void *const *src)
+{
+	pthread_mutex_lock(&c->lock);
+	int r = many(c, true, gfn, n, src, NULL, NULL);
+	pthread_mutex_unlock(&c->lock);
+	return r;
+}
+
+int memsvc_read_many(struct memsvc_client *c, const uint64_t *gfn, size_t n, void *out, bool *zero)
+{
+	pthread_mutex_lock(&c->lock);
+	int r = many(c, false, gfn, n, NULL, out, zero);
 	pthread_mutex_unlock(&c->lock);
 	return r;
 }

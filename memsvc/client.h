@@ -30,6 +30,7 @@
 
 #define MEMSVC_PAGE	    4096u
 #define MEMSVC_MAX_BATCH    64u /* pages in one read or write request */
+#define MEMSVC_PIPELINE	    8u	/* requests on the wire at once (the *_many calls) */
 #define MEMSVC_DEFAULT_PORT 4610
 #define MEMSVC_NAME_MAX	    63u	 /* namespace name: bytes of [A-Za-z0-9._-], no leading '.' */
 #define MEMSVC_TOKEN_MAX    255u /* token: 1 to this many bytes */
@@ -74,6 +75,17 @@ int memsvc_read(struct memsvc_client *c, const uint64_t *gfn, unsigned n, void *
  * 0 the service has stored them (and, with a backing file, they survive a
  * restart of the service). */
 int memsvc_write(struct memsvc_client *c, const uint64_t *gfn, unsigned n, const void *const *src);
+
+/* Any number of pages, as memsvc_read and memsvc_write would in batches of
+ * MEMSVC_MAX_BATCH, with up to MEMSVC_PIPELINE requests on the wire at once
+ * (the service answers in order): the link and the service stay busy while
+ * answers travel. 0 once every batch is done. A refusal stops the sending
+ * and returns the first one (with its reason); batches sent before it may
+ * or may not be done, so the caller treats the whole call as failed. */
+int memsvc_write_many(struct memsvc_client *c, const uint64_t *gfn, size_t n,
+		      const void *const *src);
+int memsvc_read_many(struct memsvc_client *c, const uint64_t *gfn, size_t n, void *out,
+		     bool *zero);
 
 /* Connects again to the same service and reopens the namespace with the
  * epoch held (see memsvc_open); -ESTALE if another owner took it. */

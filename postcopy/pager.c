@@ -17,7 +17,8 @@
 
 enum { MISSING, CLEAN, DIRTY, UNPROTECTING, BUSY };
 
-#define MAX_BATCH 64
+#define MAX_BATCH 64  /* pages per fault's read */
+#define MANY_MAX  512 /* pages per write-back and per prefetch read */
 
 struct pager {
 	struct uffd u;
@@ -26,7 +27,7 @@ struct pager {
 	struct pager_params prm;
 	const struct page_store_ops *ops;
 	void *fetch_store, *evict_store;
-	unsigned batch, readahead;
+	unsigned batch, many, readahead;
 
 	uint8_t *state; /* per page, atomic */
 	uint8_t *ref;	/* per page: written since last passed over */
@@ -47,7 +48,7 @@ struct pager {
 	int failed;
 	char why[200];
 	uint8_t buf[MAX_BATCH * 4096];	/* fault thread's fetch buffer */
-	uint8_t pbuf[MAX_BATCH * 4096]; /* prefetch buffer (store_lock) */
+	uint8_t pbuf[MANY_MAX * 4096]; /* prefetch buffer (store_lock) */
 };
 
 static bool cas(uint8_t *s, uint8_t from, uint8_t to)
@@ -243,7 +244,7 @@ static int do_write(struct pager *p, void *store, void *arg)
  * store_lock held. */
 static int write_back(struct pager *p, const uint64_t *gfn, unsigned n)
 {
-	const void *src[MAX_BATCH];
+	const void *src[MANY_MAX];
 
 	/* One ioctl a run of neighbours: each one flushes TLBs. */
 	for (unsigned i = 0, k; i < n; i += k) {
@@ -338,11 +339,13 @@ static void requeue(struct pager *p, const uint64_t *gfn, unsigned n)
 static void *evictor(void *arg)
 {
 	struct pager *p = arg;
-	uint64_t clean[MAX_BATCH], dirty[MAX_BATCH];
+	uint64_t clean[MANY_MAX], dirty[MANY_MAX];
 	unsigned nc;
 	/* Evict down to a little under the budget, so that every fault does
 	 * not wake the evictor. */
 	uint64_t slack = MAX(p->prm.cache_pages / 32, 1);
+	/* As many at once as the store takes, but not far under budget. */
+	unsigned most = (unsigned)MIN((uint64_t)p->many, MAX(slack, (uint64_t)p->batch));
 
 	pthread_mutex_lock(&p->lock);
 	for (;;) {
@@ -362,7 +365,7 @@ static void *evictor(void *arg)
 			unsigned nd = 0;
 			nc = 0;
 			if (!quiet) {
-				nd = pick(p, clean, &nc, dirty, p->batch);
+				nd = pick(p, clean, &nc, dirty, most);
 				int r = write_back(p, dirty, nd);
 				if (r) {
 					release(p, dirty, nd);
@@ -406,13 +409,13 @@ void pager_quiesce(struct pager *p, bool on)
 
 int pager_flush(struct pager *p, const uint64_t *only, uint64_t offset, uint64_t *written)
 {
-	uint64_t gfn[MAX_BATCH], total = 0;
+	uint64_t gfn[MANY_MAX], total = 0;
 	int r = 0;
 
 	pthread_mutex_lock(&p->store_lock);
 	for (uint64_t g = 0; g < p->nr_pages && !r;) {
 		unsigned n = 0;
-		for (; g < p->nr_pages && n < p->batch; g++) {
+		for (; g < p->nr_pages && n < p->many; g++) {
 			uint64_t b = g + offset;
 			if (only && !((only[b / 64] >> (b % 64)) & 1))
 				continue;
@@ -463,14 +466,14 @@ uint64_t pager_resident(struct pager *p, uint64_t *gfn, uint64_t max)
 
 int pager_prefetch(struct pager *p, const uint64_t *gfn, uint64_t n)
 {
-	uint64_t batch[MAX_BATCH];
-	bool zero[MAX_BATCH];
+	uint64_t batch[MANY_MAX];
+	bool zero[MANY_MAX];
 	int r = 0;
 
 	pthread_mutex_lock(&p->store_lock);
 	for (uint64_t i = 0; i < n && !r;) {
 		unsigned k = 0;
-		for (; i < n && k < p->batch; i++)
+		for (; i < n && k < p->many; i++)
 			if (gfn[i] < p->nr_pages &&
 			    __atomic_load_n(&p->state[gfn[i]], __ATOMIC_ACQUIRE) == MISSING)
 				batch[k++] = gfn[i];
@@ -542,6 +545,7 @@ int pager_open(struct pager **out, void *base, uint64_t nr_pages, const struct p
 	p->fetch_store = fetch_store;
 	p->evict_store = evict_store;
 	p->batch = MIN(MAX(ops->max_batch, 1u), MAX_BATCH);
+	p->many = ops->max_many ? MIN(ops->max_many, MANY_MAX) : p->batch;
 	p->quiet = prm->quiet;
 	p->readahead = prm->readahead < 0 ? 1 : prm->readahead ? (unsigned)prm->readahead : 16;
 	p->readahead = MIN(MAX(p->readahead, 1u), p->batch);

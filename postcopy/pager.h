@@ -40,14 +40,18 @@
 
 /* Where pages live. Each pager thread uses its own store handle. */
 struct page_store_ops {
-	/* n pages into out; zero[i] set if the store never had page i. */
+	/* n pages into out (n <= max_batch for a fault, <= max_many for a
+	 * prefetch); zero[i] set if the store never had page i. */
 	int (*read)(void *store, const uint64_t *gfn, unsigned n, void *out, bool *zero);
-	/* n pages from src[i]; 0 once the store holds them. */
+	/* n (<= max_many) pages from src[i]; 0 once the store holds them. */
 	int (*write)(void *store, const uint64_t *gfn, unsigned n, const void *const *src);
 	/* After a failure: connect again (NULL: cannot). */
 	int (*reconnect)(void *store);
 	const char *(*why)(void *store);
-	unsigned max_batch; /* pages per read or write */
+	unsigned max_batch; /* pages per read (a fault's) */
+	/* Pages per write, and per read of a prefetch (0: max_batch): a store
+	 * that keeps several requests on the wire takes many at once. */
+	unsigned max_many;
 };
 
 struct pager_params {

@@ -29,22 +29,28 @@ struct remote_mem {
 	char url[400];
 };
 
+/* The pager's pages are the namespace's from FIRST_GFN on. */
+#define STORE_MANY (MEMSVC_MAX_BATCH * MEMSVC_PIPELINE)
+
 static int store_read(void *s, const uint64_t *gfn, unsigned n, void *out, bool *zero)
 {
-	uint64_t abs[MEMSVC_MAX_BATCH];
+	uint64_t abs[STORE_MANY];
 
 	for (unsigned i = 0; i < n; i++)
 		abs[i] = gfn[i] + FIRST_GFN;
-	return memsvc_read(((struct store *)s)->c, abs, n, out, zero);
+	struct memsvc_client *c = ((struct store *)s)->c;
+	/* A fault's few pages in one request; a prefetch's many pipelined. */
+	return n <= MEMSVC_MAX_BATCH ? memsvc_read(c, abs, n, out, zero)
+				     : memsvc_read_many(c, abs, n, out, zero);
 }
 
 static int store_write(void *s, const uint64_t *gfn, unsigned n, const void *const *src)
 {
-	uint64_t abs[MEMSVC_MAX_BATCH];
+	uint64_t abs[STORE_MANY];
 
 	for (unsigned i = 0; i < n; i++)
 		abs[i] = gfn[i] + FIRST_GFN;
-	return memsvc_write(((struct store *)s)->c, abs, n, src);
+	return memsvc_write_many(((struct store *)s)->c, abs, n, src);
 }
 
 static int store_reconnect(void *s)
@@ -63,6 +69,7 @@ static const struct page_store_ops memsvc_store = {
     .reconnect = store_reconnect,
     .why = store_why,
     .max_batch = MEMSVC_MAX_BATCH,
+    .max_many = STORE_MANY,
 };
 
 /* The token as text: hex, so any bytes a token file holds will do. */

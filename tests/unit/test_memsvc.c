@@ -223,6 +223,73 @@ static void many_clients(void)
 	svc_stop(&s);
 }
 
+/* memsvc_write_many / memsvc_read_many: many batches on the wire at once,
+ * answers matched in order; a refusal in the middle is reported with its
+ * reason, the answers still due are taken and the connection stays in
+ * step. Inputs tried: pages in a shuffled order and a ragged last batch,
+ * never-written pages among written ones, a page out of range in the
+ * fourth batch (write and read), a write over the namespace's limit, an
+ * empty call. */
+static void pipelined(void)
+{
+	enum { N = 9 * MEMSVC_MAX_BATCH + 17, NS = 2 * N, LIMIT = N + 100 };
+	static uint8_t data[N][MEMSVC_PAGE], back[N + 1][MEMSVC_PAGE];
+	static uint64_t gfn[N + 1];
+	static const void *src[N + 1];
+	static bool zero[N + 1];
+	struct memsvc_peer s;
+	uint64_t epoch = 0;
+
+	memsvc_peer_start(&s, "pipe", 0, NULL);
+	struct memsvc_client *c = memsvc_peer_connect(s.port);
+	TEST_ASSERT_EQ(memsvc_create(c, "p", TOKEN, NS, LIMIT), 0);
+	TEST_ASSERT_EQ(memsvc_open(c, "p", TOKEN, &epoch, NULL), 0);
+	/* the even pages of [0, NS), in an order no batch keeps sorted */
+	for (unsigned i = 0; i < N; i++) {
+		gfn[i] = (uint64_t)((i * 7919u) % N) * 2;
+		page_fill(data[i], 1, gfn[i], 3);
+		src[i] = data[i];
+	}
+	TEST_ASSERT_EQ(memsvc_write_many(c, gfn, N, src), 0);
+	TEST_ASSERT_EQ(memsvc_write_many(c, gfn, 0, src), 0);
+	/* read back reversed, each written page followed by an odd one
+	 * (never written), as many pages as fit one call */
+	for (unsigned i = 0; i < N; i++)
+		gfn[i] = (uint64_t)(N - 1 - i) / 2 * 2 + (i % 2);
+	TEST_ASSERT_EQ(memsvc_read_many(c, gfn, N, back, zero), 0);
+	for (unsigned i = 0; i < N; i++) {
+		bool odd = gfn[i] % 2;
+		TEST_ASSERT_EQ(zero[i], odd);
+		TEST_ASSERT(odd ? page_all_zero(back[i]) : page_check(back[i], 1, gfn[i], 3),
+			    "page %llu (place %u): wrong data", (unsigned long long)gfn[i], i);
+	}
+
+	/* a page out of range in the fourth batch */
+	for (unsigned i = 0; i < N; i++)
+		gfn[i] = i * 2;
+	gfn[3 * MEMSVC_MAX_BATCH + 5] = NS;
+	TEST_ASSERT_EQ(memsvc_write_many(c, gfn, N, src), -ERANGE);
+	TEST_ASSERT(strstr(memsvc_why(c), "out of range"), "why: %s", memsvc_why(c));
+	TEST_ASSERT_EQ(memsvc_read_many(c, gfn, N, back, zero), -ERANGE);
+	TEST_ASSERT(strstr(memsvc_why(c), "out of range"), "why: %s", memsvc_why(c));
+	/* in step: the next answer is the next request's; the first batch
+	 * was stored before the refusal came (page 4 holds data[2]) */
+	gfn[0] = 4;
+	TEST_ASSERT_EQ(memsvc_read(c, gfn, 1, back[0], zero), 0);
+	TEST_ASSERT(!memcmp(back[0], data[2], MEMSVC_PAGE), "page 4 after the refusals");
+
+	/* over the limit: N even pages stored, N odd ones do not fit */
+	for (unsigned i = 0; i < N; i++)
+		gfn[i] = i * 2 + 1;
+	TEST_ASSERT_EQ(memsvc_write_many(c, gfn, N, src), -ENOSPC);
+	struct memsvc_ns_info info;
+	TEST_ASSERT_EQ(memsvc_info(c, &info), 0);
+	TEST_ASSERT(info.used_pages <= LIMIT, "used %llu over the limit",
+		    (unsigned long long)info.used_pages);
+	memsvc_close(c);
+	svc_stop(&s);
+}
+
 static void bad_requests(void)
 {
 	struct memsvc_peer s;
@@ -799,7 +866,7 @@ static void lost_connection(void)
 int main(int argc, char **argv)
 {
 	static const struct test_case cases[] = {
-	    TEST_CASE(many_clients),	 TEST_CASE(bad_requests),
+	    TEST_CASE(many_clients),	 TEST_CASE(pipelined), TEST_CASE(bad_requests),
 	    TEST_CASE(stale_owner),	 TEST_CASE(limits),
 	    TEST_CASE(restart_with_dir), TEST_CASE(client_leaves_mid_request),
 	    TEST_CASE(command_line),	 TEST_CASE(lost_connection),
