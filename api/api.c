@@ -200,6 +200,14 @@ static json_object *do_migrate(struct api_server *s, json_object *req)
 			return error_reply("'mode' must be \"precopy\", \"postcopy\", \"hybrid\" "
 					   "or \"memsvc\"");
 	}
+	if (json_object_object_get_ex(req, "memsvc_cache", &v)) {
+		int how = json_object_is_type(v, json_type_string)
+			      ? mig_memsvc_cache_parse(json_object_get_string(v))
+			      : -1;
+		if (how < 0)
+			return error_reply("'memsvc_cache' must be \"send\" or \"writeback\"");
+		p.memsvc_cache = (enum mig_memsvc_cache)how;
+	}
 	if ((p.mode == MIG_MODE_MEMSVC) != !!p.remote)
 		return error_reply(p.remote ? "this guest's RAM is in memsvc: 'mode' must be "
 					      "\"memsvc\""

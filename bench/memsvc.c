@@ -4,15 +4,18 @@
  * post-copy, for guests of growing RAM with the same hot set, in one run.
  *
  * Every guest is memcheck on 2 vCPUs rewriting a 64 MiB hot set (all of
- * its RAM filled with patterns first). The memsvc case keeps the guest's
+ * its RAM filled with patterns first). The memsvc cases keep the guest's
  * RAM in a flit-memsvc process started here, with a 256 MiB cache on both
- * sides: the migration moves the vCPU state, the first MiB and the hot
- * list, so its time should not grow with RAM. Pre-copy and post-copy move
- * anonymous RAM as usual (destination preallocated). Each destination
- * guest verifies all of its memory; a run that fails that is reported as
- * failed, never as a time. Next to them: the remote fault latency (fault to
- * page placed, at the memsvc destination) and the raw round trips it stands
- * on (a 1-page memsvc read, a 4 KiB TCP request).
+ * sides, and move either the cache itself to the destination ("memsvc":
+ * pre-copy rounds over what is resident) or write it back to memsvc
+ * ("memsvc-writeback": the state, the first MiB and a hot list travel).
+ * Either way what moves is bounded by the cache, so their time should not
+ * grow with RAM. Pre-copy and post-copy move anonymous RAM as usual
+ * (destination preallocated). Each destination guest verifies all of its
+ * memory; a run that fails that is reported as failed, never as a time.
+ * Next to them: the remote fault latency (fault to page placed, at the
+ * memsvc destination) and the raw round trips it stands on (a 1-page
+ * memsvc read, a 4 KiB TCP request).
  *
  * usage: flit-bench-memsvc [--quick|--smoke] [--out FILE] [--json FILE]
  * CSV on stdout (or FILE). Sizes: 1, 2, 4, 8 GiB; --quick 1 and 2 GiB;
@@ -145,7 +148,7 @@ static struct remote_mem *attach(struct vm *vm, const char *ns)
 	return rm;
 }
 
-static void migrate(uint64_t mem, enum mig_mode mode)
+static void migrate(uint64_t mem, enum mig_mode mode, enum mig_memsvc_cache how)
 {
 	struct mig_dest_thread d = {0};
 	struct remote_mem *rm = NULL, *drm = NULL;
@@ -158,7 +161,8 @@ static void migrate(uint64_t mem, enum mig_mode mode)
 
 	struct vm *src = start_guest(mem);
 	if (mode == MIG_MODE_MEMSVC) {
-		snprintf(ns, sizeof(ns), "bench-%llu", (unsigned long long)(mem >> 20));
+		snprintf(ns, sizeof(ns), "bench-%llu-%s", (unsigned long long)(mem >> 20),
+			 mig_memsvc_cache_name(how));
 		rm = attach(src, ns);
 	}
 	vm_start(src);
@@ -190,6 +194,7 @@ static void migrate(uint64_t mem, enum mig_mode mode)
 	memcpy(p.token, TOKEN, p.token_len);
 	p.timeout_ms = 60000;
 	p.mode = mode;
+	p.memsvc_cache = how;
 	p.remote = rm;
 	r = mig_source_run(src, &p, &rep);
 	mig_dest_join(&d);
@@ -219,16 +224,17 @@ static void migrate(uint64_t mem, enum mig_mode mode)
 	}
 	uint64_t lat50 = mode == MIG_MODE_MEMSVC ? ps.fetch_p50_us : rep.fault_lat_us[0];
 	uint64_t lat99 = mode == MIG_MODE_MEMSVC ? ps.fetch_p99_us : rep.fault_lat_us[2];
-	fprintf(out,
-		"migration,%s,%llu,%llu,%llu,%s,%.1f,%.2f,%u,%llu,%llu,%llu,%llu,%llu,%llu,%s\n",
-		rep.mode, (unsigned long long)(mem >> 20), (unsigned long long)(hot_bytes >> 20),
-		mode == MIG_MODE_MEMSVC ? (unsigned long long)(cache_bytes >> 20) : 0ULL,
-		strcmp(rep.status, "completed") ? rep.status : "ok", rep.total_ms, rep.downtime_ms,
-		rep.rounds, (unsigned long long)rep.bytes,
-		(unsigned long long)(rep.pages_sent + rep.zero_pages),
-		(unsigned long long)(rep.written_back + rep.written_paused),
-		(unsigned long long)rep.hot_pages, (unsigned long long)lat50,
-		(unsigned long long)lat99, verified);
+	fprintf(
+	    out, "migration,%s,%llu,%llu,%llu,%s,%.1f,%.2f,%u,%llu,%llu,%llu,%llu,%llu,%llu,%s\n",
+	    mode == MIG_MODE_MEMSVC && how == MIG_MEMSVC_WRITEBACK ? "memsvc-writeback" : rep.mode,
+	    (unsigned long long)(mem >> 20), (unsigned long long)(hot_bytes >> 20),
+	    mode == MIG_MODE_MEMSVC ? (unsigned long long)(cache_bytes >> 20) : 0ULL,
+	    strcmp(rep.status, "completed") ? rep.status : "ok", rep.total_ms, rep.downtime_ms,
+	    rep.rounds, (unsigned long long)rep.bytes,
+	    (unsigned long long)(rep.pages_sent + rep.zero_pages),
+	    (unsigned long long)rep.written_back,
+	    (unsigned long long)rep.hot_pages, (unsigned long long)lat50, (unsigned long long)lat99,
+	    verified);
 	fflush(out);
 	if (json_out)
 		mig_report_json(&rep, json_out);
@@ -263,11 +269,15 @@ int main(int argc, char **argv)
 	uint64_t *sz = smoke ? s : quick ? q : full;
 	unsigned n = smoke || quick ? 2 : 4;
 	for (unsigned i = 0; i < n; i++) {
-		svc_start(); /* a fresh service per size: its memory goes with it */
-		migrate(sz[i], MIG_MODE_MEMSVC);
+		/* a fresh service per run: its memory goes with it */
+		svc_start();
+		migrate(sz[i], MIG_MODE_MEMSVC, MIG_MEMSVC_SEND);
 		svc_stop();
-		migrate(sz[i], MIG_MODE_PRECOPY);
-		migrate(sz[i], MIG_MODE_POSTCOPY);
+		svc_start();
+		migrate(sz[i], MIG_MODE_MEMSVC, MIG_MEMSVC_WRITEBACK);
+		svc_stop();
+		migrate(sz[i], MIG_MODE_PRECOPY, 0);
+		migrate(sz[i], MIG_MODE_POSTCOPY, 0);
 	}
 	if (out != stdout)
 		fclose(out);

@@ -115,8 +115,11 @@ static void usage(FILE *f)
 		"  --mode MODE         precopy (default): rounds while the guest runs;\n"
 		"                      postcopy: switch at once, pages follow on demand;\n"
 		"                      hybrid: pre-copy rounds while they pay, then post-copy;\n"
-		"                      memsvc (for memsvc-backed RAM): write back, then\n"
+		"                      memsvc (for memsvc-backed RAM): move the cache, then\n"
 		"                      hand the namespace over with the vCPU state\n"
+		"  --memsvc-cache HOW  memsvc: send (default): the cache goes to the\n"
+		"                      destination in pre-copy rounds; writeback: it goes\n"
+		"                      back to memsvc, the destination fetches what it needs\n"
 		"  --channels N        data connections, 1..16 (default 2)\n"
 		"  --transport NAME    how data connections send: uring (io_uring; the\n"
 		"                      default, plain sends where io_uring is off) or sync\n"
@@ -198,6 +201,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 	    {"no-mem-prealloc", no_argument, NULL, 'Q'},
 	    {"cache", required_argument, NULL, 'Z'},
 	    {"memsvc-timeout", required_argument, NULL, 'W'},
+	    {"memsvc-cache", required_argument, NULL, 'H'},
 	    {0},
 	};
 	uint64_t v;
@@ -324,6 +328,13 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 						 optarg);
 			}
 			break;
+		case 'H': {
+			int how = mig_memsvc_cache_parse(optarg);
+			if (how < 0)
+				return bad_usage("--memsvc-cache %s: send or writeback", optarg);
+			o->mig.memsvc_cache = (enum mig_memsvc_cache)how;
+			break;
+		}
 		case 'W':
 			if (parse_seconds_ms(optarg, &o->memsvc_retry_ms) || !o->memsvc_retry_ms)
 				return bad_usage("--memsvc-timeout %s: seconds, e.g. 30", optarg);

@@ -479,8 +479,9 @@ static int recv_state(struct dst *d, struct mig_conn *ctl, uint32_t *rounds)
 					 "COMPLETE before all vCPU, VM and device state");
 				r = -EPROTO;
 			}
-			if (!r && d->discard && !d->postcopy) {
-				snprintf(ctl->why, sizeof(ctl->why), "DISCARD without POSTCOPY");
+			if (!r && d->discard && !d->postcopy && !d->memsvc) {
+				snprintf(ctl->why, sizeof(ctl->why),
+					 "DISCARD without POSTCOPY or MEMSVC");
 				r = -EPROTO;
 			}
 			if (!r)
@@ -544,6 +545,17 @@ static int recv_state(struct dst *d, struct mig_conn *ctl, uint32_t *rounds)
 			r = d->rcv[i].err ? d->rcv[i].err : -EPROTO;
 			snprintf(ctl->why, sizeof(ctl->why), "data channel %u: %s", i + 1,
 				 d->rcv[i].conn.why[0] ? d->rcv[i].conn.why : strerror(-r));
+		}
+	}
+	/* memsvc: copies that went stale since a round brought them (the
+	 * page went back to memsvc, changed) are not kept: memsvc's is the
+	 * page. Every receiver is done. */
+	if (!r && d->memsvc && d->discard) {
+		uint64_t g;
+		bitmap_for_each_set(g, d->discard, d->nr_pages)
+		{
+			bitmap_clear(d->touched, g);
+			bitmap_clear(d->zeroed, g);
 		}
 	}
 	uint64_t t1 = now_ns();

@@ -58,7 +58,17 @@ enum mig_mode {
 	MIG_MODE_PRECOPY,  /* rounds while the guest runs, then stop and copy */
 	MIG_MODE_POSTCOPY, /* switch at once; pages follow on demand and pushed */
 	MIG_MODE_HYBRID,   /* pre-copy rounds while they pay, then post-copy */
-	MIG_MODE_MEMSVC,   /* RAM in memsvc: write back, hand the namespace over */
+	MIG_MODE_MEMSVC,   /* RAM in memsvc: move the cache, hand the namespace over */
+};
+
+/* Mode memsvc: where the source's cache (its resident pages) goes. */
+enum mig_memsvc_cache {
+	/* To the destination, in pre-copy rounds: it resumes with the same
+	 * warm cache, and nothing is written back (default). */
+	MIG_MEMSVC_SEND,
+	/* Back to memsvc, in write-back rounds: only state and a hot list
+	 * cross to the destination, which fetches the rest from memsvc. */
+	MIG_MEMSVC_WRITEBACK,
 };
 
 struct remote_mem;
@@ -87,7 +97,12 @@ struct mig_params {
 	volatile int *postcopy_now;
 	struct mig_progress *progress; /* optional: updated as the migration goes */
 	struct remote_mem *remote;     /* the guest's RAM is in memsvc (vmm/remote.h) */
+	enum mig_memsvc_cache memsvc_cache;
 };
+
+/* "send" / "writeback", and back (-1: neither). */
+const char *mig_memsvc_cache_name(enum mig_memsvc_cache c);
+int mig_memsvc_cache_parse(const char *name);
 
 /* Fills p with the defaults: 2 channels, 20 ms, 30 rounds, auto-converge,
  * 10 s timeout. */
@@ -168,6 +183,8 @@ struct mig_report {
 	/* memsvc: pages written back while the guest ran and while paused,
 	 * hot pages named to the destination */
 	uint64_t written_back, written_paused, hot_pages;
+	uint64_t discarded;    /* memsvc, cache sent: stale copies the destination dropped */
+	char memsvc_cache[12]; /* memsvc: "send" or "writeback" */
 };
 
 int mig_source_run(struct vm *vm, const struct mig_params *p, struct mig_report *rep);

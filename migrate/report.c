@@ -74,6 +74,9 @@ json_object *mig_report_to_json(const struct mig_report *r)
 			I(q[k], r->fault_lat_us[k]);
 	}
 	if (!strcmp(r->mode, "memsvc")) {
+		if (r->memsvc_cache[0]) /* the source's choice */
+			S("memsvc_cache", r->memsvc_cache);
+		I("discarded_pages", r->discarded);
 		I("written_back_pages", r->written_back);
 		I("written_paused_pages", r->written_paused);
 		I("hot_pages", r->hot_pages);

@@ -84,6 +84,24 @@ void mig_params_default(struct mig_params *p)
 	p->timeout_ms = 10000;
 }
 
+static const char *const memsvc_cache_names[] = {
+    [MIG_MEMSVC_SEND] = "send",
+    [MIG_MEMSVC_WRITEBACK] = "writeback",
+};
+
+const char *mig_memsvc_cache_name(enum mig_memsvc_cache c)
+{
+	return (unsigned)c < ARRAY_SIZE(memsvc_cache_names) ? memsvc_cache_names[c] : "?";
+}
+
+int mig_memsvc_cache_parse(const char *name)
+{
+	for (unsigned i = 0; i < ARRAY_SIZE(memsvc_cache_names); i++)
+		if (!strcmp(name, memsvc_cache_names[i]))
+			return (int)i;
+	return -1;
+}
+
 static bool page_is_zero(const uint8_t *p)
 {
 	const uint64_t *w = (const uint64_t *)p;
@@ -367,6 +385,9 @@ static void fill_report_static(struct mig_report *rep, const struct vm *vm,
 	rep->page_checksums = p->checksum_pages;
 	rep->mem_size = vm->mem.size;
 	rep->nr_vcpus = vm->nr_vcpus;
+	if (p->mode == MIG_MODE_MEMSVC)
+		snprintf(rep->memsvc_cache, sizeof(rep->memsvc_cache), "%s",
+			 mig_memsvc_cache_name(p->memsvc_cache));
 }
 
 /* FLIT_MIGRATION_CAPTURE=DIR: what the source sends on connection i goes to
@@ -473,7 +494,9 @@ static int send_memsvc(struct src *s, struct mig_conn *ctl)
 		return -ENAMETOOLONG;
 	}
 	snprintf(m.url, sizeof(m.url), "%s", remote_url(s->p->remote));
-	m.nr_hot = (uint32_t)remote_hot(s->p->remote, hot, MIG_MEMSVC_MAX_HOT);
+	/* The cache went to the destination already: no list to read. */
+	if (s->p->memsvc_cache == MIG_MEMSVC_WRITEBACK)
+		m.nr_hot = (uint32_t)remote_hot(s->p->remote, hot, MIG_MEMSVC_MAX_HOT);
 	/* Newest first: the pages the guest wrote lately have been sent to
 	 * the back of the line (second chance), and they are the ones it
 	 * will touch first at the destination. */
@@ -487,6 +510,22 @@ static int send_memsvc(struct src *s, struct mig_conn *ctl)
 	int r = mig_send_iov(ctl, MIG_REC_MEMSVC, iov, 2);
 	free(hot);
 	return r;
+}
+
+/* memsvc, cache sent: round 1 is the pages resident here. */
+static int memsvc_cached(struct src *s)
+{
+	uint64_t *gfn = calloc(s->nr_pages, sizeof(*gfn));
+
+	if (!gfn)
+		return -ENOMEM;
+	uint64_t n = remote_hot(s->p->remote, gfn, s->nr_pages);
+	memset(s->todo, 0, BITMAP_WORDS(s->nr_pages) * 8);
+	for (uint64_t i = 0; i < n; i++)
+		if (gfn[i] < s->nr_pages)
+			bitmap_set(s->todo, gfn[i]);
+	free(gfn);
+	return 0;
 }
 
 /* memsvc: the rounds write back what the guest wrote (to memsvc, not to
@@ -744,19 +783,26 @@ int mig_source_run(struct vm *vm, const struct mig_params *p, struct mig_report 
 	/* Post-copy switches at once: only the boot area goes before. */
 	if (postcopy)
 		goto stop_copy;
-	if (via_memsvc) {
+	if (via_memsvc && p->memsvc_cache == MIG_MEMSVC_WRITEBACK) {
 		r = memsvc_rounds(&s, rep, t_start, &round);
 		if (r)
 			goto fail;
 		goto stop_copy;
 	}
 
-	/* iterate: round 1 sends everything */
+	/* iterate: round 1 sends everything (memsvc: everything cached here;
+	 * the rest is in memsvc as it is) */
 	PROGRESS_SET(p, phase, MIG_PHASE_ITERATE);
 	PROGRESS_SET(p, round, 1);
-	memset(s.todo, 0xff, BITMAP_WORDS(s.nr_pages) * 8);
-	if (s.nr_pages % 64)
-		s.todo[s.nr_pages / 64] = (1ULL << (s.nr_pages % 64)) - 1;
+	if (via_memsvc) {
+		r = memsvc_cached(&s);
+		if (r)
+			goto fail;
+	} else {
+		memset(s.todo, 0xff, BITMAP_WORDS(s.nr_pages) * 8);
+		if (s.nr_pages % 64)
+			s.todo[s.nr_pages / 64] = (1ULL << (s.nr_pages % 64)) - 1;
+	}
 	struct mig_round_stats st = {0};
 	for (;;) {
 		uint64_t pages, bytes, t0 = now_ns();
@@ -878,19 +924,34 @@ stop_copy:
 		for (uint64_t w = 0; w < BITMAP_WORDS(s.nr_pages); w++)
 			s.todo[w] |= more[w];
 	if (!r && via_memsvc) {
-		/* What was written since its last write-back (the last
-		 * round's log and this one) goes straight to the destination,
-		 * at the migration link's speed, not to memsvc and back: it
-		 * keeps them resident and dirty, newer than memsvc's copies.
-		 * Only pages resident and dirty here: one evicted or fetched
-		 * again since is in memsvc as it is. */
+		/* What was written since it last went (to memsvc, or to the
+		 * destination: the last round's log and this one) goes
+		 * straight to the destination, which keeps it resident and
+		 * dirty, newer than memsvc's copy. Only pages dirty here: one
+		 * evicted or fetched again since is in memsvc as it is, and a
+		 * copy the destination got in a round is stale then: it drops
+		 * it. A dirty page that never went (held by the evictor when
+		 * round 1 was chosen) goes too. */
 		remote_quiesce(p->remote, true); /* the dirty set holds still */
 		quiesced = true;
 		memset(more, 0, BITMAP_WORDS(s.nr_pages) * 8);
 		remote_dirty_bitmap(p->remote, more);
-		for (uint64_t w = 0; w < BITMAP_WORDS(s.nr_pages); w++)
+		bool sent_cache = p->memsvc_cache == MIG_MEMSVC_SEND;
+		if (sent_cache && !(discard = bitmap_alloc(s.nr_pages)))
+			r = -ENOMEM;
+		for (uint64_t w = 0; !r && w < BITMAP_WORDS(s.nr_pages); w++) {
+			if (sent_cache) {
+				discard[w] = s.todo[w] & ~more[w];
+				s.todo[w] |= more[w] & ~s.sent[w];
+			}
 			s.todo[w] &= more[w];
+		}
 		rep->written_paused = bitmap_weight(s.todo, s.nr_pages);
+		/* the boot area goes whole below, and is never paged */
+		for (uint64_t g = 0; discard && g < VM_UNTRACKED_BYTES / 4096 && g < s.nr_pages;
+		     g++)
+			bitmap_clear(discard, g);
+		rep->discarded = discard ? bitmap_weight(discard, s.nr_pages) : 0;
 	}
 	free(more);
 	/* A switch to post-copy after rounds: what was dirtied since it was

@@ -47,7 +47,7 @@ struct pager {
 	uint64_t resident, fetched, fetched_zero, evicted, written, wp_faults, reconnects;
 	int failed;
 	char why[200];
-	uint8_t buf[MAX_BATCH * 4096];	/* fault thread's fetch buffer */
+	uint8_t buf[MAX_BATCH * 4096]; /* fault thread's fetch buffer */
 	uint8_t pbuf[MANY_MAX * 4096]; /* prefetch buffer (store_lock) */
 };
 

@@ -22,10 +22,11 @@ bad=$(grep '^migration,' "$out/flit.csv" | grep -v ',ok,' || true)
 [ -z "$bad" ] || fail "a Flit migration failed: $bad"
 grep '^migration,' "$out/flit.csv" | awk -F, '$19 != "yes" {exit 1}' ||
 	fail "a Flit destination did not verify"
-# Through memsvc, pre-copy and post-copy at 256 and 512 MiB: six verified
+# Through memsvc (cache sent, cache written back), pre-copy and post-copy at
+# 256 and 512 MiB: eight verified
 # migrations, and the round-trip floors next to them.
-rows=$(grep -c '^migration,\(memsvc\|precopy\|postcopy\),\(256\|512\),16,.*,ok,.*,yes$' "$out/memsvc.csv" || true)
-[ "$rows" -eq 6 ] || fail "memsvc.csv: $rows of 6 verified migrations: $(cat "$out/memsvc.csv")"
+rows=$(grep -c '^migration,\(memsvc\|memsvc-writeback\|precopy\|postcopy\),\(256\|512\),16,.*,ok,.*,yes$' "$out/memsvc.csv" || true)
+[ "$rows" -eq 8 ] || fail "memsvc.csv: $rows of 8 verified migrations: $(cat "$out/memsvc.csv")"
 grep -q '^limit_rtt_memsvc_read,' "$out/memsvc.csv" || fail "memsvc.csv has no memsvc round trip"
 grep -q '^qemu,.*,256,idle,2,yes,ok,.*,yes$' "$out/qemu.csv" ||
 	fail "QEMU's migration did not complete and verify: $(tail -n1 "$out/qemu.csv")"

@@ -100,22 +100,22 @@ static void small_cache_memcheck(void)
 	memsvc_peer_kill(&s);
 }
 
-/* A migration in mode memsvc: only the first MiB and the state travel; the
- * destination takes the namespace, runs, and passes memcheck; the source
- * is fenced off. */
-static void migrate_through_memsvc(void)
+/* A migration in mode memsvc, its cache handled as how says, of a guest
+ * rewriting ws (against a 32 MiB cache): the destination takes the
+ * namespace, runs, and passes memcheck; the source is fenced off. */
+static void migrate_memsvc(enum mig_memsvc_cache how, const char *ws)
 {
 	struct memsvc_peer s;
 	struct mig_dest_thread d;
 	struct mig_params p;
 	struct mig_report rep;
 	struct remote_mem *drm = NULL;
-	char addr[64];
+	char addr[64], args[64];
 	uint16_t port;
 
 	memsvc_peer_start(&s, "migrating", 0, NULL);
-	struct vm *src =
-	    guest_vm_create(128 * MiB, 2, "bitmap", MEM_ANON, "memcheck", "ws=16m rounds=0", NULL);
+	snprintf(args, sizeof(args), "ws=%s rounds=0", ws);
+	struct vm *src = guest_vm_create(128 * MiB, 2, "bitmap", MEM_ANON, "memcheck", args, NULL);
 	struct remote_mem *rm = attach(src, &s, "migrating", 32 * MiB, 0);
 	TEST_ASSERT_EQ(vm_start(src), 0);
 	TEST_ASSERT_EQ(testdev_wait_progress(&src->testdev, 2, 3, 120000), 0);
@@ -135,6 +135,7 @@ static void migrate_through_memsvc(void)
 	p.token_len = strlen(TOKEN);
 	memcpy(p.token, TOKEN, p.token_len);
 	p.mode = MIG_MODE_MEMSVC;
+	p.memsvc_cache = how;
 	p.remote = rm;
 	p.timeout_ms = 20000;
 	TEST_ASSERT_EQ(mig_dest_spawn(&d), 0);
@@ -146,21 +147,39 @@ static void migrate_through_memsvc(void)
 	TEST_ASSERT(d.r == 0, "destination: %s", d.rep.error);
 	TEST_ASSERT(!strcmp(rep.mode, "memsvc") && !strcmp(d.rep.mode, "memsvc"), "mode %s / %s",
 		    rep.mode, d.rep.mode);
+	TEST_ASSERT(!strcmp(rep.memsvc_cache, mig_memsvc_cache_name(how)), "cache %s",
+		    rep.memsvc_cache);
 	TEST_ASSERT(drm, "the destination keeps its remote memory");
-	TEST_ASSERT(rep.hot_pages > 0 && rep.hot_pages == d.rep.hot_pages, "hot pages %llu / %llu",
-		    (unsigned long long)rep.hot_pages, (unsigned long long)d.rep.hot_pages);
-	/* On the wire: the first MiB and what was dirty at the pause, no
-	 * more (the rest is in memsvc). */
-	TEST_ASSERT(rep.pages_sent + rep.zero_pages == 256 + rep.written_paused,
-		    "%llu + %llu pages travelled, %llu dirty at the pause",
-		    (unsigned long long)rep.pages_sent, (unsigned long long)rep.zero_pages,
-		    (unsigned long long)rep.written_paused);
-	TEST_ASSERT(rep.written_paused < 16384, "the rounds left %llu dirty pages",
-		    (unsigned long long)rep.written_paused);
-	printf("  memsvc migration: %.1f ms total, %.2f ms downtime, %llu pages written back "
-	       "while running, %llu sent while paused, %llu hot pages\n",
-	       rep.total_ms, rep.downtime_ms, (unsigned long long)rep.written_back,
-	       (unsigned long long)rep.written_paused, (unsigned long long)rep.hot_pages);
+	uint64_t travelled = rep.pages_sent + rep.zero_pages, ram = 128 * MiB / 4096;
+	if (how == MIG_MEMSVC_WRITEBACK) {
+		TEST_ASSERT(rep.hot_pages > 0 && rep.hot_pages == d.rep.hot_pages,
+			    "hot pages %llu / %llu", (unsigned long long)rep.hot_pages,
+			    (unsigned long long)d.rep.hot_pages);
+		/* On the wire: the first MiB and what was dirty at the
+		 * pause, no more (the rest is in memsvc). */
+		TEST_ASSERT(travelled == 256 + rep.written_paused,
+			    "%llu pages travelled, %llu dirty at the pause",
+			    (unsigned long long)travelled, (unsigned long long)rep.written_paused);
+		TEST_ASSERT(
+		    rep.written_back > 0 && rep.discarded == 0, "%llu written back, %llu discarded",
+		    (unsigned long long)rep.written_back, (unsigned long long)rep.discarded);
+	} else {
+		/* The cache travelled (8192 pages, and what the guest
+		 * rewrote meanwhile), not the RAM; nothing was written back
+		 * by the migration and no hot list was needed. */
+		TEST_ASSERT(travelled >= 4096 && travelled < ram, "%llu pages travelled",
+			    (unsigned long long)travelled);
+		TEST_ASSERT(rep.written_back == 0 && rep.hot_pages == 0 && d.rep.hot_pages == 0,
+			    "%llu written back, %llu hot pages",
+			    (unsigned long long)rep.written_back,
+			    (unsigned long long)rep.hot_pages);
+	}
+	printf("  memsvc migration (cache %s, ws=%s): %.1f ms total, %.2f ms downtime, %llu "
+	       "pages on the wire, %llu written back while running, %llu sent while paused, "
+	       "%llu stale copies dropped, %llu hot pages\n",
+	       rep.memsvc_cache, ws, rep.total_ms, rep.downtime_ms, (unsigned long long)travelled,
+	       (unsigned long long)rep.written_back, (unsigned long long)rep.written_paused,
+	       (unsigned long long)rep.discarded, (unsigned long long)rep.hot_pages);
 	/* The source is fenced: the namespace has a newer owner. */
 	TEST_ASSERT_EQ(remote_owned(rm), -ESTALE);
 	TEST_ASSERT_EQ(remote_owned(drm), 0);
@@ -170,6 +189,25 @@ static void migrate_through_memsvc(void)
 	verify_exit(d.vm, "destination");
 	destroy(d.vm, drm);
 	memsvc_peer_kill(&s);
+}
+
+static void migrate_cache_sent(void)
+{
+	migrate_memsvc(MIG_MEMSVC_SEND, "16m");
+}
+
+/* A working set larger than the cache: pages go back to memsvc and come
+ * again while the rounds run, so copies the destination got go stale and
+ * must be dropped there (memcheck at the destination says whether they
+ * were). */
+static void migrate_cache_sent_churning(void)
+{
+	migrate_memsvc(MIG_MEMSVC_SEND, "48m");
+}
+
+static void migrate_cache_written_back(void)
+{
+	migrate_memsvc(MIG_MEMSVC_WRITEBACK, "16m");
 }
 
 /* memsvc killed and restarted on its directory while the guest runs with
@@ -305,8 +343,9 @@ static void namespace_taken_over(void)
 int main(int argc, char **argv)
 {
 	static const struct test_case cases[] = {
-	    TEST_CASE(small_cache_memcheck),	TEST_CASE(migrate_through_memsvc),
-	    TEST_CASE(service_restart_mid_run), TEST_CASE(service_gone_for_good),
+	    TEST_CASE(small_cache_memcheck),	    TEST_CASE(migrate_cache_sent),
+	    TEST_CASE(migrate_cache_sent_churning), TEST_CASE(migrate_cache_written_back),
+	    TEST_CASE(service_restart_mid_run),	    TEST_CASE(service_gone_for_good),
 	    TEST_CASE(namespace_taken_over),
 	};
 	if (!memsvc_peer_setup("flit-kvm-memsvc"))

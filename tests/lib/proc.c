@@ -10,6 +10,11 @@
 
 pid_t proc_spawn(const char *log, const char *const *argv)
 {
+	/* Empty before the fork: a caller that waits for a line in the log
+	 * must not find it in an earlier process's log of the same name. */
+	int lfd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (lfd >= 0)
+		close(lfd);
 	pid_t pid = fork();
 
 	if (pid == 0) {

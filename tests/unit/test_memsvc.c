@@ -866,10 +866,15 @@ static void lost_connection(void)
 int main(int argc, char **argv)
 {
 	static const struct test_case cases[] = {
-	    TEST_CASE(many_clients),	 TEST_CASE(pipelined), TEST_CASE(bad_requests),
-	    TEST_CASE(stale_owner),	 TEST_CASE(limits),
-	    TEST_CASE(restart_with_dir), TEST_CASE(client_leaves_mid_request),
-	    TEST_CASE(command_line),	 TEST_CASE(lost_connection),
+	    TEST_CASE(many_clients),
+	    TEST_CASE(pipelined),
+	    TEST_CASE(bad_requests),
+	    TEST_CASE(stale_owner),
+	    TEST_CASE(limits),
+	    TEST_CASE(restart_with_dir),
+	    TEST_CASE(client_leaves_mid_request),
+	    TEST_CASE(command_line),
+	    TEST_CASE(lost_connection),
 	    TEST_CASE(read_latency),
 	};
 
