@@ -232,9 +232,8 @@ static void migrate(uint64_t mem, enum mig_mode mode, enum mig_memsvc_cache how)
 	    strcmp(rep.status, "completed") ? rep.status : "ok", rep.total_ms, rep.downtime_ms,
 	    rep.rounds, (unsigned long long)rep.bytes,
 	    (unsigned long long)(rep.pages_sent + rep.zero_pages),
-	    (unsigned long long)rep.written_back,
-	    (unsigned long long)rep.hot_pages, (unsigned long long)lat50, (unsigned long long)lat99,
-	    verified);
+	    (unsigned long long)rep.written_back, (unsigned long long)rep.hot_pages,
+	    (unsigned long long)lat50, (unsigned long long)lat99, verified);
 	fflush(out);
 	if (json_out)
 		mig_report_json(&rep, json_out);

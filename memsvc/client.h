@@ -84,8 +84,7 @@ int memsvc_write(struct memsvc_client *c, const uint64_t *gfn, unsigned n, const
  * or may not be done, so the caller treats the whole call as failed. */
 int memsvc_write_many(struct memsvc_client *c, const uint64_t *gfn, size_t n,
 		      const void *const *src);
-int memsvc_read_many(struct memsvc_client *c, const uint64_t *gfn, size_t n, void *out,
-		     bool *zero);
+int memsvc_read_many(struct memsvc_client *c, const uint64_t *gfn, size_t n, void *out, bool *zero);
 
 /* Connects again to the same service and reopens the namespace with the
  * epoch held (see memsvc_open); -ESTALE if another owner took it. */
