@@ -304,6 +304,16 @@ static void flit_stops_clearly(bool takeover)
 	TEST_ASSERT(strstr(status, "\"remote_memory\"") && strstr(status, url) &&
 			strstr(status, "\"fetched_pages\"") && strstr(status, "\"resident_pages\""),
 		    "status has the remote memory: %s", status);
+	/* A migration asked for with a cache handling that does not exist
+	 * is refused, and the guest runs on. */
+	const char *bad[] = {
+	    test_build_path("flitctl"), "--api", sock, "migrate", "tcp:127.0.0.1:9",
+	    "memsvc_cache=later",	NULL};
+	TEST_ASSERT_EQ(proc_wait(proc_spawn(clog, bad), 20), 1);
+	proc_read_file(clog, status, sizeof(status));
+	unlink(clog);
+	TEST_ASSERT(strstr(status, "'memsvc_cache' must be") && strstr(status, "writeback"),
+		    "refused: %s", status);
 	if (takeover) {
 		char hex[2 * sizeof(TOKEN)];
 		for (size_t i = 0; i < strlen(TOKEN); i++)

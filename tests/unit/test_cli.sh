@@ -59,6 +59,7 @@ expect 64 "--cache is for --mem-backend memsvc" -- --guest hello --cache 64M
 expect 64 "--cache 1k: a size of at least 1M" -- --guest hello --cache 1k
 expect 64 "--mode memsvc needs --mem-backend memsvc" -- --guest hello --mode memsvc
 expect 64 "--memsvc-timeout x: seconds" -- --guest hello --memsvc-timeout x
+expect 64 "--memsvc-cache later: send or writeback" -- --guest hello --memsvc-cache later
 expect 64 "seconds from 1" -- --guest hello --timeout 0
 expect 64 "guest arguments too long" -- --guest hello "a=$long"
 expect 66 "guest 'nosuchguest' not found" -- --guest nosuchguest
