@@ -52,6 +52,11 @@ struct src {
 	uint64_t nr_pages;
 	uint64_t *todo; /* this round's pages; read-only while senders run */
 	uint64_t *sent; /* pages sent at least once; each sender owns its chunks */
+	/* memsvc, cache sent: pages of a round that were no longer here to
+	 * send (evicted: memsvc has them), so the destination's copy, if it
+	 * has one, is stale until one is sent again; each sender owns its
+	 * chunks' words */
+	uint64_t *stale;
 	struct sender snd[MIG_MAX_CHANNELS];
 	unsigned n;
 	struct mig_conn *ctl; /* the session thread's only */
@@ -146,15 +151,25 @@ static int send_chunk(struct sender *t, uint64_t chunk, uint64_t t0, uint64_t b0
 			g++;
 			continue;
 		}
+		/* memsvc: a page evicted since is not fetched back to be sent;
+		 * memsvc has it. */
+		if (s->stale && !remote_page_resident(s->p->remote, g)) {
+			bitmap_set(s->stale, g);
+			g++;
+			continue;
+		}
 		/* A run of dirty, non-zero pages, at most MIG_MAX_RUN_PAGES. */
 		if (page_is_zero(ram + g * 4096)) {
 			bitmap_set(zero, g - first);
 			nzero++;
+			if (s->stale)
+				bitmap_clear(s->stale, g);
 			g++;
 			continue;
 		}
 		uint64_t run = g + 1;
 		while (run < end && run - g < MIG_MAX_RUN_PAGES && bitmap_test(s->todo, run) &&
+		       (!s->stale || remote_page_resident(s->p->remote, run)) &&
 		       !page_is_zero(ram + run * 4096))
 			run++;
 		/* Straight from guest RAM: the guest keeps writing while we
@@ -174,6 +189,8 @@ static int send_chunk(struct sender *t, uint64_t chunk, uint64_t t0, uint64_t b0
 				t->resent++;
 			else
 				bitmap_set(s->sent, x);
+			if (s->stale)
+				bitmap_clear(s->stale, x);
 		}
 		__atomic_store_n(&t->pages, t->pages + (run - g), __ATOMIC_RELAXED);
 		__atomic_store_n(&t->bytes,
@@ -364,6 +381,7 @@ static void src_free(struct src *s)
 {
 	free(s->todo);
 	free(s->sent);
+	free(s->stale);
 }
 
 static void fill_report_static(struct mig_report *rep, const struct vm *vm,
@@ -796,6 +814,8 @@ int mig_source_run(struct vm *vm, const struct mig_params *p, struct mig_report 
 	PROGRESS_SET(p, round, 1);
 	if (via_memsvc) {
 		r = memsvc_cached(&s);
+		if (!r && !(s.stale = bitmap_alloc(s.nr_pages)))
+			r = -ENOMEM;
 		if (r)
 			goto fail;
 	} else {
@@ -941,8 +961,8 @@ stop_copy:
 			r = -ENOMEM;
 		for (uint64_t w = 0; !r && w < BITMAP_WORDS(s.nr_pages); w++) {
 			if (sent_cache) {
-				discard[w] = s.todo[w] & ~more[w];
 				s.todo[w] |= more[w] & ~s.sent[w];
+				discard[w] = (s.todo[w] | s.stale[w]) & ~more[w];
 			}
 			s.todo[w] &= more[w];
 		}

@@ -453,6 +453,11 @@ uint64_t pager_dirty(struct pager *p)
 	return pager_dirty_bitmap(p, NULL, 0);
 }
 
+bool pager_page_resident(struct pager *p, uint64_t gfn)
+{
+	return gfn >= p->nr_pages || __atomic_load_n(&p->state[gfn], __ATOMIC_RELAXED) != MISSING;
+}
+
 uint64_t pager_resident(struct pager *p, uint64_t *gfn, uint64_t max)
 {
 	uint64_t n = 0;

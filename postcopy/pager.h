@@ -101,6 +101,10 @@ uint64_t pager_dirty_bitmap(struct pager *p, uint64_t *bitmap, uint64_t offset);
  * migration's pause: the dirty set then holds still); off: evict again. */
 void pager_quiesce(struct pager *p, bool on);
 
+/* Whether page gfn is resident now (a hint: it may go any moment; reading
+ * a page that is not resident faults it in from the store). */
+bool pager_page_resident(struct pager *p, uint64_t gfn);
+
 /* The resident pages, up to max, oldest first; returns the count. */
 uint64_t pager_resident(struct pager *p, uint64_t *gfn, uint64_t max);
 

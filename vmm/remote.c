@@ -265,6 +265,11 @@ uint64_t remote_dirty_bitmap(struct remote_mem *rm, uint64_t *bitmap)
 	return pager_dirty_bitmap(rm->pager, bitmap, FIRST_GFN);
 }
 
+bool remote_page_resident(struct remote_mem *rm, uint64_t gfn)
+{
+	return gfn < FIRST_GFN || pager_page_resident(rm->pager, gfn - FIRST_GFN);
+}
+
 uint64_t remote_hot(struct remote_mem *rm, uint64_t *gfn, uint64_t max)
 {
 	uint64_t n = pager_resident(rm->pager, gfn, max);

@@ -58,6 +58,8 @@ uint64_t remote_dirty(struct remote_mem *rm);
 void remote_quiesce(struct remote_mem *rm, bool on);
 /* Sets their bits (guest page numbers) in bitmap; returns how many. */
 uint64_t remote_dirty_bitmap(struct remote_mem *rm, uint64_t *bitmap);
+/* Whether guest page gfn is here now (a hint; the first MiB always is). */
+bool remote_page_resident(struct remote_mem *rm, uint64_t gfn);
 /* The resident pages (guest page numbers), oldest first, up to max. */
 uint64_t remote_hot(struct remote_mem *rm, uint64_t *gfn, uint64_t max);
 /* Reads the pages into RAM ahead of the guest (guest page numbers; those
