@@ -88,8 +88,9 @@ def compare(flit_rows, qemu_rows, transport="uring"):
             row["flit_total_ms"] = f["total_ms"]
             row["flit_downtime_ms"] = f["downtime_ms"]
             row["flit_mb_per_s"] = f["mb_per_s"]
-            row["flit_fault_p50_us"] = f.get("fault_p50_us", "")
-            row["flit_fault_p99_us"] = f.get("fault_p99_us", "")
+            if k[4] == "postcopy":
+                row["flit_fault_p50_us"] = f.get("fault_p50_us", "")
+                row["flit_fault_p99_us"] = f.get("fault_p99_us", "")
             if not ok(f):
                 row["status"] = "flit failed"
             elif not ok(q):
