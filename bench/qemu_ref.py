@@ -353,9 +353,10 @@ def migrate(a, dq, sq, row):
                     or time.time() - t0 > a.converge_timeout):
                 sq.cmd("migrate-start-postcopy")
                 switched = True
-        elif a.mode == "precopy" and time.time() - t0 > a.converge_timeout:
+        elif (a.mode == "precopy" and a.workload == "hot" and not row["note"]
+              and time.time() - t0 > a.converge_timeout):
             sq.cmd("migrate_cancel")
-            row["note"] = f"no convergence in {a.converge_timeout} s"
+            row["note"] = f"no convergence in {a.converge_timeout:g} s"
         time.sleep(0.01)
 
 
@@ -515,7 +516,8 @@ def main():
     ap.add_argument("--mode", choices=("precopy", "postcopy"), default="precopy")
     ap.add_argument("--no-preempt", action="store_true", help="post-copy without preempt")
     ap.add_argument("--converge-timeout", type=float, default=40.0,
-                    help="seconds pre-copy may take (post-copy: switch then at the latest)")
+                    help="seconds a busy guest's pre-copy may take (post-copy: switch then "
+                    "at the latest)")
     ap.add_argument("--boot-timeout", type=float, default=300.0)
     ap.add_argument("--kernel", help="the busy guest's kernel (default: newest in /boot)")
     ap.add_argument("--guest-init", help="the busy guest's static /init (default: the build's)")
