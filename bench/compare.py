@@ -24,7 +24,8 @@ OUT = ["ram_mib", "workload", "hot_mib", "mode", "channels", "dest_prealloc",
        "flit_downtime_ms", "qemu_downtime_ms", "downtime_ratio",
        "flit_mb_per_s", "qemu_mb_per_s", "throughput_ratio",
        "flit_fault_p50_us", "qemu_fault_p50_us", "flit_fault_p99_us", "qemu_fault_p99_us",
-       "fault_p99_ratio", "key_figure", "key_ratio", "qemu_guest", "qemu_guest_rate_pps",
+       "fault_p99_ratio", "key_figure", "key_ratio", "flit_guest", "qemu_guest",
+       "qemu_guest_rate_pps",
        "qemu_note", "status"]
 
 
@@ -79,6 +80,7 @@ def compare(flit_rows, qemu_rows, transport="uring"):
         row["qemu_mb_per_s"] = q.get("mb_per_s", "")
         row["qemu_fault_p50_us"] = q.get("fault_p50_us", "")
         row["qemu_fault_p99_us"] = q.get("fault_p99_us", "")
+        row["flit_guest"] = "memcheck"
         row["qemu_guest"] = q.get("guest", "")
         row["qemu_guest_rate_pps"] = q.get("guest_rate_pps", "")
         row["qemu_note"] = (q.get("note") or "").replace(",", ";")
