@@ -285,6 +285,13 @@ int main(int argc, char **argv)
 						    "bitmap", true, t2, &variants[v],
 						    (enum mig_mode)m);
 				}
+				/* The other hot set QEMU's busy cases use (1 GiB:
+				 * 64 and 256 MiB), pre-copy and post-copy. */
+				for (int m = MIG_MODE_PRECOPY;
+				     sz[i] == GiB && m <= MIG_MODE_POSTCOPY; m++)
+					migrate_one(sz[i], quick ? 256 * MiB : 64 * MiB, 0, 2,
+						    "bitmap", true, t2, &variants[v],
+						    (enum mig_mode)m);
 			}
 			if (quick)
 				continue;

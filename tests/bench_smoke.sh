@@ -2,8 +2,8 @@
 # SPDX-License-Identifier: MIT
 # The benchmark harness end to end on its smallest case: bench/run --smoke
 # must give a CSV of verified Flit migrations (one per transport), the
-# memsvc benchmark's verified migrations, a QEMU
-# run that verified, the comparison, the reports as JSON and the plots as
+# memsvc benchmark's verified migrations, QEMU runs that verified (the idle
+# guest and the busy Linux guest), the comparison, the reports as JSON and the plots as
 # PNG. No speed is checked here: speeds belong to the benchmark's output.
 set -euo pipefail
 build=$(cd "$1" && pwd)
@@ -28,9 +28,15 @@ grep '^migration,' "$out/flit.csv" | awk -F, '$19 != "yes" {exit 1}' ||
 rows=$(grep -c '^migration,\(memsvc\|memsvc-writeback\|precopy\|postcopy\),\(256\|512\),16,.*,ok,.*,yes$' "$out/memsvc.csv" || true)
 [ "$rows" -eq 8 ] || fail "memsvc.csv: $rows of 8 verified migrations: $(cat "$out/memsvc.csv")"
 grep -q '^limit_rtt_memsvc_read,' "$out/memsvc.csv" || fail "memsvc.csv has no memsvc round trip"
-grep -q '^qemu,.*,256,idle,2,yes,ok,.*,yes$' "$out/qemu.csv" ||
-	fail "QEMU's migration did not complete and verify: $(tail -n1 "$out/qemu.csv")"
-grep -q '^256,idle,2,yes,.*,ok$' "$out/compare.csv" ||
+# QEMU: the idle guest's migration, and the busy Linux guest's (it answered
+# verify with bad=0 on the destination); column 14 is verified.
+awk -F, '$1 == "qemu" && $4 == 256 && $5 == "idle" && $6 == 2 && $8 == "ok" && $14 == "yes" {f = 1}
+	END {exit !f}' "$out/qemu.csv" ||
+	fail "QEMU's idle migration did not complete and verify: $(cat "$out/qemu.csv")"
+awk -F, '$1 == "qemu" && $4 == 256 && $5 == "hot" && $8 == "ok" && $14 == "yes" &&
+	$18 == "linux+dirty" {f = 1} END {exit !f}' "$out/qemu.csv" ||
+	fail "QEMU's busy guest did not migrate and verify: $(cat "$out/qemu.csv")"
+grep -q '^256,idle,0,precopy,2,yes,.*,ok$' "$out/compare.csv" ||
 	fail "no comparison: $(cat "$out/compare.csv")"
 if [ -f "$out/flit.jsonl" ]; then
 	python3 -c 'import json, sys

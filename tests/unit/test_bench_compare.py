@@ -23,6 +23,13 @@ def qemu(ram=1024, ch=2, total="1000", down="8", mbps="1000", status="ok", verif
             "verified": verified}
 
 
+def hot(row, mib, mode="precopy", p99="", rate="0"):
+    """row made a hot-set case (a QEMU row written by today's qemu_ref.py)."""
+    row.update(workload="hot", hot_mib=str(mib), mode=mode, rate_pps=rate,
+               fault_p99_us=p99)
+    return row
+
+
 class Compare(unittest.TestCase):
     def test_ratios_of_a_matching_case(self):
         (row,) = compare.compare([flit()], [qemu()])
@@ -65,6 +72,28 @@ class Compare(unittest.TestCase):
     def test_zero_reference_is_no_ratio(self):
         (row,) = compare.compare([flit()], [qemu(down="0")])
         self.assertEqual(row["downtime_ratio"], "")
+
+
+    def test_hot_cases_pair_on_hot_set_and_mode(self):
+        flits = [hot(flit(down="10"), 64), hot(flit(down="30"), 256),
+                 hot(flit(down="40"), 256, "postcopy", p99="800"),
+                 hot(flit(down="99"), 256, rate="20000")]
+        qemus = [hot(qemu(down="20"), 256), hot(qemu(down="40"), 64),
+                 hot(qemu(down="1", status="ok"), 256, "postcopy", p99="2000")]
+        rows = compare.compare(flits, qemus)
+        self.assertEqual([r["downtime_ratio"] for r in rows], ["1.50", "0.25", "40.00"])
+        self.assertEqual([r["key_figure"] for r in rows], ["downtime", "downtime", "fault_p99"])
+        self.assertEqual([r["key_ratio"] for r in rows], ["1.50", "0.25", "0.40"])
+
+    def test_idle_key_figure_is_total_time(self):
+        (row,) = compare.compare([flit()], [qemu()])
+        self.assertEqual((row["key_figure"], row["key_ratio"]), ("total", "0.50"))
+
+    def test_qemu_that_did_not_converge_says_so(self):
+        q = hot(qemu(status="no convergence", total="", down=""), 256)
+        (row,) = compare.compare([hot(flit(), 256)], [q])
+        self.assertEqual(row["status"], "qemu no convergence")
+        self.assertEqual(row["key_ratio"], "")
 
 
 if __name__ == "__main__":
