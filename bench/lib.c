@@ -80,29 +80,54 @@ double rtt_4k_us(double *p99)
 	return t[N / 2];
 }
 
-void bench_args(int argc, char **argv, const char *prog, bool *quick, bool *smoke, FILE **out,
-		FILE **json)
+void bench_args(int argc, char **argv, const char *prog, unsigned flags, struct bench_opts *o)
 {
-	static const struct option longopts[] = {{"quick", no_argument, NULL, 'q'},
-						 {"smoke", no_argument, NULL, 's'},
-						 {"out", required_argument, NULL, 'o'},
-						 {"json", required_argument, NULL, 'j'},
-						 {0}};
+	static const struct option longopts[] = {
+	    {"quick", no_argument, NULL, 'q'},	      {"smoke", no_argument, NULL, 's'},
+	    {"out", required_argument, NULL, 'o'},    {"json", required_argument, NULL, 'j'},
+	    {"ram", required_argument, NULL, 'r'},    {"only", required_argument, NULL, 'm'},
+	    {"repeat", required_argument, NULL, 'n'}, {0}};
+	const char *usage = flags & BENCH_SELECT
+				? "[--quick|--smoke] [--out FILE] [--json FILE] [--ram SIZE,...] "
+				  "[--only MODE] [--repeat N]"
+				: "[--quick|--smoke] [--out FILE] [--json FILE]";
 	int c;
 
-	*quick = *smoke = false;
-	*out = stdout;
-	*json = NULL;
+	*o = (struct bench_opts){.out = stdout, .repeat = 1};
 	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-		if (c == 'q')
-			*quick = true;
-		else if (c == 's')
-			*smoke = true;
-		else if (c == 'o' && !(*out = fopen(optarg, "w")))
-			die("%s: %s", optarg, strerror(errno));
-		else if (c == 'j' && !(*json = fopen(optarg, "w")))
-			die("%s: %s", optarg, strerror(errno));
-		else if (c != 'o' && c != 'j')
-			die("usage: %s [--quick|--smoke] [--out FILE] [--json FILE]", prog);
+		bool select = c == 'r' || c == 'm' || c == 'n';
+		if (select && !(flags & BENCH_SELECT))
+			die("usage: %s %s", prog, usage);
+		if (c == 'q') {
+			o->quick = true;
+		} else if (c == 's') {
+			o->smoke = true;
+		} else if (c == 'o') {
+			if (!(o->out = fopen(optarg, "w")))
+				die("%s: %s", optarg, strerror(errno));
+		} else if (c == 'j') {
+			if (!(o->json = fopen(optarg, "w")))
+				die("%s: %s", optarg, strerror(errno));
+		} else if (c == 'r') {
+			char *list = strdup(optarg), *save = NULL;
+			for (char *t = strtok_r(list, ",", &save); t;
+			     t = strtok_r(NULL, ",", &save))
+				if (o->nram == ARRAY_SIZE(o->ram) ||
+				    parse_size(t, &o->ram[o->nram++]) ||
+				    o->ram[o->nram - 1] < 64 * MiB)
+					die("--ram %s: up to %zu sizes of at least 64M", optarg,
+					    ARRAY_SIZE(o->ram));
+			free(list);
+		} else if (c == 'm') {
+			o->only = optarg;
+		} else if (c == 'n') {
+			char *end;
+			unsigned long n = strtoul(optarg, &end, 10);
+			if (*end || !n || n > 100)
+				die("--repeat %s: 1 to 100", optarg);
+			o->repeat = (unsigned)n;
+		} else {
+			die("usage: %s %s", prog, usage);
+		}
 	}
 }

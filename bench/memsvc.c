@@ -18,8 +18,11 @@
  * memsvc read, a 4 KiB TCP request).
  *
  * usage: flit-bench-memsvc [--quick|--smoke] [--out FILE] [--json FILE]
+ *                          [--ram SIZE,...] [--only MODE] [--repeat N]
  * CSV on stdout (or FILE). Sizes: 1, 2, 4, 8 GiB; --quick 1 and 2 GiB;
- * --smoke 256 and 512 MiB with a 16 MiB hot set and a 64 MiB cache.
+ * --smoke 256 and 512 MiB with a 16 MiB hot set and a 64 MiB cache;
+ * --ram these instead. --only: one mode (memsvc, memsvc-writeback,
+ * precopy, postcopy). --repeat: every size and mode N times, interleaved.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -177,11 +180,13 @@ static void migrate(uint64_t mem, enum mig_mode mode, enum mig_memsvc_cache how)
 	memcpy(d.p.token, TOKEN, d.p.token_len);
 	d.p.cache_bytes = cache_bytes;
 	d.p.remote_out = &drm;
-	if (mode != MIG_MODE_MEMSVC) {
-		d.p.mem_size = mem;
-		d.p.nr_vcpus = 2;
-		d.p.prealloc = true;
-	}
+	/* Every destination is built before the clock starts, as one started
+	 * ahead with --mem and --vcpus is (KVM's per-page tables for a large
+	 * memory slot take tens of milliseconds to set up); only RAM that is
+	 * not in memsvc is faulted in ahead too. */
+	d.p.mem_size = mem;
+	d.p.nr_vcpus = 2;
+	d.p.prealloc = mode != MIG_MODE_MEMSVC;
 	int ready = 0;
 	d.p.ready = &ready;
 	mig_dest_spawn(&d);
@@ -241,13 +246,27 @@ static void migrate(uint64_t mem, enum mig_mode mode, enum mig_memsvc_cache how)
 		log_err("migration failed: %s / %s", rep.error, d.rep.error);
 }
 
+static const struct {
+	const char *name; /* the CSV's mode column, and --only's word */
+	enum mig_mode mode;
+	enum mig_memsvc_cache how;
+} cases[] = {
+    {"memsvc", MIG_MODE_MEMSVC, MIG_MEMSVC_SEND},
+    {"memsvc-writeback", MIG_MODE_MEMSVC, MIG_MEMSVC_WRITEBACK},
+    {"precopy", MIG_MODE_PRECOPY, 0},
+    {"postcopy", MIG_MODE_POSTCOPY, 0},
+};
+
 int main(int argc, char **argv)
 {
-	bool quick, smoke;
+	struct bench_opts o;
 
 	log_set_prefix("flit-bench-memsvc");
 	log_init_from_env();
-	bench_args(argc, argv, "flit-bench-memsvc", &quick, &smoke, &out, &json_out);
+	bench_args(argc, argv, "flit-bench-memsvc", BENCH_SELECT, &o);
+	bool quick = o.quick, smoke = o.smoke;
+	out = o.out;
+	json_out = o.json;
 	if (smoke) {
 		hot_bytes = 16 * MiB;
 		cache_bytes = 64 * MiB;
@@ -265,18 +284,23 @@ int main(int argc, char **argv)
 	fprintf(out, "limit_rtt_memsvc_read,,,,,,,,,,,,,%.0f,%.0f,\n", m50, m99);
 	uint64_t full[] = {1 * GiB, 2 * GiB, 4 * GiB, 8 * GiB}, q[] = {1 * GiB, 2 * GiB},
 		 s[] = {256 * MiB, 512 * MiB};
-	uint64_t *sz = smoke ? s : quick ? q : full;
-	unsigned n = smoke || quick ? 2 : 4;
-	for (unsigned i = 0; i < n; i++) {
-		/* a fresh service per run: its memory goes with it */
-		svc_start();
-		migrate(sz[i], MIG_MODE_MEMSVC, MIG_MEMSVC_SEND);
-		svc_stop();
-		svc_start();
-		migrate(sz[i], MIG_MODE_MEMSVC, MIG_MEMSVC_WRITEBACK);
-		svc_stop();
-		migrate(sz[i], MIG_MODE_PRECOPY, 0);
-		migrate(sz[i], MIG_MODE_POSTCOPY, 0);
+	const uint64_t *sz = o.nram ? o.ram : smoke ? s : quick ? q : full;
+	unsigned n = o.nram ? o.nram : smoke || quick ? 2 : 4;
+	/* The sizes one after the other, repeat times over: a noisy spell of
+	 * the machine then hits one run of each size, not every run of one. */
+	for (unsigned rep = 0; rep < o.repeat; rep++) {
+		for (unsigned i = 0; i < n; i++) {
+			for (unsigned m = 0; m < ARRAY_SIZE(cases); m++) {
+				if (o.only && strcmp(o.only, cases[m].name))
+					continue;
+				/* a fresh service per run: its memory goes with it */
+				if (cases[m].mode == MIG_MODE_MEMSVC)
+					svc_start();
+				migrate(sz[i], cases[m].mode, cases[m].how);
+				if (cases[m].mode == MIG_MODE_MEMSVC)
+					svc_stop();
+			}
+		}
 	}
 	if (out != stdout)
 		fclose(out);

@@ -240,11 +240,14 @@ static void migrate_one(uint64_t mem, uint64_t hot, uint64_t rate, unsigned chan
 
 int main(int argc, char **argv)
 {
-	bool quick, smoke;
+	struct bench_opts o;
 
 	log_set_prefix("flit-bench-precopy");
 	log_init_from_env();
-	bench_args(argc, argv, "flit-bench-precopy", &quick, &smoke, &out, &json_out);
+	bench_args(argc, argv, "flit-bench-precopy", 0, &o);
+	bool quick = o.quick, smoke = o.smoke;
+	out = o.out;
+	json_out = o.json;
 	uint64_t tcp_bytes = smoke ? 256 * MiB : 4 * GiB;
 	double mc = memcpy_gbps(), t1 = tcp_gbps(1, tcp_bytes), t2 = tcp_gbps(2, tcp_bytes),
 	       t4 = tcp_gbps(4, tcp_bytes);

@@ -937,7 +937,9 @@ int mig_dest_run(const struct mig_dest_params *p, struct vm **out, struct mig_re
 					   .drop_resident = true,
 					   .keep = d.touched,
 					   .zeroed = d.zeroed};
+		uint64_t t_attach = now_ns();
 		r = remote_open(&d.remote, d.vm, &rp);
+		log_debug("memsvc: attached in %.2f ms", (double)(now_ns() - t_attach) / 1e6);
 		if (r)
 			snprintf(ctl.why, sizeof(ctl.why), "taking over memsvc namespace %s: %s",
 				 rp.url, strerror(-r));
