@@ -3,8 +3,8 @@
 # The benchmark harness end to end on its smallest case: bench/run --smoke
 # must give a CSV of verified Flit migrations (one per transport), the
 # memsvc benchmark's verified migrations, QEMU runs that verified (the idle
-# guest and the busy Linux guest), the comparison, the reports as JSON and the plots as
-# PNG. No speed is checked here: speeds belong to the benchmark's output.
+# guest and the busy Linux guest), the comparison, QEMU-KVM and Flit side
+# by side in the nested-KVM lab, the reports as JSON and the plots as PNG. No speed is checked here: speeds belong to the benchmark's output.
 set -euo pipefail
 build=$(cd "$1" && pwd)
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -38,6 +38,11 @@ awk -F, '$1 == "qemu" && $4 == 256 && $5 == "hot" && $8 == "ok" && $14 == "yes" 
 	fail "QEMU's busy guest did not migrate and verify: $(cat "$out/qemu.csv")"
 grep -q '^256,idle,0,precopy,2,yes,.*,ok$' "$out/compare.csv" ||
 	fail "no comparison: $(cat "$out/compare.csv")"
+# Both on the lab's nested KVM: QEMU-KVM's migration verified and paired.
+grep -q '^qemu,.*,kvm,256,idle,2,yes,ok,.*,yes,' "$out/lab-qemu.csv" ||
+	fail "QEMU-KVM in the lab: $(tail -n 20 "$out/lab.txt")"
+grep -q '^256,idle,0,precopy,2,yes,.*,ok$' "$out/lab-compare.csv" ||
+	fail "no like-for-like comparison: $(cat "$out/lab-compare.csv")"
 if [ -f "$out/flit.jsonl" ]; then
 	python3 -c 'import json, sys
 n = sum(1 for line in open(sys.argv[1]) if json.loads(line)["status"] == "completed")
