@@ -55,21 +55,26 @@ HEADER = ("vmm,version,accel,ram_mib,workload,channels,dest_prealloc,status,"
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 
 
+def unix_connect(path, timeout):
+    """A connected unix socket to path, retried until QEMU has made it."""
+    end = time.time() + timeout
+    while True:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.connect(path)
+            return s
+        except OSError:
+            s.close()
+            if time.time() > end:
+                raise
+            time.sleep(0.05)
+
+
 class Qmp:
     """A QMP client: one command, one reply; events are skipped."""
 
     def __init__(self, path, timeout=60):
-        end = time.time() + timeout
-        while True:
-            try:
-                self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                self.s.connect(path)
-                break
-            except OSError:
-                self.s.close()
-                if time.time() > end:
-                    raise
-                time.sleep(0.05)
+        self.s = unix_connect(path, timeout)
         self.f = self.s.makefile("rw")
         self.greeting = json.loads(self.f.readline())
         self.cmd("qmp_capabilities")
@@ -97,17 +102,7 @@ class Console:
     out, its "DIRTY ..." answer lines in."""
 
     def __init__(self, path, timeout=60):
-        end = time.time() + timeout
-        while True:
-            try:
-                self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                self.s.connect(path)
-                break
-            except OSError:
-                self.s.close()
-                if time.time() > end:
-                    raise
-                time.sleep(0.05)
+        self.s = unix_connect(path, timeout)
         self.buf = b""
 
     def send(self, line):
