@@ -40,6 +40,7 @@ struct api_server {
 	struct mig_report rep;
 	int mig_r;
 	bool migrated, quit;
+	bool lost;	 /* post-copy broke after the switch: no copy here to run */
 	bool final_read; /* a client got the ended migration's status */
 	pthread_t mig_thread;
 	bool mig_thread_started;
@@ -47,6 +48,8 @@ struct api_server {
 	struct mig_progress progress;
 	volatile int cancel;
 	volatile int postcopy_now;
+	volatile int recover_now;
+	char recover_addr[300]; /* written before recover_now is set */
 };
 
 static void *mig_thread(void *arg)
@@ -60,6 +63,7 @@ static void *mig_thread(void *arg)
 	s->mig_r = r;
 	s->mig = MIG_ENDED;
 	s->migrated = r == 0;
+	s->lost = r && !strcmp(rep.status, "lost");
 	pthread_mutex_unlock(&s->lock);
 	if (r)
 		log_err("migration %s: %s", rep.status, rep.error);
@@ -119,6 +123,8 @@ static const char *vm_state(struct api_server *s)
 {
 	if (s->migrated)
 		return "migrated";
+	if (s->lost)
+		return "lost";
 	enum vcpu_state st = vcpu_get_run_state(s->vm->vcpus[0]);
 	for (uint32_t i = 0; i < s->vm->nr_vcpus; i++) {
 		enum vcpu_state v = vcpu_get_run_state(s->vm->vcpus[i]);
@@ -241,6 +247,10 @@ static json_object *do_migrate(struct api_server *s, json_object *req)
 	memset(&s->progress, 0, sizeof(s->progress));
 	p.cancel = &s->cancel;
 	p.postcopy_now = &s->postcopy_now;
+	s->recover_now = 0;
+	s->recover_addr[0] = 0;
+	p.recover_now = &s->recover_now;
+	p.recover_addr = s->recover_addr;
 	p.progress = &s->progress;
 	s->mp = p;
 	memset(&s->rep, 0, sizeof(s->rep));
@@ -260,8 +270,8 @@ static json_object *do_migrate(struct api_server *s, json_object *req)
 
 static json_object *do_migrate_status(struct api_server *s)
 {
-	static const char *const phases[] = {"none",	      "setup",	  "iterate",
-					     "stop-and-copy", "postcopy", "done"};
+	static const char *const phases[] = {"none",	 "setup", "iterate",	    "stop-and-copy",
+					     "postcopy", "done",  "postcopy-paused"};
 	json_object *o = ok_reply();
 	struct mig_progress pg;
 
@@ -283,7 +293,8 @@ static json_object *do_migrate_status(struct api_server *s)
 	pg.est_downtime_us = __atomic_load_n(&s->progress.est_downtime_us, __ATOMIC_RELAXED);
 	pg.bandwidth_bps = __atomic_load_n(&s->progress.bandwidth_bps, __ATOMIC_RELAXED);
 	pg.throttle_pct = __atomic_load_n(&s->progress.throttle_pct, __ATOMIC_RELAXED);
-	json_object_object_add(o, "phase", json_object_new_string(phases[pg.phase % 6]));
+	json_object_object_add(o, "phase",
+			       json_object_new_string(phases[pg.phase % ARRAY_SIZE(phases)]));
 	json_object_object_add(o, "round", json_object_new_int64(pg.round));
 	json_object_object_add(o, "pages_sent", json_object_new_int64((int64_t)pg.pages_sent));
 	json_object_object_add(o, "bytes", json_object_new_int64((int64_t)pg.bytes));
@@ -297,6 +308,32 @@ static json_object *do_migrate_status(struct api_server *s)
 	json_object_object_add(o, "throttle_pct", json_object_new_int64(pg.throttle_pct));
 	json_object_object_add(o, "mem_bytes", json_object_new_int64((int64_t)s->vm->mem.size));
 	return o;
+}
+
+/* A post-copy whose connection broke tries again now, at "target" if
+ * given. Refused unless it waits for exactly that. */
+static json_object *do_migrate_recover(struct api_server *s, json_object *req, bool busy)
+{
+	json_object *v;
+	char host[256];
+	uint16_t port;
+	const char *target = "";
+
+	if (json_object_object_get_ex(req, "target", &v)) {
+		target = json_object_is_type(v, json_type_string) ? json_object_get_string(v) : "";
+		if (mig_parse_addr(target, host, sizeof(host), &port) ||
+		    strlen(target) >= sizeof(s->recover_addr))
+			return error_reply("target %s: an address is tcp:HOST:PORT", target);
+	}
+	if (!busy ||
+	    __atomic_load_n(&s->progress.phase, __ATOMIC_RELAXED) != MIG_PHASE_POSTCOPY_PAUSED)
+		return error_reply("no post-copy is waiting to recover (migrate-status says "
+				   "phase postcopy-paused when one is)");
+	/* Read by the migration thread only after it sees recover_now. */
+	if (target[0])
+		snprintf(s->recover_addr, sizeof(s->recover_addr), "%s", target);
+	__atomic_store_n(&s->recover_now, 1, __ATOMIC_RELEASE);
+	return ok_reply();
 }
 
 /* One request line; *subscribe is set if it asks for the event stream. */
@@ -357,6 +394,8 @@ static json_object *handle(struct api_server *s, const char *line, bool *subscri
 			__atomic_store_n(&s->postcopy_now, 1, __ATOMIC_RELAXED);
 			reply = ok_reply();
 		}
+	} else if (!strcmp(cmd, "migrate-recover")) {
+		reply = do_migrate_recover(s, req, busy);
 	} else if (!strcmp(cmd, "subscribe")) {
 		*subscribe = true;
 		reply = ok_reply();
@@ -370,7 +409,8 @@ static json_object *handle(struct api_server *s, const char *line, bool *subscri
 	} else {
 		reply = error_reply(
 		    "unknown command '%.40s' (status, pause, resume, migrate, "
-		    "migrate-status, migrate-cancel, migrate-postcopy, subscribe, quit)",
+		    "migrate-status, migrate-cancel, migrate-postcopy, migrate-recover, "
+		    "subscribe, quit)",
 		    cmd);
 	}
 	json_object_put(req);
@@ -678,6 +718,14 @@ bool api_migrated(struct api_server *s)
 {
 	pthread_mutex_lock(&s->lock);
 	bool r = s->migrated;
+	pthread_mutex_unlock(&s->lock);
+	return r;
+}
+
+bool api_lost(struct api_server *s)
+{
+	pthread_mutex_lock(&s->lock);
+	bool r = s->lost;
 	pthread_mutex_unlock(&s->lock);
 	return r;
 }

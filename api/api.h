@@ -33,5 +33,8 @@ void api_wait_final_read(struct api_server *s, int timeout_ms);
 
 /* A client asked this flit to quit. */
 bool api_quit_requested(struct api_server *s);
+/* A post-copy through the API broke after the switch and was not
+ * recovered: the copy here is stale and must never run again. */
+bool api_lost(struct api_server *s);
 
 #endif

@@ -129,6 +129,12 @@ static void usage(FILE *f)
 		"  --no-auto-converge  never throttle the vCPUs\n"
 		"  --checksum-pages    CRC32C over page data too (default: over every\n"
 		"                      record's metadata; TCP guards page data)\n"
+		"  --net-timeout SEC   network silence that breaks a migration (default 10;\n"
+		"                      both sides)\n"
+		"  --recover-timeout SEC  post-copy: after a break, how long both sides wait\n"
+		"                      to reconnect (the source tries every second and on\n"
+		"                      flitctl migrate-recover) before the guest is lost\n"
+		"                      (default 60; 0: lost at once)\n"
 		"  --mem-prealloc, --no-mem-prealloc  fault in all guest RAM at creation\n"
 		"                      (default: on for --incoming given --mem and --vcpus:\n"
 		"                      the VM is then built before the source connects)\n"
@@ -202,6 +208,8 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 	    {"cache", required_argument, NULL, 'Z'},
 	    {"memsvc-timeout", required_argument, NULL, 'W'},
 	    {"memsvc-cache", required_argument, NULL, 'H'},
+	    {"net-timeout", required_argument, NULL, 'n'},
+	    {"recover-timeout", required_argument, NULL, 'r'},
 	    {0},
 	};
 	uint64_t v;
@@ -335,6 +343,17 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 			o->mig.memsvc_cache = (enum mig_memsvc_cache)how;
 			break;
 		}
+		case 'n':
+			if (parse_seconds_ms(optarg, &v) || v < 100 || v > 3600000)
+				return bad_usage("--net-timeout %s: seconds, 0.1 to 3600", optarg);
+			o->mig.timeout_ms = (int)v;
+			break;
+		case 'r':
+			if (parse_seconds_ms(optarg, &v) || v > 86400000)
+				return bad_usage("--recover-timeout %s: seconds, 0 to 86400",
+						 optarg);
+			o->mig.recover_ms = (int)v;
+			break;
 		case 'W':
 			if (parse_seconds_ms(optarg, &o->memsvc_retry_ms) || !o->memsvc_retry_ms)
 				return bad_usage("--memsvc-timeout %s: seconds, e.g. 30", optarg);
@@ -495,7 +514,7 @@ static int exit_code_for(int err)
 /* Runs the guest until it exits (or fails, or the timeout passes), telling it
  * to verify and exit after --finish-after; then the optional host check.
  * Returns the process exit status. Destroys the VM. */
-enum { WAIT_DONE, WAIT_MIGRATED, WAIT_QUIT, WAIT_REMOTE_LOST };
+enum { WAIT_DONE, WAIT_MIGRATED, WAIT_QUIT, WAIT_REMOTE_LOST, WAIT_LOST };
 
 /* vm_wait, but also ending when the API says the guest left or to quit. */
 static int wait_guest(struct vm *vm, struct api_server *api, int timeout_ms, struct vm_result *res)
@@ -512,6 +531,8 @@ static int wait_guest(struct vm *vm, struct api_server *api, int timeout_ms, str
 		vm_wait(vm, slice, res);
 		if (api && api_migrated(api))
 			return WAIT_MIGRATED;
+		if (api && api_lost(api))
+			return WAIT_LOST;
 		if (api && api_quit_requested(api))
 			return WAIT_QUIT;
 		if (remote && remote_failed(remote, NULL, 0))
@@ -534,7 +555,7 @@ static int run_to_end(struct vm *vm, const struct opts *o, uint64_t t0, struct a
 		}
 	}
 	w = wait_guest(vm, api, timeout, &res);
-	if (w == WAIT_MIGRATED)
+	if (w == WAIT_MIGRATED || w == WAIT_LOST)
 		api_wait_final_read(api, 3000); /* let flitctl read the report */
 	api_stop(api);				/* waits for a migration still running */
 	if (w == WAIT_REMOTE_LOST) {
@@ -556,6 +577,12 @@ static int run_to_end(struct vm *vm, const struct opts *o, uint64_t t0, struct a
 			 (unsigned long long)ps.evicted, (unsigned long long)ps.written,
 			 (unsigned long long)ps.resident, (unsigned long long)ps.fetch_p50_us,
 			 (unsigned long long)ps.fetch_p99_us);
+	}
+	if (w == WAIT_LOST) {
+		log_err("the guest was lost: post-copy broke after the switch and was not "
+			"recovered; this copy is stale");
+		guest_destroy(vm);
+		return FLIT_EXIT_MIGRATION;
 	}
 	if (w == WAIT_MIGRATED || (api && w == WAIT_QUIT)) {
 		log_info("%s", w == WAIT_MIGRATED ? "the guest runs at the destination now; "
@@ -629,6 +656,8 @@ static int run_incoming(const struct opts *o)
 	dp.backing = o->backing;
 	dp.dirty_track = o->dirty;
 	dp.accept_timeout_ms = o->timeout_s ? (int)(o->timeout_s * 1000) : -1;
+	dp.timeout_ms = o->mig.timeout_ms;
+	dp.recover_ms = o->mig.recover_ms;
 	/* Preallocation pays off when it happens before the source connects,
 	 * which needs the layout up front: on by default with --mem and --vcpus. */
 	dp.prealloc =

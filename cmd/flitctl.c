@@ -3,6 +3,7 @@
  * flitctl: the command-line client of a flit process's control API.
  *
  *   flitctl --api PATH status | pause | resume | migrate-status | migrate-cancel | quit
+ *   flitctl --api PATH migrate-recover [tcp:HOST:PORT]
  *   flitctl --api PATH events
  *   flitctl --api PATH migrate tcp:HOST:PORT [channels=N] [downtime_limit_ms=N]
  *           [max_rounds=N] [bandwidth=BYTES] [auto_converge=false] [--no-wait]
@@ -220,7 +221,8 @@ static int usage(void)
 {
 	fprintf(stderr, "usage: flitctl --api PATH COMMAND [key=value ...]\n"
 			"commands: status, pause, resume, migrate TARGET, migrate-status,\n"
-			"          migrate-cancel, migrate-postcopy, events, quit (docs/api.md)\n");
+			"          migrate-cancel, migrate-postcopy, migrate-recover [TARGET],\n"
+			"          events, quit (docs/api.md)\n");
 	return 64;
 }
 
@@ -247,6 +249,9 @@ int main(int argc, char **argv)
 		}
 		json_object_object_add(req, "target", json_object_new_string(argv[i++]));
 	}
+	/* migrate-recover: optionally somewhere else than the first target */
+	if (!strcmp(cmd, "migrate-recover") && i < argc && !strncmp(argv[i], "tcp:", 4))
+		json_object_object_add(req, "target", json_object_new_string(argv[i++]));
 	for (; i < argc; i++) {
 		char *eq = strchr(argv[i], '=');
 		uint64_t v;

@@ -480,6 +480,8 @@ const char *mig_rec_name(uint16_t t)
 		return "DISCARD";
 	case MIG_REC_MEMSVC:
 		return "MEMSVC";
+	case MIG_REC_RECOVER:
+		return "RECOVER";
 	case MIG_REC_ERROR:
 		return "ERROR";
 	default:

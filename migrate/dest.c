@@ -47,7 +47,9 @@ struct receiver {
 	uint32_t mark; /* last round whose MARK came in (under d->lock) */
 	bool ended;
 	int err;
-	uint8_t *buf; /* post-copy: pages land here before they are placed */
+	uint64_t pages0, zero_pages0; /* the counts when this connection came */
+	bool fatal;		      /* failed here (placing a page), not on the connection */
+	uint8_t *buf;		      /* post-copy: pages land here before they are placed */
 };
 
 struct dst {
@@ -68,6 +70,11 @@ struct dst {
 	struct uffd *uffd;	   /* set once RAM is registered (atomic) */
 	struct mig_conn *ctl;	   /* the control connection, */
 	pthread_mutex_t send_lock; /* whose sends this serializes */
+	bool ctl_down;		   /* post-copy broke: no sends (under send_lock) */
+	int lfd;		   /* the listener: a recovery connects there */
+	struct mig_hello hello;	   /* the first control connection's */
+	uint32_t recoveries;
+	uint64_t rx_before; /* bytes received on connections since closed */
 	/* memsvc: the namespace, the hot pages to read first, and the remote
 	 * memory once the namespace is ours */
 	bool memsvc;
@@ -83,6 +90,7 @@ void mig_dest_params_default(struct mig_dest_params *p)
 	p->listen_fd = -1;
 	p->accept_timeout_ms = -1;
 	p->timeout_ms = 10000;
+	p->recover_ms = 60000;
 	p->dirty_track = "bitmap";
 }
 
@@ -136,8 +144,8 @@ static int recv_pages(struct receiver *t, const struct mig_rec_hdr *h)
 			  (size_t)ph.count * 4096, h->flags & MIG_F_UNCHECKED ? NULL : &crc);
 	if (!r)
 		r = mig_recv_crc_check(&t->conn, h, crc);
-	if (!r && u)
-		r = uffd_place(u, ph.gfn, t->buf, ph.count);
+	if (!r && u && (r = uffd_place(u, ph.gfn, t->buf, ph.count)))
+		t->fatal = true;
 	if (r)
 		return r;
 	for (uint64_t g = ph.gfn; g < ph.gfn + ph.count; g++)
@@ -175,8 +183,10 @@ static int recv_zero(struct receiver *t, const struct mig_rec_hdr *h)
 		 * After a post-copy switch every page must be placed. */
 		if (u) {
 			r = uffd_place_zero(u, g);
-			if (r)
+			if (r) {
+				t->fatal = true;
 				return r;
+			}
 		} else if (bitmap_test(d->touched, g)) {
 			memset(d->vm->mem.regions[0].hva + g * 4096, 0, 4096);
 		}
@@ -219,10 +229,11 @@ static void *receiver_thread(void *arg)
 		case MIG_REC_END: {
 			struct mig_end e;
 			r = mig_recv_payload(&t->conn, &h, &e, sizeof(e));
-			if (!r && (e.pages != t->pages || e.zero_pages != t->zero_pages))
+			if (!r && (e.pages != t->pages - t->pages0 ||
+				   e.zero_pages != t->zero_pages - t->zero_pages0))
 				r = bad(t, "channel %u: %llu pages announced, %llu received",
 					t->k + 1, (unsigned long long)e.pages,
-					(unsigned long long)t->pages);
+					(unsigned long long)(t->pages - t->pages0));
 			if (!r) {
 				t->ended = true;
 				return NULL;
@@ -284,6 +295,86 @@ static int check_data(void *opaque, const struct mig_hello *h, char *why, size_t
 		return -EPROTO;
 	}
 	return 0;
+}
+
+/* A recovery's control connection: the same migration, the same layout. */
+static int check_recover(void *opaque, const struct mig_hello *h, char *why, size_t len)
+{
+	const struct dst *d = opaque;
+	const struct mig_layout *a = &h->layout, *b = &d->hello.layout;
+
+	if (h->role != MIG_ROLE_RECOVER || memcmp(h->session, d->hello.session, 16) ||
+	    a->mem_size != b->mem_size || a->nr_vcpus != b->nr_vcpus ||
+	    a->nr_channels != b->nr_channels) {
+		snprintf(why, len, "not a recovery of the post-copy migration waiting here");
+		return -EPROTO;
+	}
+	return 0;
+}
+
+/* The data channels of the migration whose control connection said hello
+ * (in any order), each with its receiver thread. On failure ctl->why says
+ * why; receivers started are left for receivers_stop. */
+static int accept_channels(struct dst *d, struct mig_conn *ctl, const struct mig_hello *hello)
+{
+	const struct mig_dest_params *p = d->p;
+	struct mig_hello h2;
+	int r;
+
+	for (unsigned i = 0; i < d->n; i++) {
+		struct mig_conn c = MIG_CONN_INIT;
+		r = mig_accept(d->lfd, p->timeout_ms, &c);
+		if (!r) {
+			mig_conn_set_timeout(&c, p->timeout_ms);
+			r = mig_handshake_accept(&c, p->token, p->token_len, &h2, check_data,
+						 (void *)hello);
+		}
+		if (!r && d->rcv[h2.channel - 1].started) {
+			snprintf(c.why, sizeof(c.why), "data channel %u twice", h2.channel);
+			r = -EPROTO;
+		}
+		if (r) {
+			snprintf(ctl->why, sizeof(ctl->why), "data channel: %.160s",
+				 c.why[0] ? c.why : strerror(-r));
+			mig_send_error(&c, r, "%s", ctl->why);
+			mig_conn_close(&c);
+			return r;
+		}
+		/* Channels may connect in any order: file each under its number.
+		 * A data channel may idle through a whole round: the silence
+		 * timeout is the control channel's (the source sends heartbeats
+		 * there); a dead source is seen there, and that stops these. */
+		struct receiver *t = &d->rcv[h2.channel - 1];
+		mig_conn_set_timeouts(&c, 0, p->timeout_ms);
+		t->conn = c;
+		t->err = 0;
+		t->ended = t->fatal = false;
+		t->mark = 0;
+		t->pages0 = t->pages;
+		t->zero_pages0 = t->zero_pages;
+		r = -pthread_create(&t->thread, NULL, receiver_thread, t);
+		if (r)
+			return r;
+		t->started = true;
+	}
+	return 0;
+}
+
+/* Stops every receiver thread and closes its connection. */
+static void receivers_stop(struct dst *d)
+{
+	d->abort = 1;
+	for (unsigned i = 0; i < d->n; i++)
+		if (d->rcv[i].conn.fd >= 0)
+			shutdown(d->rcv[i].conn.fd, SHUT_RDWR);
+	for (unsigned i = 0; i < d->n; i++) {
+		if (d->rcv[i].started)
+			pthread_join(d->rcv[i].thread, NULL);
+		d->rcv[i].started = false;
+		d->rx_before += d->rcv[i].conn.rx_bytes;
+		mig_conn_close(&d->rcv[i].conn);
+	}
+	d->abort = 0;
 }
 
 /* Every data channel has taken in round's MARK (or one failed, or the
@@ -583,7 +674,14 @@ static int request_page(void *opaque, uint64_t gfn)
 	struct mig_page_req q = {.gfn = gfn, .count = 1};
 
 	pthread_mutex_lock(&d->send_lock);
-	int r = mig_send_rec(d->ctl, MIG_REC_PAGE_REQ, &q, sizeof(q));
+	int r = d->ctl_down ? 0 : mig_send_rec(d->ctl, MIG_REC_PAGE_REQ, &q, sizeof(q));
+	if (r && d->p->recover_ms > 0) {
+		/* The connection broke: the session thread sees it too, and
+		 * once recovered asks again for every page still waited on. */
+		d->ctl_down = true;
+		shutdown(d->ctl->fd, SHUT_RDWR);
+		r = 0;
+	}
 	pthread_mutex_unlock(&d->send_lock);
 	return r;
 }
@@ -647,10 +745,119 @@ static int postcopy_prepare(struct dst *d, struct mig_conn *ctl)
 	return 0;
 }
 
+/* Post-copy broke (cause): the guest waits for the pages it lacks, the
+ * fault thread keeps asking into the void. Wait up to recover_ms for the
+ * source to come back on the listener with the same session; then tell it
+ * which pages are here and ask again for every page a fault waits on. */
+static int postcopy_recover(struct dst *d, struct mig_conn *ctl, int cause)
+{
+	const struct mig_dest_params *p = d->p;
+	struct uffd *u = d->uffd;
+	struct mig_conn c = MIG_CONN_INIT;
+	struct mig_hello h;
+	char why[200];
+	int r;
+
+	snprintf(why, sizeof(why), "%s", ctl->why[0] ? ctl->why : strerror(-cause));
+	for (unsigned i = 0; i < d->n; i++)
+		if (d->rcv[i].err && d->rcv[i].err != -ECANCELED && d->rcv[i].conn.why[0]) {
+			snprintf(why, sizeof(why), "data channel %u: %.150s", i + 1,
+				 d->rcv[i].conn.why);
+			break;
+		}
+	pthread_mutex_lock(&d->send_lock);
+	d->ctl_down = true;
+	pthread_mutex_unlock(&d->send_lock);
+	receivers_stop(d);
+	d->rx_before += ctl->rx_bytes;
+	mig_conn_close(ctl);
+	log_warn("post-copy: the connection to the source broke (%s); the guest waits for %llu "
+		 "pages; waiting up to %d s for the source to reconnect",
+		 why, (unsigned long long)(d->nr_pages - u->nr_placed), p->recover_ms / 1000);
+	uint64_t t0 = now_ns(), deadline = t0 + (uint64_t)p->recover_ms * 1000000ULL;
+	for (;;) {
+		uint64_t now = now_ns();
+		if (u->err) {
+			snprintf(ctl->why, sizeof(ctl->why), "the fault service failed: %s",
+				 strerror(-u->err));
+			return u->err;
+		}
+		if (now >= deadline) {
+			snprintf(
+			    ctl->why, sizeof(ctl->why),
+			    "the source did not reconnect within %d s; post-copy broke on: %.130s",
+			    p->recover_ms / 1000, why);
+			return -ETIMEDOUT;
+		}
+		r = mig_accept(d->lfd, (int)MIN((deadline - now) / 1000000ULL + 1, 1000), &c);
+		if (r == -ETIMEDOUT)
+			continue;
+		if (r) {
+			log_warn("post-copy recovery: accepting: %s", strerror(-r));
+			usleep(100000);
+			continue;
+		}
+		mig_conn_set_timeout(&c, p->timeout_ms);
+		r = mig_handshake_accept(&c, p->token, p->token_len, &h, check_recover, d);
+		if (!r)
+			r = accept_channels(d, &c, &h);
+		if (!r)
+			break;
+		log_warn("refused a post-copy recovery: %s", c.why[0] ? c.why : strerror(-r));
+		receivers_stop(d);
+		mig_conn_close(&c);
+	}
+	/* The pages here (no receiver places any until the source has read
+	 * this), then every page a fault still waits on. */
+	size_t words = BITMAP_WORDS(d->nr_pages);
+	uint64_t *have = malloc(words * 8), again = 0;
+	if (!have)
+		return -ENOMEM;
+	for (size_t w = 0; w < words; w++)
+		have[w] = __atomic_load_n(&u->placed[w], __ATOMIC_ACQUIRE);
+	struct mig_recover rc = {
+	    .gfn = 0, .count = (uint32_t)d->nr_pages, .recoveries = d->recoveries + 1};
+	struct iovec iov[2] = {{&rc, sizeof(rc)}, {have, words * 8}};
+	pthread_mutex_lock(&d->send_lock);
+	*ctl = c;
+	d->ctl_fd = c.fd;
+	d->ctl_down = false;
+	r = mig_send_iov(ctl, MIG_REC_RECOVER, iov, 2);
+	for (uint64_t g = 0; g < d->nr_pages && !r; g++) {
+		if (__atomic_load_n(&u->fault_ns[g], __ATOMIC_ACQUIRE) <= UFFD_PLACED)
+			continue;
+		struct mig_page_req q = {.gfn = g, .count = 1};
+		r = mig_send_rec(ctl, MIG_REC_PAGE_REQ, &q, sizeof(q));
+		again++;
+	}
+	pthread_mutex_unlock(&d->send_lock);
+	free(have);
+	if (r)
+		return r; /* broke again: the caller waits again */
+	d->recoveries++;
+	log_info("post-copy recovered after %.2f s: %llu pages to come, %llu asked for again",
+		 (double)(now_ns() - t0) / 1e9, (unsigned long long)(d->nr_pages - u->nr_placed),
+		 (unsigned long long)again);
+	return 0;
+}
+
+/* A failure that a new connection cannot mend: the fault service or a
+ * placement failed here, memory ran out, or the source gave up (its ERROR). */
+static bool postcopy_fatal(struct dst *d, int r)
+{
+	if (r == -ECONNABORTED || r == -ENOMEM || d->uffd->err || d->p->recover_ms <= 0)
+		return true;
+	for (unsigned i = 0; i < d->n; i++)
+		if (d->rcv[i].fatal)
+			return true;
+	return false;
+}
+
 /* Post-copy after the switch: place the answers to the fault thread's
  * requests as they come on the control connection, until every data
  * channel has ended its push and every page is there. Heartbeats keep the
- * source's silence timeout quiet; no progress for timeout_ms fails. */
+ * source's silence timeout quiet; no progress for timeout_ms breaks the
+ * connection, as does any error on it: then the source may recover it. */
 static int postcopy_run(struct dst *d, struct mig_conn *ctl, struct mig_report *rep)
 {
 	struct uffd *u = d->uffd;
@@ -658,6 +865,7 @@ static int postcopy_run(struct dst *d, struct mig_conn *ctl, struct mig_report *
 	uint64_t t0 = now_ns(), last_beat = t0, last_progress = t0, seen = 0;
 	int r = buf ? 0 : -ENOMEM;
 
+again:
 	while (!r) {
 		struct pollfd pf = {.fd = ctl->fd, .events = POLLIN};
 		int n = poll(&pf, 1, 100);
@@ -695,8 +903,12 @@ static int postcopy_run(struct dst *d, struct mig_conn *ctl, struct mig_report *
 						  h.flags & MIG_F_UNCHECKED ? NULL : &crc);
 			if (!r)
 				r = mig_recv_crc_check(ctl, &h, crc);
-			if (!r)
-				r = uffd_place(u, ph.gfn, buf, ph.count);
+			if (!r && (r = uffd_place(u, ph.gfn, buf, ph.count))) {
+				snprintf(ctl->why, sizeof(ctl->why), "placing pages %llu+%u: %s",
+					 (unsigned long long)ph.gfn, ph.count, strerror(-r));
+				free(buf);
+				return r; /* here, not on the connection: no recovery */
+			}
 			if (r)
 				break;
 		}
@@ -741,10 +953,20 @@ static int postcopy_run(struct dst *d, struct mig_conn *ctl, struct mig_report *
 					 "the push ended with %llu of %llu pages in place",
 					 (unsigned long long)u->nr_placed,
 					 (unsigned long long)d->nr_pages);
-				r = -EPROTO;
+				free(buf);
+				return -EPROTO;
 			}
 			break;
 		}
+	}
+	if (r && !postcopy_fatal(d, r)) {
+		r = postcopy_recover(d, ctl, r);
+		/* A recovery that broke at once waits again, up to its time. */
+		while (r && !postcopy_fatal(d, r) && r != -ETIMEDOUT)
+			r = postcopy_recover(d, ctl, r);
+		last_progress = now_ns();
+		if (!r)
+			goto again;
 	}
 	free(buf);
 	if (r)
@@ -789,7 +1011,7 @@ int mig_dest_run(const struct mig_dest_params *p, struct vm **out, struct mig_re
 {
 	struct dst d = {.p = p};
 	struct mig_conn ctl = MIG_CONN_INIT;
-	struct mig_hello hello, h2;
+	struct mig_hello hello;
 	int lfd = p->listen_fd, r;
 	uint64_t t_start = 0, t_complete;
 	uint32_t rounds = 0;
@@ -892,37 +1114,11 @@ int mig_dest_run(const struct mig_dest_params *p, struct vm **out, struct mig_re
 		r = -ENOMEM;
 		goto fail;
 	}
-	for (unsigned i = 0; i < d.n; i++) {
-		struct mig_conn c = MIG_CONN_INIT;
-		r = mig_accept(lfd, p->timeout_ms, &c);
-		if (!r) {
-			mig_conn_set_timeout(&c, p->timeout_ms);
-			r = mig_handshake_accept(&c, p->token, p->token_len, &h2, check_data,
-						 &hello);
-		}
-		if (!r && d.rcv[h2.channel - 1].started) {
-			snprintf(c.why, sizeof(c.why), "data channel %u twice", h2.channel);
-			r = -EPROTO;
-		}
-		if (r) {
-			snprintf(ctl.why, sizeof(ctl.why), "data channel: %.160s",
-				 c.why[0] ? c.why : strerror(-r));
-			mig_send_error(&c, r, "%s", ctl.why);
-			mig_conn_close(&c);
-			goto fail;
-		}
-		/* Channels may connect in any order: file each under its number.
-		 * A data channel may idle through a whole round: the silence
-		 * timeout is the control channel's (the source sends heartbeats
-		 * there); a dead source is seen there, and that stops these. */
-		struct receiver *t = &d.rcv[h2.channel - 1];
-		mig_conn_set_timeouts(&c, 0, p->timeout_ms);
-		t->conn = c;
-		r = -pthread_create(&t->thread, NULL, receiver_thread, t);
-		if (r)
-			goto fail;
-		t->started = true;
-	}
+	d.lfd = lfd;
+	d.hello = hello;
+	r = accept_channels(&d, &ctl, &hello);
+	if (r)
+		goto fail;
 	rep->setup_ms = (double)(now_ns() - t_start) / 1e6;
 
 	r = recv_state(&d, &ctl, &rounds);
@@ -993,7 +1189,8 @@ int mig_dest_run(const struct mig_dest_params *p, struct vm **out, struct mig_re
 	rep->rounds = rounds;
 	rep->restore_ms = (double)res.restore_ns / 1e6;
 	rep->total_ms = (double)(now_ns() - t_start) / 1e6;
-	rep->bytes = ctl.rx_bytes;
+	rep->bytes = ctl.rx_bytes + d.rx_before;
+	rep->recoveries = d.recoveries;
 	for (unsigned i = 0; i < d.n; i++) {
 		rep->bytes += d.rcv[i].conn.rx_bytes;
 		rep->pages_sent += d.rcv[i].pages;
@@ -1021,16 +1218,10 @@ fail:
 	if (!rep->error[0])
 		snprintf(rep->error, sizeof(rep->error), "%s", ctl.why[0] ? ctl.why : strerror(-r));
 	mig_send_error(&ctl, r, "destination: %s", rep->error);
+	receivers_stop(&d);
 	d.abort = 1;
 	for (unsigned i = 0; i < d.n; i++)
-		if (d.rcv[i].conn.fd >= 0)
-			shutdown(d.rcv[i].conn.fd, SHUT_RDWR);
-	for (unsigned i = 0; i < d.n; i++) {
-		if (d.rcv[i].started)
-			pthread_join(d.rcv[i].thread, NULL);
-		mig_conn_close(&d.rcv[i].conn);
 		free(d.rcv[i].buf);
-	}
 	/* Post-copy broke: vCPUs blocked on missing pages wake when the
 	 * range is unregistered, and the VM goes. */
 	if (d.uffd) {

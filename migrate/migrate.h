@@ -51,7 +51,9 @@ enum mig_phase {
 	MIG_PHASE_ITERATE,
 	MIG_PHASE_STOP_COPY,
 	MIG_PHASE_POSTCOPY,
-	MIG_PHASE_DONE
+	MIG_PHASE_DONE,
+	/* post-copy broke after the switch: waiting to reconnect */
+	MIG_PHASE_POSTCOPY_PAUSED,
 };
 
 enum mig_mode {
@@ -98,6 +100,15 @@ struct mig_params {
 	struct mig_progress *progress; /* optional: updated as the migration goes */
 	struct remote_mem *remote;     /* the guest's RAM is in memsvc (vmm/remote.h) */
 	enum mig_memsvc_cache memsvc_cache;
+	/* Post-copy recovery. When the connection breaks after the switch,
+	 * the guest waits at the destination for the pages it lacks and every
+	 * page is still here: keep them, and reconnect (every second, and at
+	 * once when *recover_now is set, then at recover_addr if that is set
+	 * and not empty) for up to recover_ms; 0: no recovery, the guest is
+	 * lost at once. */
+	int recover_ms;
+	volatile int *recover_now;
+	const char *recover_addr;
 };
 
 /* "send" / "writeback", and back (-1: neither). */
@@ -131,6 +142,9 @@ struct mig_dest_params {
 	const char *memsvc_url;
 	uint64_t cache_bytes;
 	struct remote_mem **remote_out;
+	/* Post-copy: after the connection breaks, how long (ms) the guest
+	 * waits for the source to reconnect (0: it is lost at once). */
+	int recover_ms;
 };
 
 void mig_dest_params_default(struct mig_dest_params *p);
@@ -185,6 +199,10 @@ struct mig_report {
 	uint64_t written_back, written_paused, hot_pages;
 	uint64_t discarded;    /* memsvc, cache sent: stale copies the destination dropped */
 	char memsvc_cache[12]; /* memsvc: "send" or "writeback" */
+	/* post-copy: connections re-made after a break, and the time spent
+	 * waiting for them */
+	uint32_t recoveries;
+	double recover_wait_ms;
 };
 
 int mig_source_run(struct vm *vm, const struct mig_params *p, struct mig_report *rep);

@@ -72,6 +72,8 @@ json_object *mig_report_to_json(const struct mig_report *r)
 						 "fault_p999_us", "fault_max_us"};
 		for (int k = 0; k < 5; k++)
 			I(q[k], r->fault_lat_us[k]);
+		I("recoveries", r->recoveries);
+		D("recover_wait_ms", r->recover_wait_ms);
 	}
 	if (!strcmp(r->mode, "memsvc")) {
 		if (r->memsvc_cache[0]) /* the source's choice */

@@ -43,6 +43,8 @@ struct sender {
 	bool started;
 	/* this round's counts, written by the sender, read after the barrier */
 	uint64_t pages, zero_pages, resent, bytes;
+	/* the counts when this connection was made (END counts from there) */
+	uint64_t pages0, zero_pages0;
 	int err;
 };
 
@@ -70,7 +72,12 @@ struct src {
 	uint32_t round; /* this round's number, for its MARK */
 	/* post-copy: page requests being answered; the push gives way */
 	uint32_t pending;
+	bool postcopy; /* past the switch: a sender's error breaks the control
+			  connection too, so that the session sees it at once */
+	uint64_t t_switch;
 	uint64_t hot; /* memsvc: hot pages named to the destination */
+	uint8_t session[16];
+	uint64_t tx_before; /* bytes sent on connections since closed */
 
 	/* throttle */
 	pthread_t throttle_thread;
@@ -87,6 +94,7 @@ void mig_params_default(struct mig_params *p)
 	p->max_rounds = 30;
 	p->auto_converge = true;
 	p->timeout_ms = 10000;
+	p->recover_ms = 60000;
 }
 
 static const char *const memsvc_cache_names[] = {
@@ -246,7 +254,8 @@ static void *sender_thread(void *arg)
 		pthread_mutex_unlock(&s->lock);
 		int r = t->err ? t->err : send_round(t);
 		if (!r && final) {
-			struct mig_end e = {.pages = t->pages, .zero_pages = t->zero_pages};
+			struct mig_end e = {.pages = t->pages - t->pages0,
+					    .zero_pages = t->zero_pages - t->zero_pages0};
 			r = mig_send_rec(&t->conn, MIG_REC_END, &e, sizeof(e));
 		} else if (!r) {
 			r = mig_send_rec(&t->conn, MIG_REC_MARK, &mark, sizeof(mark));
@@ -257,6 +266,8 @@ static void *sender_thread(void *arg)
 		pthread_mutex_lock(&s->lock);
 		if (r && !t->err)
 			t->err = r;
+		if (r && s->postcopy && s->ctl->fd >= 0)
+			shutdown(s->ctl->fd, SHUT_RDWR);
 		if (--s->running == 0)
 			pthread_cond_broadcast(&s->cond);
 	}
@@ -450,9 +461,12 @@ static int attach_transport(struct mig_conn *c, const struct mig_params *p, stru
 	return 0;
 }
 
-static int connect_all(struct src *s, struct mig_conn *ctl, const struct mig_params *p,
+/* The control connection (a new one for the same session if recover) and
+ * the data channels, each authenticated. */
+static int connect_all(struct src *s, struct mig_conn *ctl, const char *addr, bool recover,
 		       struct mig_report *rep)
 {
+	const struct mig_params *p = s->p;
 	struct mig_hello h = {.role = MIG_ROLE_CONTROL};
 	struct hv_caps caps;
 	int r;
@@ -463,19 +477,17 @@ static int connect_all(struct src *s, struct mig_conn *ctl, const struct mig_par
 				       .page_size = 4096,
 				       .xsave_size = 0,
 				       .nr_channels = p->channels};
-	r = mig_random(h.session, sizeof(h.session));
-	if (r)
-		return r;
+	memcpy(h.session, s->session, sizeof(h.session));
 	ctl->fd = -1;
 	for (unsigned i = 0; i <= p->channels; i++) {
 		struct mig_conn *c = i ? &s->snd[i - 1].conn : ctl;
-		h.role = i ? MIG_ROLE_DATA : MIG_ROLE_CONTROL;
+		h.role = i ? MIG_ROLE_DATA : recover ? MIG_ROLE_RECOVER : MIG_ROLE_CONTROL;
 		h.channel = i;
 		r = mig_random(h.nonce, sizeof(h.nonce));
 		if (!r)
-			r = mig_connect(p->addr, p->timeout_ms, c);
+			r = mig_connect(addr, p->timeout_ms, c);
 		if (r) {
-			snprintf(rep->error, sizeof(rep->error), "connecting to %s: %s", p->addr,
+			snprintf(rep->error, sizeof(rep->error), "connecting to %s: %s", addr,
 				 strerror(-r));
 			return r;
 		}
@@ -649,7 +661,7 @@ static int postcopy_serve(struct src *s, struct mig_conn *ctl, uint32_t round,
 			  struct mig_report *rep, const uint64_t *push)
 {
 	uint8_t *ram = s->vm->mem.regions[0].hva;
-	uint64_t t0 = now_ns(), answered = 0;
+	uint64_t answered = 0;
 	struct mig_rec_hdr h;
 	int r = 0;
 
@@ -699,7 +711,7 @@ static int postcopy_serve(struct src *s, struct mig_conn *ctl, uint32_t round,
 			r = mig_recv_payload(ctl, &h, &dn, sizeof(dn));
 			if (r)
 				break;
-			rep->postcopy_ms = (double)(now_ns() - t0) / 1e6;
+			rep->postcopy_ms = (double)(now_ns() - s->t_switch) / 1e6;
 			rep->faults = dn.faults;
 			rep->pages_pulled = dn.pulled;
 			memcpy(rep->fault_lat_us, dn.lat_us, sizeof(dn.lat_us));
@@ -727,6 +739,150 @@ static int postcopy_serve(struct src *s, struct mig_conn *ctl, uint32_t round,
 	return r;
 }
 
+static void close_all(struct src *s, struct mig_conn *ctl)
+{
+	for (unsigned i = 0; i < s->n; i++) {
+		s->tx_before += s->snd[i].conn.tx_bytes;
+		s->snd[i].conn.tx_bytes = 0;
+		mig_conn_close(&s->snd[i].conn);
+	}
+	s->tx_before += ctl->tx_bytes;
+	ctl->tx_bytes = 0;
+	mig_conn_close(ctl);
+}
+
+/* RECOVER: the pages the destination has; *need gets the others. */
+static int recv_recover(struct src *s, struct mig_conn *ctl, uint64_t *need)
+{
+	struct mig_recover rc;
+	struct mig_rec_hdr h;
+	uint32_t crc = 0;
+	size_t words = BITMAP_WORDS(s->nr_pages);
+	int r = mig_recv_hdr(ctl, &h);
+
+	if (r)
+		return r;
+	if (h.type == MIG_REC_ERROR)
+		return mig_recv_error(ctl, &h, "destination");
+	if (h.type != MIG_REC_RECOVER || h.len != sizeof(rc) + words * 8) {
+		snprintf(ctl->why, sizeof(ctl->why),
+			 "record type %u of %u bytes instead of RECOVER", h.type, h.len);
+		return -EPROTO;
+	}
+	r = mig_recv_part(ctl, &rc, sizeof(rc), &crc);
+	if (!r && (rc.gfn || rc.count != s->nr_pages)) {
+		snprintf(ctl->why, sizeof(ctl->why), "RECOVER for %u pages at %llu", rc.count,
+			 (unsigned long long)rc.gfn);
+		r = -EPROTO;
+	}
+	if (!r)
+		r = mig_recv_part(ctl, need, words * 8, &crc);
+	if (!r)
+		r = mig_recv_crc_check(ctl, &h, crc);
+	for (size_t w = 0; w < words && !r; w++)
+		need[w] = ~need[w];
+	return r;
+}
+
+/* Post-copy broke after the switch (cause): the guest waits at the
+ * destination for the pages it lacks, and every page is still here. The
+ * push stops; then new connections, every second and at once when asked
+ * (migrate-recover), until the destination takes one and says which pages
+ * it has (*need gets the others), or recover_ms pass, or a cancel. */
+static int postcopy_recover(struct src *s, struct mig_conn *ctl, struct mig_report *rep, int cause,
+			    uint64_t *need)
+{
+	const struct mig_params *p = s->p;
+	const char *addr = p->addr;
+	char why[200], asked_addr[300];
+	int r;
+
+	/* A sender's failure shuts the control connection down: then its
+	 * reason is the one. */
+	snprintf(why, sizeof(why), "%s", ctl->why[0] ? ctl->why : strerror(-cause));
+	pthread_mutex_lock(&s->lock);
+	for (unsigned i = 0; i < s->n; i++)
+		if (s->snd[i].err) {
+			snprintf(why, sizeof(why), "data channel %u: %.150s", i + 1,
+				 s->snd[i].conn.why[0] ? s->snd[i].conn.why
+						       : strerror(-s->snd[i].err));
+			break;
+		}
+	pthread_mutex_unlock(&s->lock);
+	for (unsigned i = 0; i < s->n; i++)
+		if (s->snd[i].conn.fd >= 0)
+			shutdown(s->snd[i].conn.fd, SHUT_RDWR);
+	pthread_mutex_lock(&s->lock);
+	while (s->running)
+		pthread_cond_wait(&s->cond, &s->lock);
+	pthread_mutex_unlock(&s->lock);
+	close_all(s, ctl);
+	PROGRESS_SET(p, phase, MIG_PHASE_POSTCOPY_PAUSED);
+	log_warn("post-copy: the connection broke (%s); the guest waits at the destination for "
+		 "the pages it lacks; reconnecting for up to %d s (or on migrate-recover)",
+		 why, p->recover_ms / 1000);
+	uint64_t t0 = now_ns(), next = t0 + 1000000000ULL;
+	uint64_t deadline = t0 + (uint64_t)p->recover_ms * 1000000ULL;
+	for (;;) {
+		if (cancelled(s)) {
+			snprintf(rep->error, sizeof(rep->error),
+				 "post-copy recovery cancelled; it broke on: %.150s", why);
+			return -ECANCELED;
+		}
+		bool asked =
+		    p->recover_now && __atomic_exchange_n(p->recover_now, 0, __ATOMIC_ACQ_REL);
+		uint64_t now = now_ns();
+		if (asked) {
+			if (p->recover_addr && p->recover_addr[0]) {
+				snprintf(asked_addr, sizeof(asked_addr), "%s", p->recover_addr);
+				addr = asked_addr;
+			}
+			deadline = MAX(deadline, now + (uint64_t)p->recover_ms * 1000000ULL);
+		} else if (now >= deadline) {
+			snprintf(rep->error, sizeof(rep->error),
+				 "no recovery within %d s; post-copy broke on: %.150s",
+				 p->recover_ms / 1000, why);
+			return -ETIMEDOUT;
+		} else if (now < next) {
+			usleep(50000);
+			continue;
+		}
+		next = now + 1000000000ULL;
+		rep->error[0] = 0;
+		r = connect_all(s, ctl, addr, true, rep);
+		if (!r)
+			r = recv_recover(s, ctl, need);
+		if (!r)
+			break;
+		if (asked)
+			log_warn("post-copy recovery through %s: %s", addr,
+				 rep->error[0] ? rep->error
+				 : ctl->why[0] ? ctl->why
+					       : strerror(-r));
+		else
+			log_debug("post-copy recovery through %s: %s", addr,
+				  rep->error[0] ? rep->error
+				  : ctl->why[0] ? ctl->why
+						: strerror(-r));
+		close_all(s, ctl);
+	}
+	rep->error[0] = 0;
+	mig_conn_set_timeouts(ctl, p->timeout_ms, p->timeout_ms);
+	for (unsigned i = 0; i < s->n; i++) {
+		struct sender *t = &s->snd[i];
+		t->err = 0;
+		t->pages0 = t->pages;
+		t->zero_pages0 = t->zero_pages;
+	}
+	rep->recoveries++;
+	rep->recover_wait_ms += (double)(now_ns() - t0) / 1e6;
+	PROGRESS_SET(p, phase, MIG_PHASE_POSTCOPY);
+	log_info("post-copy recovered after %.2f s through %s: %llu pages still to go",
+		 (double)(now_ns() - t0) / 1e9, addr,
+		 (unsigned long long)bitmap_weight(need, s->nr_pages));
+	return 0;
+}
+
 int mig_source_run(struct vm *vm, const struct mig_params *p, struct mig_report *rep)
 {
 	struct src s = {.vm = vm, .p = p, .nr_pages = mem_nr_pages(&vm->mem), .n = p->channels};
@@ -742,6 +898,7 @@ int mig_source_run(struct vm *vm, const struct mig_params *p, struct mig_report 
 	/* the switch goes to post-copy: pure post-copy, or a hybrid's end */
 	bool to_postcopy = postcopy;
 	uint64_t *discard = NULL; /* hybrid: pages the destination holds stale */
+	uint64_t *need = NULL;	  /* post-copy recovery: pages the destination lacks */
 	uint64_t t_start = now_ns(), t_pause = 0, total_dirty = 0;
 	double total_round_s = 0;
 	uint32_t round = 0;
@@ -775,7 +932,9 @@ int mig_source_run(struct vm *vm, const struct mig_params *p, struct mig_report 
 
 	/* setup */
 	PROGRESS_SET(p, phase, MIG_PHASE_SETUP);
-	r = connect_all(&s, &ctl, p, rep);
+	r = mig_random(s.session, sizeof(s.session));
+	if (!r)
+		r = connect_all(&s, &ctl, p->addr, false, rep);
 	if (r)
 		goto fail;
 	for (unsigned i = 0; i < s.n; i++) {
@@ -1028,7 +1187,23 @@ stop_copy:
 		 * happens, this copy must never run again. */
 		switched = true;
 		snprintf(rep->mode, sizeof(rep->mode), "%s", discard ? "hybrid" : "postcopy");
+		pthread_mutex_lock(&s.lock);
+		s.postcopy = true;
+		pthread_mutex_unlock(&s.lock);
+		s.t_switch = t_end;
 		r = postcopy_serve(&s, &ctl, round + 1, rep, discard);
+		/* A break is recovered unless the destination gave up (its
+		 * ERROR), or we were cancelled, or recovery is off. */
+		while (r && r != -ECONNABORTED && r != -ECANCELED && r != -ENOMEM &&
+		       p->recover_ms > 0) {
+			if (!need && !(need = bitmap_alloc(s.nr_pages))) {
+				r = -ENOMEM;
+				break;
+			}
+			r = postcopy_recover(&s, &ctl, rep, r, need);
+			if (!r)
+				r = postcopy_serve(&s, &ctl, round + 1, rep, need);
+		}
 		if (r)
 			goto fail;
 	} else {
@@ -1049,7 +1224,7 @@ stop_copy:
 	rep->downtime_ms = (double)(t_end - t_pause) / 1e6;
 	rep->restore_ms = (double)res.restore_ns / 1e6;
 	rep->rounds = round;
-	rep->bytes = ctl.tx_bytes;
+	rep->bytes = ctl.tx_bytes + s.tx_before;
 	if (s.n && s.snd[0].conn.tx)
 		snprintf(rep->send_mode, sizeof(rep->send_mode), "%s", s.snd[0].conn.tx->mode);
 	for (unsigned i = 0; i < s.n; i++) {
@@ -1065,6 +1240,7 @@ stop_copy:
 	rep->hot_pages = s.hot;
 	mig_conn_close(&ctl);
 	free(discard);
+	free(need);
 	src_free(&s);
 	return 0;
 
@@ -1118,6 +1294,7 @@ fail:
 	rep->total_ms = (double)(now_ns() - t_start) / 1e6;
 	PROGRESS_SET(p, phase, MIG_PHASE_DONE);
 	free(discard);
+	free(need);
 	src_free(&s);
 	return r;
 }

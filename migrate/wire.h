@@ -67,6 +67,7 @@ enum mig_rec_type {
 	MIG_REC_POSTCOPY_DONE = 35, /* control, destination: every page is in place */
 	MIG_REC_DISCARD = 36,	    /* control, hybrid switch: pages the destination holds stale */
 	MIG_REC_MEMSVC = 37,	    /* control, before COMPLETE: RAM is in memsvc; hot pages */
+	MIG_REC_RECOVER = 38,	    /* control, destination: post-copy resumes; pages it has */
 	MIG_REC_ERROR = 40,
 };
 
@@ -78,7 +79,9 @@ enum mig_rec_type {
 #define MIG_F_UNCHECKED 0x0002
 #define MIG_F_KNOWN	(MIG_F_OPTIONAL | MIG_F_UNCHECKED)
 
-enum mig_role { MIG_ROLE_CONTROL = 1, MIG_ROLE_DATA = 2 };
+/* RECOVER: a new control connection for a post-copy whose connections
+ * broke after the switch; its HELLO carries the first one's session. */
+enum mig_role { MIG_ROLE_CONTROL = 1, MIG_ROLE_DATA = 2, MIG_ROLE_RECOVER = 3 };
 
 struct mig_stream_hdr {
 	uint64_t magic;
@@ -188,6 +191,17 @@ struct mig_guest_stall {
 struct mig_postcopy {
 	uint32_t flags;
 	uint32_t pad;
+};
+
+/* RECOVER payload (the destination's first record on a recovered control
+ * connection): this header, then BITMAP_WORDS(count) words: bit i set means
+ * page gfn + i is in place at the destination. gfn is 0 and count the guest's
+ * page count. The source pushes the rest; the destination asks again, by
+ * PAGE_REQ, for every page a fault still waits on. */
+struct mig_recover {
+	uint64_t gfn;
+	uint32_t count;
+	uint32_t recoveries; /* this one's number, from 1 */
 };
 
 /* DISCARD payload: this header, then BITMAP_WORDS(count) words: bit i set

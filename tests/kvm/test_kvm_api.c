@@ -83,8 +83,10 @@ static pid_t start_source(const char *log, const char *ws)
 
 /* A destination flit --incoming on addr, listening when this returns.
  * verify: the guest then runs a second, verifies itself and the host checks
- * every page; api: the socket it serves once the guest is there (or NULL). */
-static pid_t start_dest(const char *log, const char *addr, bool verify, const char *api)
+ * every page; api: the socket it serves once the guest is there (or NULL);
+ * recover: its --recover-timeout (NULL: the default). */
+static pid_t start_dest_r(const char *log, const char *addr, bool verify, const char *api,
+			  const char *recover)
 {
 	const char *argv[16] = {
 	    test_build_path("flit"), "--incoming", addr, "--token-file", token, "--timeout", "300"};
@@ -99,10 +101,19 @@ static pid_t start_dest(const char *log, const char *addr, bool verify, const ch
 		argv[n++] = "--api";
 		argv[n++] = api;
 	}
+	if (recover) {
+		argv[n++] = "--recover-timeout";
+		argv[n++] = recover;
+	}
 	argv[n] = NULL;
 	pid_t pid = proc_spawn(log, argv);
 	TEST_ASSERT(proc_wait_log(log, "listening for a migration", 60), "the destination listens");
 	return pid;
+}
+
+static pid_t start_dest(const char *log, const char *addr, bool verify, const char *api)
+{
+	return start_dest_r(log, addr, verify, api, NULL);
 }
 
 static void migrate_through_api(void)
@@ -187,8 +198,9 @@ static void cancel_keeps_source(void)
 /* The source process dies in the middle: the destination discards what it
  * had and exits with the migration-failed status and a reason. */
 /* mode: "precopy" or "postcopy". In post-copy the source dies after the
- * switch: the destination's guest then lacks pages, and the destination
- * must say so and exit, not hang with vCPUs blocked on missing pages. */
+ * switch: the destination's guest then lacks pages; it waits its recovery
+ * time (2 s here) for the source to reconnect, then must say so and exit,
+ * not hang with vCPUs blocked on missing pages. */
 static void source_killed_in(const char *mode, const char *port_addr, const char *tag)
 {
 	char out[8192], dlog[300], slog[300];
@@ -211,7 +223,8 @@ static void source_killed_in(const char *mode, const char *port_addr, const char
 			       "--mode",
 			       mode,
 			       NULL};
-	pid_t dst = start_dest(dlog, port_addr, false, NULL);
+	bool post = !strcmp(mode, "postcopy");
+	pid_t dst = start_dest_r(dlog, port_addr, false, NULL, post ? "2" : NULL);
 	pid_t src = proc_spawn(slog, sargv);
 	usleep(1500000); /* inside the ~13 s the capped migration would take */
 	kill(src, SIGKILL);
@@ -222,6 +235,8 @@ static void source_killed_in(const char *mode, const char *port_addr, const char
 	TEST_ASSERT(strstr(out, "migration failed") &&
 			(strstr(out, "closed") || strstr(out, "reset")),
 		    "the destination says why: %s", out);
+	TEST_ASSERT(!post || strstr(out, "the source did not reconnect within 2 s"),
+		    "after waiting for a recovery: %s", out);
 	printf("  destination: %.300s\n", strstr(out, "migration failed"));
 }
 

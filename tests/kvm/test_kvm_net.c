@@ -10,6 +10,14 @@
  * - The link goes down in the middle of a migration: the source gives up
  *   with a reason after its network timeout and its guest runs on; the link
  *   comes back and a second migration to a new destination completes.
+ * - The link goes down during post-copy, after the switch: both sides wait
+ *   (the source in phase postcopy-paused, the destination's guest blocked
+ *   on the pages it lacks); the link comes back, flitctl migrate-recover
+ *   reconnects, the migration completes, and the destination's guest
+ *   verifies every page.
+ * - The same break, and the source is told to cancel while it waits: the
+ *   guest is lost, and said to be (source and destination exit 76 with the
+ *   reason; the destination after its --recover-timeout).
  *
  * Needs root, ip and tc (iproute2), and the veth and sch_tbf modules.
  */
@@ -92,12 +100,17 @@ static pid_t flit_in(const char *ns, const char *log, const char *const *args)
 	return proc_spawn(log, argv);
 }
 
-static pid_t dest_in(const char *log, unsigned port)
+/* extra: more options, NULL-terminated (or NULL) */
+static pid_t dest_in(const char *log, unsigned port, const char *const *extra)
 {
 	static char addr[64];
 	snprintf(addr, sizeof(addr), "tcp:10.99.%u.2:%u", net_id, port);
-	const char *a[] = {"--incoming",     addr, "--token-file", token, "--verify",
-			   "--finish-after", "1",  "--timeout",	   "300", NULL};
+	const char *a[24] = {"--incoming",     addr, "--token-file", token, "--verify",
+			     "--finish-after", "1",  "--timeout",    "300"};
+	unsigned n = 9;
+	for (; extra && *extra && n < 23; extra++)
+		a[n++] = *extra;
+	a[n] = NULL;
 	pid_t pid = flit_in(ns_dst, log, a);
 	TEST_ASSERT(proc_wait_log(log, "listening for a migration", 60),
 		    "the destination listens (log %s)", log);
@@ -131,7 +144,7 @@ static void migrate_through_shaped_link(void)
 	snprintf(slog, sizeof(slog), "%s/s1.log", tmpdir);
 	snprintf(dlog, sizeof(dlog), "%s/d1.log", tmpdir);
 	snprintf(addr, sizeof(addr), "tcp:10.99.%u.2:%u", net_id, port);
-	pid_t d = dest_in(dlog, port);
+	pid_t d = dest_in(dlog, port, NULL);
 	const char *a[] = {"--guest",
 			   "memcheck",
 			   "--mem",
@@ -170,9 +183,16 @@ static void migrate_through_shaped_link(void)
 	check_dest_verified(d, dlog);
 }
 
-static int flitctl(char *out, size_t len, const char *cmd, const char *arg, const char *arg2)
+/* flitctl(out, len, cmd, args..., NULL) */
+#define flitctl(out, len, ...) flitctl_v(out, len, (const char *[]){__VA_ARGS__, NULL})
+static int flitctl_v(char *out, size_t len, const char *const *args)
 {
-	const char *argv[] = {test_build_path("flitctl"), "--api", sock, cmd, arg, arg2, NULL};
+	const char *argv[12] = {test_build_path("flitctl"), "--api", sock};
+	const char *cmd = args[0];
+	unsigned n = 3;
+	for (; *args && n < 11; args++)
+		argv[n++] = *args;
+	argv[n] = NULL;
 	char log[300];
 	snprintf(log, sizeof(log), "%s/flitctl.out", tmpdir);
 	int rc = proc_wait(proc_spawn(log, argv), 120);
@@ -194,7 +214,7 @@ static void link_down_then_retry(void)
 	snprintf(d2log, sizeof(d2log), "%s/d3.log", tmpdir);
 	snprintf(sock, sizeof(sock), "%s/api.sock", tmpdir);
 	snprintf(addr, sizeof(addr), "tcp:10.99.%u.2:%u", net_id, port);
-	pid_t d = dest_in(dlog, port);
+	pid_t d = dest_in(dlog, port, NULL);
 	const char *a[] = {"--guest",	"memcheck", "--mem", "64M", "--vcpus",	    "2",
 			   "rounds=0",	"ws=1m",    "--api", sock,  "--token-file", token,
 			   "--timeout", "300",	    NULL};
@@ -227,7 +247,7 @@ static void link_down_then_retry(void)
 	/* The link is back: a new destination, a new migration. */
 	TEST_ASSERT(!sh("%s -n %s link set %s up", ip_cmd, ns_src, if_src), "link up");
 	snprintf(addr, sizeof(addr), "tcp:10.99.%u.2:%u", net_id, port + 1);
-	pid_t d2 = dest_in(d2log, port + 1);
+	pid_t d2 = dest_in(d2log, port + 1, NULL);
 	TEST_ASSERT_EQ(flitctl(out, sizeof(out), "migrate", addr, NULL), 0);
 	TEST_ASSERT(strstr(out, "\"status\":\"completed\""), "the retry completed: %s", out);
 	int src = proc_wait(s, 60);
@@ -236,11 +256,125 @@ static void link_down_then_retry(void)
 	check_dest_verified(d2, d2log);
 }
 
+/* Starts a post-copy through a 100 Mbit/s link (port), and takes the link
+ * down after the switch; returns once the source waits to recover. */
+static pid_t postcopy_break(unsigned port, const char *slog, const char *dlog,
+			    const char *const *dx, pid_t *d)
+{
+	static char out[65536];
+	char addr[64];
+
+	net_up("100mbit");
+	snprintf(addr, sizeof(addr), "tcp:10.99.%u.2:%u", net_id, port);
+	*d = dest_in(dlog, port, dx);
+	const char *a[] = {"--guest",	"memcheck", "--mem",	     "64M",
+			   "--vcpus",	"2",	    "rounds=0",	     "ws=8m",
+			   "--api",	sock,	    "--token-file",  token,
+			   "--timeout", "300",	    "--net-timeout", "2",
+			   NULL};
+	pid_t s = flit_in(ns_src, slog, a);
+	for (int i = 0; i < 100 && access(sock, F_OK); i++)
+		usleep(100000);
+	TEST_ASSERT(access(sock, F_OK) == 0, "the source's API");
+	TEST_ASSERT_EQ(flitctl(out, sizeof(out), "migrate-recover", NULL), 1);
+	TEST_ASSERT(strstr(out, "no post-copy is waiting"), "refused with no migration: %s", out);
+	/* 64 MiB at 100 Mbit/s: the push takes about 5 s; the link goes
+	 * down inside it, after the switch. */
+	TEST_ASSERT_EQ(flitctl(out, sizeof(out), "migrate", addr, "mode=postcopy", "--no-wait"), 0);
+	usleep(1500000);
+	flitctl(out, sizeof(out), "migrate-status", NULL);
+	TEST_ASSERT(strstr(out, "\"phase\":\"postcopy\""), "in post-copy: %.300s", out);
+	TEST_ASSERT_EQ(flitctl(out, sizeof(out), "migrate-recover", NULL), 1);
+	TEST_ASSERT(strstr(out, "no post-copy is waiting"), "refused while it runs: %s", out);
+	TEST_ASSERT(!sh("%s -n %s link set %s down", ip_cmd, ns_src, if_src), "link down");
+	uint64_t t0 = now_ns();
+	bool paused = false;
+	for (int i = 0; i < 300 && !paused; i++) {
+		flitctl(out, sizeof(out), "migrate-status", NULL);
+		paused = strstr(out, "\"phase\":\"postcopy-paused\"") != NULL;
+		if (!paused)
+			usleep(100000);
+	}
+	TEST_ASSERT(paused, "the source waits to recover: %.300s", out);
+	TEST_ASSERT(strstr(out, "\"status\":\"active\""), "still active: %.300s", out);
+	printf("  the source paused post-copy %.1f s after the link went down\n",
+	       (double)(now_ns() - t0) / 1e9);
+	TEST_ASSERT(proc_wait_log(dlog, "waiting up to", 30), "the destination waits too");
+	return s;
+}
+
+/* The link goes down after the post-copy switch, and comes back. */
+static void postcopy_link_down_recover(void)
+{
+	static char out[65536];
+	char slog[300], dlog[300];
+	const char *dx[] = {"--net-timeout", "2", NULL};
+	pid_t d;
+
+	snprintf(slog, sizeof(slog), "%s/s4.log", tmpdir);
+	snprintf(dlog, sizeof(dlog), "%s/d4.log", tmpdir);
+	snprintf(sock, sizeof(sock), "%s/api4.sock", tmpdir);
+	pid_t s = postcopy_break(7403, slog, dlog, dx, &d);
+	/* Down for a while longer: the source's own attempts fail meanwhile. */
+	usleep(2500000);
+	TEST_ASSERT(!sh("%s -n %s link set %s up", ip_cmd, ns_src, if_src), "link up");
+	TEST_ASSERT_EQ(flitctl(out, sizeof(out), "migrate-recover", NULL), 0);
+	for (int i = 0; i < 900; i++) {
+		flitctl(out, sizeof(out), "migrate-status", NULL);
+		if (!strstr(out, "\"status\":\"active\""))
+			break;
+		usleep(100000);
+	}
+	TEST_ASSERT(strstr(out, "\"status\":\"completed\""), "completed: %.600s", out);
+	TEST_ASSERT(json_num(out, "recoveries") >= 1, "recovered: %.600s", out);
+	printf("  recovered after %.1f s of waiting; post-copy took %.0f ms in all\n",
+	       json_num(out, "recover_wait_ms") / 1e3, json_num(out, "postcopy_ms"));
+	int src = proc_wait(s, 60);
+	proc_read_file(slog, out, sizeof(out));
+	TEST_ASSERT(src == 0, "source exit %d:\n%s", src, out);
+	check_dest_verified(d, dlog);
+	proc_read_file(dlog, out, sizeof(out));
+	TEST_ASSERT(strstr(out, "post-copy recovered"), "the destination says so: %s", out);
+}
+
+/* The same break, then the source gives up (cancel) instead. */
+static void postcopy_link_down_cancel(void)
+{
+	static char out[65536];
+	char slog[300], dlog[300];
+	const char *dx[] = {"--net-timeout", "2", "--recover-timeout", "4", NULL};
+	pid_t d;
+
+	snprintf(slog, sizeof(slog), "%s/s5.log", tmpdir);
+	snprintf(dlog, sizeof(dlog), "%s/d5.log", tmpdir);
+	snprintf(sock, sizeof(sock), "%s/api5.sock", tmpdir);
+	pid_t s = postcopy_break(7404, slog, dlog, dx, &d);
+	TEST_ASSERT_EQ(flitctl(out, sizeof(out), "migrate-cancel", NULL), 0);
+	for (int i = 0; i < 100; i++) {
+		flitctl(out, sizeof(out), "migrate-status", NULL);
+		if (!strstr(out, "\"status\":\"active\""))
+			break;
+		usleep(100000);
+	}
+	TEST_ASSERT(strstr(out, "\"status\":\"lost\""), "lost: %.600s", out);
+	TEST_ASSERT(strstr(out, "recovery cancelled"), "why: %.600s", out);
+	int src = proc_wait(s, 30);
+	proc_read_file(slog, out, sizeof(out));
+	TEST_ASSERT(src == 76 && strstr(out, "the guest was lost"), "source exit %d:\n%s", src,
+		    out);
+	int drc = proc_wait(d, 60);
+	proc_read_file(dlog, out, sizeof(out));
+	TEST_ASSERT(drc == 76 && strstr(out, "the source did not reconnect within 4 s"),
+		    "destination exit %d:\n%s", drc, out);
+}
+
 int main(int argc, char **argv)
 {
 	static const struct test_case cases[] = {
 	    TEST_CASE(migrate_through_shaped_link),
 	    TEST_CASE(link_down_then_retry),
+	    TEST_CASE(postcopy_link_down_recover),
+	    TEST_CASE(postcopy_link_down_cancel),
 	};
 	if (!test_have_dev_kvm())
 		return 77;
