@@ -18,6 +18,7 @@
 #include "common/loop.h"
 #include "common/util.h"
 #include "migrate/conn.h"
+#include "migrate/policy.h"
 #include "transport/transport.h"
 #include "vmm/remote.h"
 #include "vmm/vm.h"
@@ -161,6 +162,7 @@ static json_object *do_migrate(struct api_server *s, json_object *req)
 	char why[200] = "", host[256];
 	uint16_t port;
 	uint64_t n;
+	bool mode_given = false;
 
 	if (!json_object_object_get_ex(req, "target", &v) ||
 	    !json_object_is_type(v, json_type_string))
@@ -192,20 +194,28 @@ static json_object *do_migrate(struct api_server *s, json_object *req)
 		p.auto_converge = json_object_get_boolean(v);
 	}
 	if (json_object_object_get_ex(req, "mode", &v)) {
-		const char *m =
-		    json_object_is_type(v, json_type_string) ? json_object_get_string(v) : "";
-		if (!strcmp(m, "precopy"))
-			p.mode = MIG_MODE_PRECOPY;
-		else if (!strcmp(m, "postcopy"))
-			p.mode = MIG_MODE_POSTCOPY;
-		else if (!strcmp(m, "hybrid"))
-			p.mode = MIG_MODE_HYBRID;
-		else if (!strcmp(m, "memsvc"))
-			p.mode = MIG_MODE_MEMSVC;
-		else
+		int m = json_object_is_type(v, json_type_string)
+			    ? mig_mode_parse(json_object_get_string(v))
+			    : -1;
+		if (m < 0)
 			return error_reply("'mode' must be \"precopy\", \"postcopy\", \"hybrid\" "
 					   "or \"memsvc\"");
+		p.mode = (enum mig_mode)m;
+		mode_given = true;
 	}
+	if (json_object_object_get_ex(req, "policy", &v)) {
+		p.policy = json_object_is_type(v, json_type_string)
+			       ? mig_policy_by_name(json_object_get_string(v))
+			       : NULL;
+		if (!p.policy)
+			return error_reply("'policy' must be one of %s", mig_policy_names());
+		/* A policy made for one mode implies it. */
+		if (!mode_given && !(p.policy->modes & (p.policy->modes - 1)))
+			p.mode = (enum mig_mode)__builtin_ctz(p.policy->modes);
+	}
+	if (p.policy && !(p.policy->modes & 1u << p.mode))
+		return error_reply("policy %s is not for mode %s", p.policy->name,
+				   mig_mode_name(p.mode));
 	if (json_object_object_get_ex(req, "memsvc_cache", &v)) {
 		int how = json_object_is_type(v, json_type_string)
 			      ? mig_memsvc_cache_parse(json_object_get_string(v))

@@ -24,6 +24,7 @@
 #include "api/api.h"
 #include "migrate/conn.h"
 #include "migrate/migrate.h"
+#include "migrate/policy.h"
 #include "transport/transport.h"
 #include "memsvc/client.h"
 #include "vmm/loader.h"
@@ -120,6 +121,10 @@ static void usage(FILE *f)
 		"  --memsvc-cache HOW  memsvc: send (default): the cache goes to the\n"
 		"                      destination in pre-copy rounds; writeback: it goes\n"
 		"                      back to memsvc, the destination fetches what it needs\n"
+		"  --policy NAME       the migration policy (docs/policies.md): precopy-default,\n"
+		"                      hybrid-default, hybrid-recent, postcopy-default,\n"
+		"                      postcopy-prefetch (default: the mode's *-default;\n"
+		"                      a policy for one mode implies --mode)\n"
 		"  --channels N        data connections, 1..16 (default 2)\n"
 		"  --transport NAME    how data connections send: uring (io_uring; the\n"
 		"                      default, plain sends where io_uring is off) or sync\n"
@@ -210,6 +215,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 	    {"memsvc-cache", required_argument, NULL, 'H'},
 	    {"net-timeout", required_argument, NULL, 'n'},
 	    {"recover-timeout", required_argument, NULL, 'r'},
+	    {"policy", required_argument, NULL, 'y'},
 	    {0},
 	};
 	uint64_t v;
@@ -273,17 +279,10 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 			break;
 		case 'O':
 			o->mode_given = true;
-			if (!strcmp(optarg, "precopy"))
-				o->mig.mode = MIG_MODE_PRECOPY;
-			else if (!strcmp(optarg, "postcopy"))
-				o->mig.mode = MIG_MODE_POSTCOPY;
-			else if (!strcmp(optarg, "hybrid"))
-				o->mig.mode = MIG_MODE_HYBRID;
-			else if (!strcmp(optarg, "memsvc"))
-				o->mig.mode = MIG_MODE_MEMSVC;
-			else
+			if (mig_mode_parse(optarg) < 0)
 				return bad_usage("--mode %s: precopy, postcopy, hybrid or memsvc",
 						 optarg);
+			o->mig.mode = (enum mig_mode)mig_mode_parse(optarg);
 			break;
 		case 'K':
 			o->mig.checksum_pages = true;
@@ -354,6 +353,11 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 						 optarg);
 			o->mig.recover_ms = (int)v;
 			break;
+		case 'y':
+			if (!(o->mig.policy = mig_policy_by_name(optarg)))
+				return bad_usage("--policy %s: one of %s", optarg,
+						 mig_policy_names());
+			break;
 		case 'W':
 			if (parse_seconds_ms(optarg, &o->memsvc_retry_ms) || !o->memsvc_retry_ms)
 				return bad_usage("--memsvc-timeout %s: seconds, e.g. 30", optarg);
@@ -407,6 +411,13 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 				       "cache fills on demand");
 	if (o->memsvc && !o->mode_given)
 		o->mig.mode = MIG_MODE_MEMSVC;
+	/* A policy made for one mode implies it. */
+	const struct mig_policy_ops *pol = o->mig.policy;
+	if (pol && !o->mode_given && !(pol->modes & (pol->modes - 1)))
+		o->mig.mode = (enum mig_mode)__builtin_ctz(pol->modes);
+	if (pol && !(pol->modes & 1u << o->mig.mode))
+		return bad_usage("--policy %s is not for mode %s", pol->name,
+				 mig_mode_name(o->mig.mode));
 	if (o->memsvc && !o->incoming && o->mig.mode != MIG_MODE_MEMSVC)
 		return bad_usage("%s",
 				 "a guest with memsvc-backed RAM migrates with --mode memsvc");

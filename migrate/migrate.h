@@ -111,6 +111,10 @@ struct mig_params {
 	const char *recover_addr;
 };
 
+/* "precopy", "postcopy", "hybrid", "memsvc", and back (-1: none). */
+const char *mig_mode_name(enum mig_mode m);
+int mig_mode_parse(const char *name);
+
 /* "send" / "writeback", and back (-1: neither). */
 const char *mig_memsvc_cache_name(enum mig_memsvc_cache c);
 int mig_memsvc_cache_parse(const char *name);
@@ -203,6 +207,8 @@ struct mig_report {
 	 * waiting for them */
 	uint32_t recoveries;
 	double recover_wait_ms;
+	char policy[24];	   /* the policy's name */
+	uint64_t pages_prefetched; /* post-copy: sent along with a fault's answer */
 };
 
 int mig_source_run(struct vm *vm, const struct mig_params *p, struct mig_report *rep);

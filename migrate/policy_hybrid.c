@@ -27,6 +27,7 @@ static uint32_t hybrid_throttle(const struct mig_params *p, const struct mig_rou
 
 const struct mig_policy_ops mig_policy_hybrid_default = {
     .name = "hybrid-default",
+    .modes = 1u << MIG_MODE_HYBRID,
     .should_stop = hybrid_should_stop,
     .throttle = hybrid_throttle,
 };

@@ -6,6 +6,7 @@
  * many bytes as a round moved, throttle its vCPUs, 20 % at first, 10 % more
  * each round the condition holds, at most 99 %.
  */
+#include <stdio.h>
 #include <string.h>
 
 #include "migrate.h"
@@ -32,15 +33,40 @@ static uint32_t precopy_throttle(const struct mig_params *p, const struct mig_ro
 
 const struct mig_policy_ops mig_policy_precopy_default = {
     .name = "precopy-default",
+    .modes = 1u << MIG_MODE_PRECOPY | 1u << MIG_MODE_MEMSVC,
     .should_stop = precopy_should_stop,
     .throttle = precopy_throttle,
 };
 
+static const struct mig_policy_ops *const policies[] = {
+    &mig_policy_precopy_default,  &mig_policy_hybrid_default,	 &mig_policy_hybrid_recent,
+    &mig_policy_postcopy_default, &mig_policy_postcopy_prefetch,
+};
+
 const struct mig_policy_ops *mig_policy_by_name(const char *name)
 {
-	if (!name || !strcmp(name, mig_policy_precopy_default.name))
+	if (!name)
 		return &mig_policy_precopy_default;
-	if (!strcmp(name, mig_policy_hybrid_default.name))
-		return &mig_policy_hybrid_default;
+	for (unsigned i = 0; i < sizeof(policies) / sizeof(policies[0]); i++)
+		if (!strcmp(name, policies[i]->name))
+			return policies[i];
 	return NULL;
+}
+
+const char *mig_policy_names(void)
+{
+	static char names[256];
+
+	if (!names[0])
+		for (unsigned i = 0; i < sizeof(policies) / sizeof(policies[0]); i++)
+			snprintf(names + strlen(names), sizeof(names) - strlen(names), "%s%s",
+				 i ? ", " : "", policies[i]->name);
+	return names;
+}
+
+const struct mig_policy_ops *mig_policy_for_mode(int mode)
+{
+	return mode == MIG_MODE_HYBRID	   ? &mig_policy_hybrid_default
+	       : mode == MIG_MODE_POSTCOPY ? &mig_policy_postcopy_default
+					   : &mig_policy_precopy_default;
 }

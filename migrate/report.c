@@ -16,6 +16,8 @@ json_object *mig_report_to_json(const struct mig_report *r)
 #define D(k, v) json_object_object_add(o, k, json_object_new_double(v))
 #define I(k, v) json_object_object_add(o, k, json_object_new_int64((int64_t)(v)))
 	S("mode", r->mode);
+	if (r->policy[0])
+		S("policy", r->policy);
 	S("status", r->status);
 	if (r->error[0])
 		S("error", r->error);
@@ -72,6 +74,7 @@ json_object *mig_report_to_json(const struct mig_report *r)
 						 "fault_p999_us", "fault_max_us"};
 		for (int k = 0; k < 5; k++)
 			I(q[k], r->fault_lat_us[k]);
+		I("pages_prefetched", r->pages_prefetched);
 		I("recoveries", r->recoveries);
 		D("recover_wait_ms", r->recover_wait_ms);
 	}

@@ -78,6 +78,14 @@ struct src {
 	uint64_t hot; /* memsvc: hot pages named to the destination */
 	uint8_t session[16];
 	uint64_t tx_before; /* bytes sent on connections since closed */
+	/* the policy's post-copy choices: the push's chunk order (NULL: guest
+	 * order), pages sent along with a fault's answer, and what the rounds
+	 * saw written per chunk (for the order) */
+	const struct mig_policy_ops *pol;
+	uint64_t *order;
+	uint32_t prefetch;
+	uint32_t *chunk_round;
+	uint16_t *chunk_written;
 
 	/* throttle */
 	pthread_t throttle_thread;
@@ -95,6 +103,26 @@ void mig_params_default(struct mig_params *p)
 	p->auto_converge = true;
 	p->timeout_ms = 10000;
 	p->recover_ms = 60000;
+}
+
+static const char *const mode_names[] = {
+    [MIG_MODE_PRECOPY] = "precopy",
+    [MIG_MODE_POSTCOPY] = "postcopy",
+    [MIG_MODE_HYBRID] = "hybrid",
+    [MIG_MODE_MEMSVC] = "memsvc",
+};
+
+const char *mig_mode_name(enum mig_mode m)
+{
+	return (unsigned)m < ARRAY_SIZE(mode_names) ? mode_names[m] : "?";
+}
+
+int mig_mode_parse(const char *name)
+{
+	for (unsigned i = 0; i < ARRAY_SIZE(mode_names); i++)
+		if (!strcmp(name, mode_names[i]))
+			return (int)i;
+	return -1;
 }
 
 static const char *const memsvc_cache_names[] = {
@@ -146,6 +174,13 @@ static void pace(struct sender *t, uint64_t t0, uint64_t bytes)
 	}
 }
 
+/* During a post-copy push the session thread takes pages out of todo (the
+ * ones it sends along with a fault's answer) while senders read it. */
+static bool todo_test(const struct src *s, uint64_t g)
+{
+	return __atomic_load_n(&s->todo[g / 64], __ATOMIC_RELAXED) & (1ULL << (g % 64));
+}
+
 static int send_chunk(struct sender *t, uint64_t chunk, uint64_t t0, uint64_t b0)
 {
 	struct src *s = t->s;
@@ -155,7 +190,7 @@ static int send_chunk(struct sender *t, uint64_t chunk, uint64_t t0, uint64_t b0
 	int r;
 
 	for (uint64_t g = first; g < end;) {
-		if (!bitmap_test(s->todo, g)) {
+		if (!todo_test(s, g)) {
 			g++;
 			continue;
 		}
@@ -176,7 +211,7 @@ static int send_chunk(struct sender *t, uint64_t chunk, uint64_t t0, uint64_t b0
 			continue;
 		}
 		uint64_t run = g + 1;
-		while (run < end && run - g < MIG_MAX_RUN_PAGES && bitmap_test(s->todo, run) &&
+		while (run < end && run - g < MIG_MAX_RUN_PAGES && todo_test(s, run) &&
 		       (!s->stale || remote_page_resident(s->p->remote, run)) &&
 		       !page_is_zero(ram + run * 4096))
 			run++;
@@ -226,7 +261,11 @@ static int send_round(struct sender *t)
 	uint64_t chunks = (s->nr_pages + CHUNK_PAGES - 1) / CHUNK_PAGES, t0 = now_ns();
 	uint64_t b0 = t->bytes; /* the cap paces this round's bytes from its start */
 
-	for (uint64_t c = t->k; c < chunks; c += s->n) {
+	/* This channel's chunks, in the policy's order if it has one. */
+	for (uint64_t i = s->order ? 0 : t->k; i < chunks; i += s->order ? 1 : s->n) {
+		uint64_t c = s->order ? s->order[i] : i;
+		if (c % s->n != t->k)
+			continue;
 		if (cancelled(s))
 			return -ECANCELED;
 		int r = send_chunk(t, c, t0, b0);
@@ -393,6 +432,55 @@ static void src_free(struct src *s)
 	free(s->todo);
 	free(s->sent);
 	free(s->stale);
+	free(s->order);
+	free(s->chunk_round);
+	free(s->chunk_written);
+}
+
+/* For a policy's push order: which chunks a round saw written, and how much. */
+static void note_writes(struct src *s, const uint64_t *dirty, uint32_t round)
+{
+	uint64_t g;
+
+	if (!s->chunk_round)
+		return;
+	bitmap_for_each_set(g, dirty, s->nr_pages)
+	{
+		uint64_t c = g / CHUNK_PAGES;
+		if (s->chunk_round[c] != round) {
+			s->chunk_round[c] = round;
+			s->chunk_written[c] = 0;
+		}
+		s->chunk_written[c]++;
+	}
+}
+
+/* The post-copy push's chunk order, if the policy has one. */
+static int push_order(struct src *s)
+{
+	uint64_t chunks = (s->nr_pages + CHUNK_PAGES - 1) / CHUNK_PAGES;
+
+	if (!s->pol->push_order)
+		return 0;
+	s->order = malloc(chunks * sizeof(*s->order));
+	if (!s->order)
+		return -ENOMEM;
+	struct mig_push_hint h = {
+	    .nr_chunks = chunks, .last_round = s->chunk_round, .written = s->chunk_written};
+	s->pol->push_order(s->p, &h, s->order);
+	/* Every chunk exactly once, or the push would lose pages. */
+	uint64_t *seen = bitmap_alloc(chunks);
+	int r = seen ? 0 : -ENOMEM;
+	for (uint64_t i = 0; i < chunks && !r; i++) {
+		if (s->order[i] >= chunks || bitmap_test(seen, s->order[i]))
+			r = -EINVAL;
+		else
+			bitmap_set(seen, s->order[i]);
+	}
+	free(seen);
+	if (r == -EINVAL)
+		log_err("policy %s: its push order is not every chunk once", s->pol->name);
+	return r;
 }
 
 static void fill_report_static(struct mig_report *rep, const struct vm *vm,
@@ -401,11 +489,7 @@ static void fill_report_static(struct mig_report *rep, const struct vm *vm,
 	memset(rep, 0, sizeof(*rep));
 	rep->guest_stall_ms = -1;
 	rep->paused_at_ms = rep->resumed_at_ms = -1;
-	snprintf(rep->mode, sizeof(rep->mode), "%s",
-		 p->mode == MIG_MODE_POSTCOPY ? "postcopy"
-		 : p->mode == MIG_MODE_HYBRID ? "hybrid"
-		 : p->mode == MIG_MODE_MEMSVC ? "memsvc"
-					      : "precopy");
+	snprintf(rep->mode, sizeof(rep->mode), "%s", mig_mode_name(p->mode));
 	snprintf(rep->status, sizeof(rep->status), "failed");
 	snprintf(rep->transport, sizeof(rep->transport), "tcp");
 	snprintf(rep->dirty_track, sizeof(rep->dirty_track), "%s", vm->dirty->name);
@@ -653,6 +737,33 @@ static int send_state(struct src *s, struct mig_conn *ctl, uint32_t rounds, bool
 	return r;
 }
 
+/* After a fault's answer: up to s->prefetch pages from gfn on that the push
+ * has not sent yet, non-zero ones (zero pages stay with the push, as a
+ * bitmap), taken out of the push and sent on the control connection. A
+ * page the push sends meanwhile comes twice; the destination places it once. */
+static int prefetch(struct src *s, struct mig_conn *ctl, uint64_t gfn, uint64_t *sent)
+{
+	uint8_t *ram = s->vm->mem.regions[0].hva;
+	uint64_t end = MIN(gfn + s->prefetch, s->nr_pages), g = gfn;
+
+	while (g < end) {
+		uint64_t run = g;
+		while (run < end && todo_test(s, run) && !page_is_zero(ram + run * 4096)) {
+			__atomic_fetch_and(&s->todo[run / 64], ~(1ULL << (run % 64)),
+					   __ATOMIC_RELAXED);
+			run++;
+		}
+		if (run > g) {
+			int r = mig_send_pages(ctl, g, ram + g * 4096, (uint32_t)(run - g), false);
+			if (r)
+				return r;
+			*sent += run - g;
+		}
+		g = run + 1;
+	}
+	return 0;
+}
+
 /* Post-copy after the switch: push every page not sent yet on the data
  * channels (in the background, from the paused guest's RAM) and answer the
  * destination's page requests on the control connection, until it says
@@ -661,7 +772,7 @@ static int postcopy_serve(struct src *s, struct mig_conn *ctl, uint32_t round,
 			  struct mig_report *rep, const uint64_t *push)
 {
 	uint8_t *ram = s->vm->mem.regions[0].hva;
-	uint64_t answered = 0;
+	uint64_t answered = 0, prefetched = 0;
 	struct mig_rec_hdr h;
 	int r = 0;
 
@@ -692,6 +803,8 @@ static int postcopy_serve(struct src *s, struct mig_conn *ctl, uint32_t round,
 			__atomic_add_fetch(&s->pending, 1, __ATOMIC_RELAXED);
 			if (!r)
 				r = mig_send_pages(ctl, q.gfn, ram + q.gfn * 4096, q.count, false);
+			if (!r && s->prefetch)
+				r = prefetch(s, ctl, q.gfn + q.count, &prefetched);
 			__atomic_sub_fetch(&s->pending, 1, __ATOMIC_RELAXED);
 			if (r)
 				break;
@@ -715,8 +828,11 @@ static int postcopy_serve(struct src *s, struct mig_conn *ctl, uint32_t round,
 			rep->faults = dn.faults;
 			rep->pages_pulled = dn.pulled;
 			memcpy(rep->fault_lat_us, dn.lat_us, sizeof(dn.lat_us));
-			log_debug("post-copy: %llu pages asked for and answered, %llu faults",
-				  (unsigned long long)answered, (unsigned long long)dn.faults);
+			log_debug("post-copy: %llu pages asked for and answered (%llu more sent "
+				  "along), %llu faults",
+				  (unsigned long long)answered, (unsigned long long)prefetched,
+				  (unsigned long long)dn.faults);
+			rep->pages_prefetched += prefetched;
 			break;
 		} else if (h.type == MIG_REC_ERROR) {
 			r = mig_recv_error(ctl, &h, "destination");
@@ -886,10 +1002,7 @@ static int postcopy_recover(struct src *s, struct mig_conn *ctl, struct mig_repo
 int mig_source_run(struct vm *vm, const struct mig_params *p, struct mig_report *rep)
 {
 	struct src s = {.vm = vm, .p = p, .nr_pages = mem_nr_pages(&vm->mem), .n = p->channels};
-	const struct mig_policy_ops *pol = p->policy ? p->policy
-					   : p->mode == MIG_MODE_HYBRID
-					       ? &mig_policy_hybrid_default
-					       : &mig_policy_precopy_default;
+	const struct mig_policy_ops *pol = p->policy ? p->policy : mig_policy_for_mode(p->mode);
 	struct mig_conn ctl = MIG_CONN_INIT;
 	bool paused = false, tracking = false, switched = false;
 	const bool postcopy = p->mode == MIG_MODE_POSTCOPY;
@@ -905,6 +1018,14 @@ int mig_source_run(struct vm *vm, const struct mig_params *p, struct mig_report 
 	int r;
 
 	fill_report_static(rep, vm, p);
+	snprintf(rep->policy, sizeof(rep->policy), "%s", pol->name);
+	if (!(pol->modes & 1u << p->mode)) {
+		snprintf(rep->error, sizeof(rep->error), "policy %s is not for mode %s", pol->name,
+			 rep->mode);
+		return -EINVAL;
+	}
+	s.pol = pol;
+	s.prefetch = pol->prefetch ? MIN(pol->prefetch(p), MIG_MAX_RUN_PAGES - 1) : 0;
 	if (!p->channels || p->channels > MIG_MAX_CHANNELS || !p->token_len ||
 	    via_memsvc != !!p->remote) {
 		snprintf(rep->error, sizeof(rep->error), "%s",
@@ -925,6 +1046,15 @@ int mig_source_run(struct vm *vm, const struct mig_params *p, struct mig_report 
 		s.snd[i] = (struct sender){.s = &s, .k = i, .conn = MIG_CONN_INIT};
 	s.todo = bitmap_alloc(s.nr_pages);
 	s.sent = bitmap_alloc(s.nr_pages);
+	if (pol->push_order) {
+		uint64_t chunks = (s.nr_pages + CHUNK_PAGES - 1) / CHUNK_PAGES;
+		s.chunk_round = calloc(chunks, sizeof(*s.chunk_round));
+		s.chunk_written = calloc(chunks, sizeof(*s.chunk_written));
+		if (!s.chunk_round || !s.chunk_written) {
+			r = -ENOMEM;
+			goto fail;
+		}
+	}
 	if (!s.todo || !s.sent) {
 		r = -ENOMEM;
 		goto fail;
@@ -1012,6 +1142,7 @@ int mig_source_run(struct vm *vm, const struct mig_params *p, struct mig_report 
 		r = vm_dirty_collect(vm, s.todo);
 		if (r)
 			goto fail;
+		note_writes(&s, s.todo, round);
 		double secs = (double)(now_ns() - t0) / 1e9;
 		uint64_t prev_dirty = round > 1 ? st.dirty_pages : 0;
 		st = (struct mig_round_stats){
@@ -1137,6 +1268,7 @@ stop_copy:
 	 * sent is not sent now; the destination drops its stale copy, and it
 	 * comes after the switch (pushed, or pulled by a fault). */
 	if (!r && to_postcopy && !postcopy) {
+		note_writes(&s, s.todo, round + 1);
 		discard = bitmap_alloc(s.nr_pages);
 		if (!discard)
 			r = -ENOMEM;
@@ -1191,7 +1323,9 @@ stop_copy:
 		s.postcopy = true;
 		pthread_mutex_unlock(&s.lock);
 		s.t_switch = t_end;
-		r = postcopy_serve(&s, &ctl, round + 1, rep, discard);
+		r = push_order(&s);
+		if (!r)
+			r = postcopy_serve(&s, &ctl, round + 1, rep, discard);
 		/* A break is recovered unless the destination gave up (its
 		 * ERROR), or we were cancelled, or recovery is off. */
 		while (r && r != -ECONNABORTED && r != -ECANCELED && r != -ENOMEM &&

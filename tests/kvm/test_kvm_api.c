@@ -286,6 +286,65 @@ static void migrate_onward(void)
 	TEST_ASSERT(strstr(out, "pages verified, 0 bad"), "C verified: %s", out);
 }
 
+static double json_num(const char *text, const char *key)
+{
+	char k[64];
+	snprintf(k, sizeof(k), "\"%s\":", key);
+	const char *p = strstr(text, k);
+	return p ? strtod(p + strlen(k), NULL) : -1;
+}
+
+/* Policies chosen through the API: A -> B in post-copy with the prefetch
+ * policy (its mode implied), then B -> C as a hybrid whose push goes in
+ * the order of the guest's latest writes; C verifies every page. Bad
+ * names and a policy for another mode are refused first. */
+static void policies_through_api(void)
+{
+	char out[16384], alog[300], blog[300], clog[300], asock[256], bsock[256];
+	snprintf(alog, sizeof(alog), "%s/pa.log", tmpdir);
+	snprintf(blog, sizeof(blog), "%s/pb.log", tmpdir);
+	snprintf(clog, sizeof(clog), "%s/pc.log", tmpdir);
+	snprintf(bsock, sizeof(bsock), "%s/pb.sock", tmpdir);
+	pid_t b = start_dest(blog, "tcp:127.0.0.1:7348", false, bsock);
+	pid_t c = start_dest(clog, "tcp:127.0.0.1:7349", true, NULL);
+	pid_t a = start_source(alog, "ws=16m");
+
+	TEST_ASSERT_EQ(
+	    flitctl(out, sizeof(out), "migrate", "tcp:127.0.0.1:7348", "policy=fastest", NULL), 1);
+	TEST_ASSERT(strstr(out, "'policy' must be one of precopy-default"), "unknown: %s", out);
+	TEST_ASSERT_EQ(flitctl(out, sizeof(out), "migrate", "tcp:127.0.0.1:7348", "mode=hybrid",
+			       "policy=postcopy-prefetch", NULL),
+		       1);
+	TEST_ASSERT(strstr(out, "policy postcopy-prefetch is not for mode hybrid"), "%s", out);
+	TEST_ASSERT_EQ(flitctl(out, sizeof(out), "migrate", "tcp:127.0.0.1:7348",
+			       "policy=postcopy-prefetch", NULL),
+		       0);
+	TEST_ASSERT(strstr(out, "\"status\":\"completed\"") &&
+			strstr(out, "\"mode\":\"postcopy\"") &&
+			strstr(out, "\"policy\":\"postcopy-prefetch\""),
+		    "A -> B in post-copy with the policy: %s", out);
+	double faults = json_num(out, "faults"), pre = json_num(out, "pages_prefetched");
+	printf("  %.0f faults, %.0f pages sent along with their answers\n", faults, pre);
+	TEST_ASSERT(faults == 0 || pre > 0, "the prefetch sent pages along: %s", out);
+	TEST_ASSERT_EQ(proc_wait(a, 60), 0);
+	for (int i = 0; i < 100 && access(bsock, F_OK); i++)
+		usleep(100000);
+	snprintf(asock, sizeof(asock), "%s", sock);
+	snprintf(sock, sizeof(sock), "%s", bsock);
+	int rm = flitctl(out, sizeof(out), "migrate", "tcp:127.0.0.1:7349", "policy=hybrid-recent",
+			 NULL);
+	snprintf(sock, sizeof(sock), "%s", asock);
+	TEST_ASSERT_EQ(rm, 0);
+	TEST_ASSERT(strstr(out, "\"status\":\"completed\"") && strstr(out, "\"mode\":\"hybrid\"") &&
+			strstr(out, "\"policy\":\"hybrid-recent\""),
+		    "B -> C as a hybrid with the policy: %s", out);
+	TEST_ASSERT_EQ(proc_wait(b, 60), 0);
+	int crc = proc_wait(c, 120);
+	proc_read_file(clog, out, sizeof(out));
+	TEST_ASSERT(crc == 0, "C exit %d, its log:\n%s", crc, out);
+	TEST_ASSERT(strstr(out, "pages verified, 0 bad"), "C verified: %s", out);
+}
+
 /* A pre-copy told to switch to post-copy through the API: it finishes as a
  * hybrid, and the destination's guest verifies every page. */
 static void switch_to_postcopy(void)
@@ -322,9 +381,10 @@ static void switch_to_postcopy(void)
 int main(int argc, char **argv)
 {
 	static const struct test_case cases[] = {
-	    TEST_CASE(migrate_through_api), TEST_CASE(cancel_keeps_source),
-	    TEST_CASE(source_killed),	    TEST_CASE(source_killed_during_postcopy),
-	    TEST_CASE(migrate_onward),	    TEST_CASE(switch_to_postcopy),
+	    TEST_CASE(migrate_through_api),  TEST_CASE(cancel_keeps_source),
+	    TEST_CASE(source_killed),	     TEST_CASE(source_killed_during_postcopy),
+	    TEST_CASE(migrate_onward),	     TEST_CASE(switch_to_postcopy),
+	    TEST_CASE(policies_through_api),
 	};
 	if (!test_have_dev_kvm())
 		return 77;

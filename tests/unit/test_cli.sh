@@ -51,6 +51,11 @@ expect 64 "must be bitmap or ring" -- --guest hello --dirty-track log
 expect 64 "anon, memfd or memsvc://HOST" -- --guest hello --mem-backend file
 expect 64 "--transport rdma: one of uring, sync" -- --guest hello --transport rdma
 expect 64 "--mode fast: precopy, postcopy, hybrid or memsvc" -- --guest hello --mode fast
+expect 64 "--policy nope: one of precopy-default, hybrid-default, hybrid-recent" -- --guest hello --policy nope
+expect 64 "--policy postcopy-prefetch is not for mode precopy" -- --guest hello --mode precopy --policy postcopy-prefetch
+expect 64 "--policy hybrid-recent is not for mode postcopy" -- --guest hello --policy hybrid-recent --mode postcopy
+expect 64 "--net-timeout 0: seconds, 0.1 to 3600" -- --guest hello --net-timeout 0
+expect 64 "--recover-timeout -1: seconds, 0 to 86400" -- --guest hello --recover-timeout -1
 expect 64 "needs --token-file (the namespace" -- --guest hello --mem-backend memsvc://127.0.0.1/ns
 expect 64 "--mem-backend memsvc://127.0.0.1: " -- --guest hello --mem-backend memsvc://127.0.0.1
 expect 64 "--mem-backend memsvc://h:99999/x: " -- --guest hello --mem-backend memsvc://h:99999/x
