@@ -9,10 +9,12 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <string.h>
+
 #include "common/log.h"
 #include "common/util.h"
-#include <string.h>
 #include "migrate/conn.h"
+#include "vmm/vm.h"
 
 struct echo {
 	struct mig_conn c;
@@ -130,4 +132,83 @@ void bench_args(int argc, char **argv, const char *prog, unsigned flags, struct 
 			die("usage: %s %s", prog, usage);
 		}
 	}
+}
+
+#define BENCH_TOKEN "benchmark-token-0123456789"
+
+void bench_migrate(const struct bench_case *c, struct bench_result *res)
+{
+	char args[128], path[4096], addr[64];
+	struct vm_config cfg = {.mem_size = c->mem, .nr_vcpus = 2, .dirty_track = c->dirty};
+	struct vm *src = NULL;
+	struct mig_dest_thread d = {0};
+	struct mig_params p;
+	struct vm_result vr;
+	uint16_t port;
+	int r;
+
+	snprintf(args, sizeof(args), "rounds=0 ws=%llu rate=%llu", (unsigned long long)c->hot,
+		 (unsigned long long)c->rate);
+	snprintf(path, sizeof(path), "%s/guests/memcheck.elf", FLIT_BUILD_DIR);
+	if ((r = vm_create(&cfg, &src)) || (r = vm_load_guest(src, path, args)))
+		die("source VM: %s", strerror(-r));
+	src->serial.sink = NULL;
+	vm_start(src);
+	if (testdev_wait_progress(&src->testdev, 2, 2, 600000))
+		die("the guest did not start");
+	if (c->pause_idle && !c->hot && (r = vm_pause(src)))
+		die("pausing the guest: %s", strerror(-r));
+
+	int lfd = mig_listen("tcp:127.0.0.1:0", &port);
+	mig_dest_params_default(&d.p);
+	d.p.listen_fd = lfd;
+	d.p.dirty_track = c->dirty;
+	d.p.prealloc = c->prealloc;
+	if (c->prealloc) {
+		/* Told the layout, the destination builds its VM and faults in
+		 * its RAM before it listens, as `flit --incoming --mem --vcpus`
+		 * does; otherwise that happens inside the migration. */
+		d.p.mem_size = c->mem;
+		d.p.nr_vcpus = 2;
+	}
+	d.p.token_len = strlen(BENCH_TOKEN);
+	memcpy(d.p.token, BENCH_TOKEN, d.p.token_len);
+	int ready = 0;
+	d.p.ready = &ready;
+	mig_dest_spawn(&d);
+	/* The destination's RAM is faulted in before the clock starts. */
+	for (int i = 0; i < 300000 && !__atomic_load_n(&ready, __ATOMIC_ACQUIRE); i++)
+		usleep(1000);
+	mig_params_default(&p);
+	snprintf(addr, sizeof(addr), "tcp:127.0.0.1:%u", port);
+	p.addr = addr;
+	p.channels = c->channels;
+	p.token_len = strlen(BENCH_TOKEN);
+	memcpy(p.token, BENCH_TOKEN, p.token_len);
+	p.timeout_ms = 60000;
+	p.transport = c->transport;
+	p.mode = c->mode;
+	p.policy = c->policy;
+	if (c->zc)
+		setenv("FLIT_TRANSPORT_ZC", c->zc, 1);
+	else
+		unsetenv("FLIT_TRANSPORT_ZC");
+	res->r = mig_source_run(src, &p, &res->rep);
+	mig_dest_join(&d);
+	close(lfd);
+	res->dest_r = d.r;
+	res->dest_rep = d.rep;
+	res->verified = "no";
+	if (!res->r && !d.r) {
+		vm_destroy(src);
+		src = NULL;
+		testdev_command(&d.vm->testdev, -1, FLIT_CMD_VERIFY_EXIT);
+		vm_wait(d.vm, 600000, &vr);
+		res->verified =
+		    !vr.failed && !vr.timed_out && vr.exit_status == 0 ? "yes" : "FAILED";
+		vm_destroy(d.vm);
+	}
+	vm_destroy(src);
+	if (res->r || d.r)
+		log_err("migration failed: %s / %s", res->rep.error, d.rep.error);
 }

@@ -8,6 +8,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "migrate/migrate.h"
+
 /* One 4 KiB request/response round trip over loopback TCP (the same socket
  * settings as a migration), the median of 2000, in µs: the floor for a
  * post-copy or remote-memory fault. p99 (may be NULL) gets the 99th
@@ -33,5 +35,33 @@ struct bench_opts {
  * [--ram SIZE,...] [--only MODE] [--repeat N]. Exits with the usage on
  * anything else. */
 void bench_args(int argc, char **argv, const char *prog, unsigned flags, struct bench_opts *o);
+
+/* One migration of the memcheck guest (2 vCPUs) over loopback, source and
+ * destination in this process; the destination's RAM is ready before the
+ * clock if prealloc. */
+struct bench_case {
+	uint64_t mem;
+	uint64_t hot;  /* working set rewritten (0: idle) */
+	uint64_t rate; /* pages per second per vCPU it is rewritten at (0: as fast as it can) */
+	unsigned channels;
+	const char *dirty; /* dirty tracker */
+	bool prealloc;
+	bool pause_idle; /* an idle guest is paused first, as QEMU's reference guest is */
+	enum mig_mode mode;
+	const struct mig_policy_ops *policy; /* NULL: the mode's default */
+	const struct transport_ops *transport;
+	const char *zc; /* FLIT_TRANSPORT_ZC for the run (NULL: unset) */
+};
+
+struct bench_result {
+	struct mig_report rep, dest_rep;
+	int r, dest_r;
+	/* the destination's guest checked all of its memory: "yes", "FAILED",
+	 * or "no" (the migration failed) */
+	const char *verified;
+};
+
+/* Runs the case; a failure is logged and reported, never fatal. */
+void bench_migrate(const struct bench_case *c, struct bench_result *res);
 
 #endif

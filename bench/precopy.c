@@ -38,7 +38,6 @@
 #include "transport/transport.h"
 #include "vmm/vm.h"
 
-#define TOKEN "benchmark-token-0123456789"
 #define CHUNK (256 * 1024)
 
 static FILE *out, *json_out;
@@ -153,76 +152,21 @@ static void migrate_one(uint64_t mem, uint64_t hot, uint64_t rate, unsigned chan
 			const char *dirty, bool prealloc, double tcp_limit,
 			const struct tx_variant *tx, enum mig_mode mode)
 {
-	char args[128], path[4096], addr[64];
-	struct vm_config cfg = {.mem_size = mem, .nr_vcpus = 2, .dirty_track = dirty};
-	struct vm *src = NULL;
-	struct mig_dest_thread d = {0};
-	struct mig_params p;
-	struct mig_report rep;
-	struct vm_result res;
-	uint16_t port;
-	int r;
+	struct bench_case c = {.mem = mem,
+			       .hot = hot,
+			       .rate = rate,
+			       .channels = channels,
+			       .dirty = dirty,
+			       .prealloc = prealloc,
+			       .pause_idle = pause_idle,
+			       .mode = mode,
+			       .transport = tx->ops,
+			       .zc = tx->zc};
+	struct bench_result res;
 
-	snprintf(args, sizeof(args), "rounds=0 ws=%llu rate=%llu", (unsigned long long)hot,
-		 (unsigned long long)rate);
-	snprintf(path, sizeof(path), "%s/guests/memcheck.elf", FLIT_BUILD_DIR);
-	if ((r = vm_create(&cfg, &src)) || (r = vm_load_guest(src, path, args)))
-		die("source VM: %s", strerror(-r));
-	src->serial.sink = NULL;
-	vm_start(src);
-	if (testdev_wait_progress(&src->testdev, 2, 2, 600000))
-		die("the guest did not start");
-	if (pause_idle && !hot && (r = vm_pause(src)))
-		die("pausing the guest: %s", strerror(-r));
-	uint64_t dirtied0 = 0;
-
-	int lfd = mig_listen("tcp:127.0.0.1:0", &port);
-	mig_dest_params_default(&d.p);
-	d.p.listen_fd = lfd;
-	d.p.dirty_track = dirty;
-	d.p.prealloc = prealloc;
-	if (prealloc) {
-		/* Told the layout, the destination builds its VM and faults in
-		 * its RAM before it listens, as `flit --incoming --mem --vcpus`
-		 * does; otherwise that happens inside the migration. */
-		d.p.mem_size = mem;
-		d.p.nr_vcpus = 2;
-	}
-	d.p.token_len = strlen(TOKEN);
-	memcpy(d.p.token, TOKEN, d.p.token_len);
-	int ready = 0;
-	d.p.ready = &ready;
-	mig_dest_spawn(&d);
-	/* The destination's RAM is faulted in before the clock starts. */
-	for (int i = 0; i < 300000 && !__atomic_load_n(&ready, __ATOMIC_ACQUIRE); i++)
-		usleep(1000);
-	mig_params_default(&p);
-	snprintf(addr, sizeof(addr), "tcp:127.0.0.1:%u", port);
-	p.addr = addr;
-	p.channels = channels;
-	p.token_len = strlen(TOKEN);
-	memcpy(p.token, TOKEN, p.token_len);
-	p.timeout_ms = 60000;
-	p.transport = tx->ops;
-	p.mode = mode;
-	if (tx->zc)
-		setenv("FLIT_TRANSPORT_ZC", tx->zc, 1);
-	else
-		unsetenv("FLIT_TRANSPORT_ZC");
-	r = mig_source_run(src, &p, &rep);
-	mig_dest_join(&d);
-	close(lfd);
-	(void)dirtied0;
-	const char *verified = "no";
-	if (!r && !d.r) {
-		vm_destroy(src);
-		src = NULL;
-		testdev_command(&d.vm->testdev, -1, FLIT_CMD_VERIFY_EXIT);
-		vm_wait(d.vm, 600000, &res);
-		verified = !res.failed && !res.timed_out && res.exit_status == 0 ? "yes" : "FAILED";
-		vm_destroy(d.vm);
-	}
-	vm_destroy(src);
+	bench_migrate(&c, &res);
+	const struct mig_report rep = res.rep;
+	const char *verified = res.verified;
 	double mbps = rep.total_ms > 0 ? (double)rep.bytes / 1e3 / rep.total_ms : 0;
 	/* least possible: every non-zero page once, plus what was dirtied */
 	uint64_t need = (rep.pages_sent - rep.pages_resent) * 4096 +
@@ -243,8 +187,6 @@ static void migrate_one(uint64_t mem, uint64_t hot, uint64_t rate, unsigned chan
 	fflush(out);
 	if (json_out)
 		mig_report_json(&rep, json_out);
-	if (r || d.r)
-		log_err("migration failed: %s / %s", rep.error, d.rep.error);
 }
 
 int main(int argc, char **argv)

@@ -482,6 +482,8 @@ const char *mig_rec_name(uint16_t t)
 		return "MEMSVC";
 	case MIG_REC_RECOVER:
 		return "RECOVER";
+	case MIG_REC_ADVISE:
+		return "ADVISE";
 	case MIG_REC_ERROR:
 		return "ERROR";
 	default:

@@ -455,6 +455,8 @@ static int recv_memsvc(struct dst *d, struct mig_conn *ctl, const struct mig_rec
 	return 0;
 }
 
+static int postcopy_prepare(struct dst *d, struct mig_conn *ctl);
+
 static int recv_state(struct dst *d, struct mig_conn *ctl, uint32_t *rounds)
 {
 	struct vm *vm = d->vm;
@@ -549,6 +551,33 @@ static int recv_state(struct dst *d, struct mig_conn *ctl, uint32_t *rounds)
 		}
 		if (h.type == MIG_REC_MEMSVC) {
 			r = recv_memsvc(d, ctl, &h);
+			continue;
+		}
+		if (h.type == MIG_REC_ADVISE) {
+			/* Post-copy from the start: no page has come yet (the
+			 * source waits for the answer), so RAM goes under
+			 * userfaultfd now, not inside the downtime. */
+			struct mig_postcopy adv;
+			r = mig_recv_payload(ctl, &h, &adv, sizeof(adv));
+			if (!r && (d->uffd || d->memsvc)) {
+				snprintf(ctl->why, sizeof(ctl->why), "ADVISE out of place");
+				r = -EPROTO;
+			}
+			if (!r && vm->mem.regions[0].backing != MEM_ANON) {
+				snprintf(
+				    ctl->why, sizeof(ctl->why),
+				    "post-copy needs anonymous guest RAM (--mem-backend anon)");
+				r = -ENOTSUP;
+			}
+			if (!r) {
+				uint64_t t_prep = now_ns();
+				r = postcopy_prepare(d, ctl);
+				log_debug("post-copy: RAM registered with userfaultfd in %.2f ms, "
+					  "before the switch",
+					  (double)(now_ns() - t_prep) / 1e6);
+			}
+			if (!r)
+				r = mig_send_rec(ctl, MIG_REC_ADVISE, &adv, sizeof(adv));
 			continue;
 		}
 		if (h.type == MIG_REC_VMSTATE) {
@@ -696,18 +725,27 @@ static int postcopy_prepare(struct dst *d, struct mig_conn *ctl)
 	struct uffd *u = calloc(1, sizeof(*u));
 	int r;
 
-	if (!u)
+	/* What stays: pages written here, and pages that arrived as zero
+	 * where RAM was preallocated (zeros already). */
+	uint64_t *keep = bitmap_alloc(d->nr_pages);
+	if (!u || !keep) {
+		free(u);
+		free(keep);
 		return -ENOMEM;
+	}
+	for (uint64_t w = 0; w < BITMAP_WORDS(d->nr_pages); w++)
+		keep[w] = d->touched[w] | (d->p->prealloc ? d->zeroed[w] : 0);
 	for (uint64_t g = 0; g < d->nr_pages;) {
-		if (bitmap_test(d->touched, g)) {
+		if (bitmap_test(keep, g)) {
 			g++;
 			continue;
 		}
 		uint64_t e = g;
-		while (e < d->nr_pages && !bitmap_test(d->touched, e))
+		while (e < d->nr_pages && !bitmap_test(keep, e))
 			e++;
 		if (madvise(ram + g * 4096, (e - g) * 4096, MADV_DONTNEED)) {
 			free(u);
+			free(keep);
 			return -errno;
 		}
 		g = e;
@@ -720,15 +758,17 @@ static int postcopy_prepare(struct dst *d, struct mig_conn *ctl)
 			 r == -EPERM ? " (post-copy needs root or vm.unprivileged_userfaultfd=1)"
 				     : "");
 		free(u);
+		free(keep);
 		return r;
 	}
-	/* Pages written here are present; pages that arrived as zero and were
-	 * never written are not (they would fault): they get a zero page. */
-	for (uint64_t g = 0; g < d->nr_pages && !r; g++)
-		if (bitmap_test(d->touched, g))
-			uffd_mark_present(u, g, 1);
-		else if (bitmap_test(d->zeroed, g))
+	/* Kept pages are present (one pass over the bitmap's words); pages
+	 * that arrived as zero into RAM that was not preallocated are not
+	 * (they would fault): they get a zero page. */
+	uffd_mark_present_bitmap(u, keep);
+	for (uint64_t g = 0; g < d->nr_pages && !r && !d->p->prealloc; g++)
+		if (!bitmap_test(keep, g) && bitmap_test(d->zeroed, g))
 			r = uffd_place_zero(u, g);
+	free(keep);
 	if (r) {
 		uffd_close(u);
 		free(u);
@@ -1122,8 +1162,12 @@ int mig_dest_run(const struct mig_dest_params *p, struct vm **out, struct mig_re
 	rep->setup_ms = (double)(now_ns() - t_start) / 1e6;
 
 	r = recv_state(&d, &ctl, &rounds);
-	if (!r && d.postcopy)
+	if (!r && d.postcopy && !d.uffd) {
+		uint64_t t_prep = now_ns();
 		r = postcopy_prepare(&d, &ctl);
+		log_debug("post-copy: RAM registered with userfaultfd in %.2f ms",
+			  (double)(now_ns() - t_prep) / 1e6);
+	}
 	if (!r && d.memsvc) {
 		/* Taking the namespace fences the source off it. */
 		struct remote_params rp = {.url = p->memsvc_url ? p->memsvc_url : d.memsvc_url,

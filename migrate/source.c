@@ -1087,9 +1087,22 @@ int mig_source_run(struct vm *vm, const struct mig_params *p, struct mig_report 
 	vm_memcheck_reset_stall(vm);
 	rep->setup_ms = (double)(now_ns() - t_start) / 1e6;
 
-	/* Post-copy switches at once: only the boot area goes before. */
-	if (postcopy)
+	/* Post-copy switches at once: only the boot area goes before. The
+	 * destination gets its RAM ready for it first (ADVISE, answered in
+	 * kind), outside the downtime. */
+	if (postcopy) {
+		struct mig_postcopy adv = {0};
+		r = mig_send_rec(&ctl, MIG_REC_ADVISE, &adv, sizeof(adv));
+		if (!r)
+			r = mig_recv_expect(&ctl, MIG_REC_ADVISE, &adv, sizeof(adv));
+		if (r) {
+			snprintf(rep->error, sizeof(rep->error), "post-copy advice: %s",
+				 ctl.why[0] ? ctl.why : strerror(-r));
+			goto fail;
+		}
+		rep->setup_ms = (double)(now_ns() - t_start) / 1e6;
 		goto stop_copy;
+	}
 	if (via_memsvc && p->memsvc_cache == MIG_MEMSVC_WRITEBACK) {
 		r = memsvc_rounds(&s, rep, t_start, &round);
 		if (r)

@@ -68,6 +68,7 @@ enum mig_rec_type {
 	MIG_REC_DISCARD = 36,	    /* control, hybrid switch: pages the destination holds stale */
 	MIG_REC_MEMSVC = 37,	    /* control, before COMPLETE: RAM is in memsvc; hot pages */
 	MIG_REC_RECOVER = 38,	    /* control, destination: post-copy resumes; pages it has */
+	MIG_REC_ADVISE = 39,	    /* control, both ways: post-copy comes; ready for it */
 	MIG_REC_ERROR = 40,
 };
 

@@ -92,6 +92,22 @@ void uffd_mark_present(struct uffd *u, uint64_t gfn, uint64_t count)
 			placed(u, g);
 }
 
+void uffd_mark_present_bitmap(struct uffd *u, const uint64_t *bm)
+{
+	uint64_t words = BITMAP_WORDS(u->nr_pages), n = 0;
+
+	for (uint64_t w = 0; w < words; w++) {
+		uint64_t m = bm[w];
+		if (w == words - 1 && u->nr_pages % 64)
+			m &= (1ULL << (u->nr_pages % 64)) - 1;
+		/* A page present from the start was never waited for: its
+		 * fault time stays 0, and it never faults while present. */
+		uint64_t old = __atomic_fetch_or(&u->placed[w], m, __ATOMIC_ACQ_REL);
+		n += (uint64_t)__builtin_popcountll(m & ~old);
+	}
+	__atomic_fetch_add(&u->nr_placed, n, __ATOMIC_RELEASE);
+}
+
 void uffd_wake(struct uffd *u, uint64_t gfn, uint64_t count)
 {
 	struct uffdio_range r = {.start = (uintptr_t)(u->base + gfn * 4096), .len = count * 4096};

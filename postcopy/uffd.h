@@ -56,6 +56,8 @@ struct uffd {
 #define UFFD_OPEN_WP 1u /* write-protect faults too (uffd_protect, wp_fault) */
 int uffd_open(struct uffd *u, void *base, uint64_t nr_pages, unsigned flags);
 void uffd_mark_present(struct uffd *u, uint64_t gfn, uint64_t count);
+/* The same for every page set in bm (nr_pages bits), a word at a time. */
+void uffd_mark_present_bitmap(struct uffd *u, const uint64_t *bm);
 
 /* Starts the fault thread: request(opaque, gfn) asks for one page (it must
  * not block on guest RAM). */
