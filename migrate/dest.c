@@ -1011,13 +1011,16 @@ again:
 	free(buf);
 	if (r)
 		return r;
-	struct mig_postcopy_done dn = {
-	    .faults = u->faults, .pulled = u->pulled, .placed_ns = now_ns() - t0};
+	struct mig_postcopy_done dn = {.faults = u->faults,
+				       .pulled = u->pulled,
+				       .placed_ns = now_ns() - t0,
+				       .twice = __atomic_load_n(&u->eexist, __ATOMIC_RELAXED)};
 	static const double q[5] = {0.5, 0.9, 0.99, 0.999, 1.0};
 	uffd_latency_quantiles(u, q, dn.lat_us, 5);
 	rep->postcopy_ms = (double)dn.placed_ns / 1e6;
 	rep->faults = dn.faults;
 	rep->pages_pulled = dn.pulled;
+	rep->pages_twice = dn.twice;
 	memcpy(rep->fault_lat_us, dn.lat_us, sizeof(dn.lat_us));
 	/* Every page is here: the guest's memory is plain memory again. */
 	__atomic_store_n(&d->uffd, NULL, __ATOMIC_RELEASE);

@@ -209,6 +209,7 @@ struct mig_report {
 	double recover_wait_ms;
 	char policy[24];	   /* the policy's name */
 	uint64_t pages_prefetched; /* post-copy: sent along with a fault's answer */
+	uint64_t pages_twice;	   /* post-copy: arrived again once in place (placed once) */
 };
 
 int mig_source_run(struct vm *vm, const struct mig_params *p, struct mig_report *rep);

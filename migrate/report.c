@@ -75,6 +75,7 @@ json_object *mig_report_to_json(const struct mig_report *r)
 		for (int k = 0; k < 5; k++)
 			I(q[k], r->fault_lat_us[k]);
 		I("pages_prefetched", r->pages_prefetched);
+		I("pages_placed_twice", r->pages_twice);
 		I("recoveries", r->recoveries);
 		D("recover_wait_ms", r->recover_wait_ms);
 	}

@@ -803,6 +803,10 @@ static int postcopy_serve(struct src *s, struct mig_conn *ctl, uint32_t round,
 			__atomic_add_fetch(&s->pending, 1, __ATOMIC_RELAXED);
 			if (!r)
 				r = mig_send_pages(ctl, q.gfn, ram + q.gfn * 4096, q.count, false);
+			/* Answered: the push need not send it again. */
+			for (uint64_t g = q.gfn; !r && g < q.gfn + q.count; g++)
+				__atomic_fetch_and(&s->todo[g / 64], ~(1ULL << (g % 64)),
+						   __ATOMIC_RELAXED);
 			if (!r && s->prefetch)
 				r = prefetch(s, ctl, q.gfn + q.count, &prefetched);
 			__atomic_sub_fetch(&s->pending, 1, __ATOMIC_RELAXED);
@@ -827,6 +831,7 @@ static int postcopy_serve(struct src *s, struct mig_conn *ctl, uint32_t round,
 			rep->postcopy_ms = (double)(now_ns() - s->t_switch) / 1e6;
 			rep->faults = dn.faults;
 			rep->pages_pulled = dn.pulled;
+			rep->pages_twice = dn.twice;
 			memcpy(rep->fault_lat_us, dn.lat_us, sizeof(dn.lat_us));
 			log_debug("post-copy: %llu pages asked for and answered (%llu more sent "
 				  "along), %llu faults",
@@ -1367,7 +1372,8 @@ stop_copy:
 		vm_dirty_stop(vm);
 	snprintf(rep->status, sizeof(rep->status), "completed");
 	PROGRESS_SET(p, phase, MIG_PHASE_DONE);
-	rep->total_ms = (double)((postcopy ? now_ns() : t_end) - t_start) / 1e6;
+	/* post-copy and hybrid: until every page is in at the destination */
+	rep->total_ms = (double)((to_postcopy ? now_ns() : t_end) - t_start) / 1e6;
 	rep->downtime_ms = (double)(t_end - t_pause) / 1e6;
 	rep->restore_ms = (double)res.restore_ns / 1e6;
 	rep->rounds = round;

@@ -242,6 +242,7 @@ struct mig_postcopy_done {
 	uint64_t pulled;    /* of them, placed (by their answer or the push) */
 	uint64_t lat_us[5]; /* fault latency p50, p90, p99, p99.9, max */
 	uint64_t placed_ns; /* resume -> last page placed */
+	uint64_t twice;	    /* pages that arrived again once in place (EEXIST) */
 };
 
 /* ERROR payload: this header, then a text of up to 200 bytes (not NUL-terminated). */

@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: MIT
 # The benchmark harness end to end on its smallest case: bench/run --smoke
 # must give a CSV of verified Flit migrations (one per transport), the
-# memsvc benchmark's verified migrations, QEMU runs that verified (the idle
+# memsvc benchmark's verified migrations, the post-copy policies' verified
+# migrations, QEMU runs that verified (the idle
 # guest and the busy Linux guest), the comparison, QEMU-KVM and Flit side
 # by side in the nested-KVM lab, the reports as JSON and the plots as PNG. No speed is checked here: speeds belong to the benchmark's output.
 set -euo pipefail
@@ -28,6 +29,11 @@ grep '^migration,' "$out/flit.csv" | awk -F, '$19 != "yes" {exit 1}' ||
 rows=$(grep -c '^migration,\(memsvc\|memsvc-writeback\|precopy\|postcopy\),\(256\|512\),16,.*,ok,.*,yes$' "$out/memsvc.csv" || true)
 [ "$rows" -eq 8 ] || fail "memsvc.csv: $rows of 8 verified migrations: $(cat "$out/memsvc.csv")"
 grep -q '^limit_rtt_memsvc_read,' "$out/memsvc.csv" || fail "memsvc.csv has no memsvc round trip"
+# Every post-copy and hybrid policy, and pre-copy, on the idle guest and a
+# 16 MiB hot set: ten verified migrations, next to the round trip.
+rows=$(grep -c '^migration,256,\(idle,0\|hot,16\),.*,ok,.*,yes$' "$out/postcopy.csv" || true)
+[ "$rows" -eq 10 ] || fail "postcopy.csv: $rows of 10 verified migrations: $(cat "$out/postcopy.csv")"
+grep -q '^limit_rtt_4k,' "$out/postcopy.csv" || fail "postcopy.csv has no round trip"
 # QEMU: the idle guest's migration, and the busy Linux guest's (it answered
 # verify with bad=0 on the destination); column 14 is verified.
 awk -F, '$1 == "qemu" && $4 == 256 && $5 == "idle" && $6 == 2 && $8 == "ok" && $14 == "yes" {f = 1}
