@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -174,6 +175,15 @@ void uffd_forget(struct uffd *u, uint64_t gfn)
 
 enum fill_op { FILL_COPY, FILL_ZERO, FILL_CONTINUE };
 
+/* MINOR: a page's data (zeros if src is NULL) into the alias. */
+static void write_alias(struct uffd *u, uint64_t gfn, const uint8_t *src)
+{
+	if (src)
+		memcpy(uffd_alias(u, gfn), src, 4096);
+	else
+		memset(uffd_alias(u, gfn), 0, 4096);
+}
+
 /* Fills [gfn, gfn + count) with one kind of ioctl, DONTWAKE: counts each
  * page placed, skips (and counts once) a page that is there already
  * (EEXIST), retries where the mapping changed under it (EAGAIN). Wakes
@@ -225,9 +235,20 @@ static int fill(struct uffd *u, enum fill_op op, uint64_t gfn, const uint8_t *sr
 			continue; /* the mapping changed under us, or a part done: again */
 		if (err != EEXIST)
 			return -err;
-		/* The next page is there already (a push and a fault's answer
-		 * met): skip it; the caller's wake covers its waiters. */
-		placed(u, gfn);
+		if (u->alias && op != FILL_CONTINUE) {
+			/* MINOR mode, a page taken for a hole that is in the
+			 * page cache after all (swapped back in, say): the
+			 * caller owns it, so through the alias. */
+			write_alias(u, gfn, src);
+			r = fill(u, FILL_CONTINUE, gfn, NULL, 1, false);
+			if (r)
+				return r;
+		} else {
+			/* The next page is there already (a push and a fault's
+			 * answer met): skip it; the caller's wake covers its
+			 * waiters. */
+			placed(u, gfn);
+		}
 		gfn++;
 		if (src)
 			src += 4096;
@@ -278,31 +299,75 @@ int uffd_continue(struct uffd *u, uint64_t gfn, uint32_t count, const uint64_t *
 	return r;
 }
 
-/* MINOR: claims, writes what it won through the alias (from src, or zeros
- * if src is NULL), maps it; 64 pages at a time. */
+/* Which of n pages (at most 64) from gfn are in the page cache: bit i for
+ * gfn + i (all of them if the kernel cannot tell). */
+static uint64_t in_cache(struct uffd *u, uint64_t gfn, uint32_t n)
+{
+	unsigned char vec[64];
+	uint64_t m = 0;
+
+	if (mincore(uffd_alias(u, gfn), (size_t)n * 4096, vec))
+		return ~0ULL;
+	for (uint32_t i = 0; i < n; i++)
+		m |= (uint64_t)(vec[i] & 1) << i;
+	return m;
+}
+
+bool uffd_cached(struct uffd *u, uint64_t gfn, uint32_t count)
+{
+	for (uint32_t i = 0; i < count; i += 64) {
+		uint32_t n = MIN(count - i, 64);
+		uint64_t all = n == 64 ? ~0ULL : (1ULL << n) - 1;
+		if ((in_cache(u, gfn + i, n) & all) != all)
+			return false;
+	}
+	return true;
+}
+
+/* MINOR: claims, places what it won (from src, or zeros if src is NULL),
+ * 64 pages at a time. A page in the page cache (a stale copy, a
+ * preallocated zero) is written through the alias and mapped with
+ * UFFDIO_CONTINUE; a hole is filled with UFFDIO_COPY or UFFDIO_ZEROPAGE
+ * (MISSING is registered too), which allocates the page without zeroing
+ * it first and without a fault on the alias. */
 static int place_minor(struct uffd *u, uint64_t gfn, const uint8_t *src, uint64_t count)
 {
-	while (count) {
+	int r = 0;
+
+	while (count && !r) {
 		uint32_t n = (uint32_t)MIN(count, 64);
 		uint64_t mine = 0;
 		uffd_claim(u, gfn, n, &mine);
-		for (uint32_t i = 0; i < n; i++) {
-			if (!(mine >> i & 1))
-				continue;
-			if (src)
-				memcpy(uffd_alias(u, gfn + i), src + (size_t)i * 4096, 4096);
-			else
-				memset(uffd_alias(u, gfn + i), 0, 4096);
+		uint64_t cached = mine ? in_cache(u, gfn, n) : 0;
+		for (uint32_t i = 0, k; i < n && !r; i += k) {
+			bool won = mine >> i & 1, c = cached >> i & 1;
+			for (k = 1; i + k < n && (bool)(mine >> (i + k) & 1) == won &&
+				    (!won || (bool)(cached >> (i + k) & 1) == c);
+			     k++)
+				;
+			const uint8_t *s = src ? src + (size_t)i * 4096 : NULL;
+			if (!won) {
+				/* Another writer has them (placed, or on the
+				 * way): theirs to map and to count. */
+				__atomic_fetch_add(&u->eexist, k, __ATOMIC_RELAXED);
+			} else if (!c) {
+				r = fill(u, src ? FILL_COPY : FILL_ZERO, gfn + i, s, k, false);
+			} else {
+				for (uint32_t j = 0; j < k; j++)
+					write_alias(u, gfn + i + j,
+						    s ? s + (size_t)j * 4096 : NULL);
+				r = fill(u, FILL_CONTINUE, gfn + i, NULL, k, false);
+			}
 		}
-		int r = uffd_continue(u, gfn, n, &mine);
 		if (r)
-			return r;
+			uffd_unclaim(u, gfn, n, &mine);
+		uffd_wake(u, gfn, n);
 		gfn += n;
 		if (src)
 			src += (size_t)n * 4096;
 		count -= n;
 	}
-	return 0;
+	return r;
 }
 
 int uffd_place(struct uffd *u, uint64_t gfn, const void *src, uint32_t count)

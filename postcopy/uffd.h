@@ -9,7 +9,10 @@
  *   only the pages mapped into it; their data is written first through an
  *   alias, a second mapping of the same memfd that is not registered, and
  *   then mapped with UFFDIO_CONTINUE. Pages can be received straight into
- *   the alias (no bounce buffer, no copy through the kernel). A write to
+ *   the alias (no bounce buffer, no copy through the kernel). A page that
+ *   is not even in the page cache (a hole) is filled with UFFDIO_COPY or
+ *   UFFDIO_ZEROPAGE instead, as in MISSING mode, which is cheaper than
+ *   faulting it into the alias (allocated, zeroed, then written). A write to
  *   the alias does overwrite a page that is mapped already, which the
  *   guest may have changed since: so every page is claimed (a per-page
  *   bit, test-and-set) before anything writes its alias, and a writer that
@@ -113,6 +116,10 @@ static inline int uffd_place_zero(struct uffd *u, uint64_t gfn)
 void uffd_claim(struct uffd *u, uint64_t gfn, uint32_t count, uint64_t *mine);
 int uffd_continue(struct uffd *u, uint64_t gfn, uint32_t count, const uint64_t *mine);
 void uffd_unclaim(struct uffd *u, uint64_t gfn, uint32_t count, const uint64_t *mine);
+/* MINOR mode: whether every page of the run is in the page cache, so that
+ * writing it through the alias allocates nothing (a hole is cheaper to
+ * fill from a buffer with uffd_place, which allocates without zeroing). */
+bool uffd_cached(struct uffd *u, uint64_t gfn, uint32_t count);
 static inline uint8_t *uffd_alias(struct uffd *u, uint64_t gfn)
 {
 	return u->alias + gfn * 4096;
