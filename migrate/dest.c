@@ -134,18 +134,43 @@ static int recv_pages(struct receiver *t, const struct mig_rec_hdr *h)
 	 * this VM is then discarded, so nothing half-written is ever run.
 	 * After a post-copy switch, through userfaultfd instead. */
 	struct uffd *u = __atomic_load_n(&d->uffd, __ATOMIC_ACQUIRE);
+	uint32_t *pcrc = h->flags & MIG_F_UNCHECKED ? NULL : &crc;
 	if (u && !t->buf && !(t->buf = malloc(MIG_MAX_RUN_PAGES * 4096)))
 		return -ENOMEM;
 	/* Post-copy: while a faulted page is on its way, the push gives way
 	 * (briefly) to the thread that places it. */
 	for (int i = 0; u && i < 50 && uffd_waiting(u); i++)
 		usleep(20);
-	r = mig_recv_part(&t->conn, u ? t->buf : d->vm->mem.regions[0].hva + ph.gfn * 4096,
-			  (size_t)ph.count * 4096, h->flags & MIG_F_UNCHECKED ? NULL : &crc);
-	if (!r)
-		r = mig_recv_crc_check(&t->conn, h, crc);
-	if (!r && u && (r = uffd_place(u, ph.gfn, t->buf, ph.count)))
-		t->fatal = true;
+	if (u && u->alias && uffd_cached(u, ph.gfn, ph.count)) {
+		/* MINOR mode, pages in the page cache: straight into the
+		 * alias, then mapped. Only the pages this receiver claims are
+		 * written there: a page placed already (the guest may have
+		 * written it since) or being placed by another thread goes to
+		 * the scratch buffer. (Holes come through the buffer: filling
+		 * them from it is cheaper than faulting them into the alias.) */
+		uint64_t mine[BITMAP_WORDS(MIG_MAX_RUN_PAGES)] = {0};
+		uffd_claim(u, ph.gfn, ph.count, mine);
+		for (uint32_t i = 0, k; i < ph.count && !r; i += k) {
+			bool won = bitmap_test(mine, i);
+			for (k = 1; i + k < ph.count && bitmap_test(mine, i + k) == won; k++)
+				;
+			r = mig_recv_part(&t->conn, won ? uffd_alias(u, ph.gfn + i) : t->buf,
+					  (size_t)k * 4096, pcrc);
+		}
+		if (!r)
+			r = mig_recv_crc_check(&t->conn, h, crc);
+		if (!r && (r = uffd_continue(u, ph.gfn, ph.count, mine)))
+			t->fatal = true; /* here, not on the connection */
+		else if (r)
+			uffd_unclaim(u, ph.gfn, ph.count, mine);
+	} else {
+		r = mig_recv_part(&t->conn, u ? t->buf : d->vm->mem.regions[0].hva + ph.gfn * 4096,
+				  (size_t)ph.count * 4096, pcrc);
+		if (!r)
+			r = mig_recv_crc_check(&t->conn, h, crc);
+		if (!r && u && (r = uffd_place(u, ph.gfn, t->buf, ph.count)))
+			t->fatal = true;
+	}
 	if (r)
 		return r;
 	for (uint64_t g = ph.gfn; g < ph.gfn + ph.count; g++)
@@ -174,15 +199,19 @@ static int recv_zero(struct receiver *t, const struct mig_rec_hdr *h)
 		return bad(t, "ZERO record for %u pages at %llu", m.z.count,
 			   (unsigned long long)m.z.gfn);
 	uint64_t i;
+	struct uffd *u = __atomic_load_n(&d->uffd, __ATOMIC_ACQUIRE);
 	bitmap_for_each_set(i, m.bits, m.z.count)
 	{
-		uint64_t g = m.z.gfn + i;
-		struct uffd *u = __atomic_load_n(&d->uffd, __ATOMIC_ACQUIRE);
+		uint64_t g = m.z.gfn + i, k = 1;
 		/* Fresh memory is zero already: only a page written earlier in
 		 * this migration needs clearing (and we never fault in the rest).
-		 * After a post-copy switch every page must be placed. */
+		 * After a post-copy switch every page must be placed: a run of
+		 * them at once (in MINOR mode, a page the page cache holds, a
+		 * stale copy maybe, gets its zeros through the alias). */
 		if (u) {
-			r = uffd_place_zero(u, g);
+			while (i + k < m.z.count && bitmap_test(m.bits, i + k))
+				k++;
+			r = uffd_place_zeros(u, g, k);
 			if (r) {
 				t->fatal = true;
 				return r;
@@ -190,8 +219,10 @@ static int recv_zero(struct receiver *t, const struct mig_rec_hdr *h)
 		} else if (bitmap_test(d->touched, g)) {
 			memset(d->vm->mem.regions[0].hva + g * 4096, 0, 4096);
 		}
-		bitmap_set(d->zeroed, g);
-		t->zero_pages++;
+		for (uint64_t j = 0; j < k; j++)
+			bitmap_set(d->zeroed, g + j);
+		t->zero_pages += k;
+		i += k - 1;
 	}
 	return 0;
 }
@@ -540,11 +571,21 @@ static int recv_state(struct dst *d, struct mig_conn *ctl, uint32_t *rounds)
 		if (h.type == MIG_REC_POSTCOPY) {
 			struct mig_postcopy pc;
 			r = mig_recv_payload(ctl, &h, &pc, sizeof(pc));
-			if (!r && vm->mem.regions[0].backing != MEM_ANON) {
-				snprintf(
-				    ctl->why, sizeof(ctl->why),
-				    "post-copy needs anonymous guest RAM (--mem-backend anon)");
-				r = -ENOTSUP;
+			/* Refused here, before the switch, if this host cannot
+			 * do it: the source then keeps its guest. memfd RAM
+			 * takes MINOR mode, anonymous RAM MISSING mode. */
+			bool minor = vm->mem.regions[0].backing == MEM_MEMFD;
+			int e = r ? 0 : uffd_probe(minor);
+			if (e) {
+				snprintf(ctl->why, sizeof(ctl->why), "post-copy: userfaultfd: %s%s",
+					 strerror(-e),
+					 e == -EPERM ? " (post-copy needs root or "
+						       "vm.unprivileged_userfaultfd=1)"
+					 : e == -ENOTSUP && minor
+					     ? " (memfd RAM needs minor faults on shared "
+					       "memory, Linux 5.14; or --mem-backend anon)"
+					     : "");
+				r = e;
 			}
 			d->postcopy = true;
 			continue;
@@ -562,12 +603,6 @@ static int recv_state(struct dst *d, struct mig_conn *ctl, uint32_t *rounds)
 			if (!r && (d->uffd || d->memsvc)) {
 				snprintf(ctl->why, sizeof(ctl->why), "ADVISE out of place");
 				r = -EPROTO;
-			}
-			if (!r && vm->mem.regions[0].backing != MEM_ANON) {
-				snprintf(
-				    ctl->why, sizeof(ctl->why),
-				    "post-copy needs anonymous guest RAM (--mem-backend anon)");
-				r = -ENOTSUP;
 			}
 			if (!r) {
 				uint64_t t_prep = now_ns();
@@ -718,11 +753,20 @@ static int request_page(void *opaque, uint64_t gfn)
 /* At the post-copy switch: the pages that have not arrived are dropped (a
  * preallocated RAM holds zeros there, which would hide the faults) and
  * registered with userfaultfd; from now on receivers place pages through
- * it and the fault thread asks for what the guest touches. */
+ * it and the fault thread asks for what the guest touches.
+ *
+ * Anonymous RAM: MISSING mode, the dropped pages are gone. memfd RAM:
+ * MINOR mode; dropping only zaps the page-table entries (MADV_DONTNEED on
+ * a shared mapping keeps the page cache: a preallocated zero, or a stale
+ * copy held back at the switch), so a touch gives a MINOR fault, and a
+ * page never written at all (a hole) a MISSING one. */
 static int postcopy_prepare(struct dst *d, struct mig_conn *ctl)
 {
-	uint8_t *ram = d->vm->mem.regions[0].hva;
+	struct mem_region *mr = &d->vm->mem.regions[0];
+	uint8_t *ram = mr->hva;
+	bool minor = mr->backing == MEM_MEMFD;
 	struct uffd *u = calloc(1, sizeof(*u));
+	uint64_t t0 = now_ns(), t1 = t0;
 	int r;
 
 	/* What stays: pages written here, and pages that arrived as zero
@@ -752,9 +796,12 @@ static int postcopy_prepare(struct dst *d, struct mig_conn *ctl)
 	}
 	/* Huge pages would fault in 2 MiB at a time, zeros included. */
 	madvise(ram, d->nr_pages * 4096, MADV_NOHUGEPAGE);
-	r = uffd_open(u, ram, d->nr_pages, 0);
+	t1 = now_ns();
+	r = minor ? uffd_open_minor(u, ram, mr->alias, d->nr_pages)
+		  : uffd_open(u, ram, d->nr_pages, 0);
 	if (r) {
-		snprintf(ctl->why, sizeof(ctl->why), "userfaultfd: %s%s", strerror(-r),
+		snprintf(ctl->why, sizeof(ctl->why), "userfaultfd%s: %s%s",
+			 minor ? " (MINOR mode)" : "", strerror(-r),
 			 r == -EPERM ? " (post-copy needs root or vm.unprivileged_userfaultfd=1)"
 				     : "");
 		free(u);
@@ -763,17 +810,26 @@ static int postcopy_prepare(struct dst *d, struct mig_conn *ctl)
 	}
 	/* Kept pages are present (one pass over the bitmap's words); pages
 	 * that arrived as zero into RAM that was not preallocated are not
-	 * (they would fault): they get a zero page. */
+	 * (they would fault): they get zeros, a run at a time. */
 	uffd_mark_present_bitmap(u, keep);
-	for (uint64_t g = 0; g < d->nr_pages && !r && !d->p->prealloc; g++)
-		if (!bitmap_test(keep, g) && bitmap_test(d->zeroed, g))
-			r = uffd_place_zero(u, g);
+	for (uint64_t g = 0, k; g < d->nr_pages && !r && !d->p->prealloc; g += k) {
+		bool z = !bitmap_test(keep, g) && bitmap_test(d->zeroed, g);
+		for (k = 1; g + k < d->nr_pages &&
+			    (!bitmap_test(keep, g + k) && bitmap_test(d->zeroed, g + k)) == z;
+		     k++)
+			;
+		if (z)
+			r = uffd_place_zeros(u, g, k);
+	}
 	free(keep);
 	if (r) {
 		uffd_close(u);
 		free(u);
 		return r;
 	}
+	log_debug("post-copy: %s mode, pages dropped in %.2f ms, registered and counted in %.2f ms",
+		  minor ? "MINOR" : "MISSING", (double)(t1 - t0) / 1e6,
+		  (double)(now_ns() - t1) / 1e6);
 	d->ctl = ctl;
 	r = uffd_start(u, request_page, d);
 	if (r) {

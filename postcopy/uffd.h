@@ -1,17 +1,32 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The destination's side of post-copy: guest RAM registered with
- * userfaultfd (MISSING mode, anonymous memory), a fault service thread, and
- * page placement.
+ * userfaultfd, a fault service thread, and page placement. Two modes:
+ *
+ * - MISSING (anonymous memory): a page is placed with UFFDIO_COPY from a
+ *   buffer; the kernel never overwrites a page that is there (EEXIST).
+ * - MINOR (memfd memory, uffd_open_minor): the registered mapping shows
+ *   only the pages mapped into it; their data is written first through an
+ *   alias, a second mapping of the same memfd that is not registered, and
+ *   then mapped with UFFDIO_CONTINUE. Pages can be received straight into
+ *   the alias (no bounce buffer, no copy through the kernel). A page that
+ *   is not even in the page cache (a hole) is filled with UFFDIO_COPY or
+ *   UFFDIO_ZEROPAGE instead, as in MISSING mode, which is cheaper than
+ *   faulting it into the alias (allocated, zeroed, then written). A write to
+ *   the alias does overwrite a page that is mapped already, which the
+ *   guest may have changed since: so every page is claimed (a per-page
+ *   bit, test-and-set) before anything writes its alias, and a writer that
+ *   loses the claim leaves the page alone. MISSING is registered as well,
+ *   so that a page that is not even in the page cache (a hole) faults too.
  *
  * A vCPU (through KVM) or any VMM thread that touches a page not yet there
  * blocks in the kernel; the fault thread reads the fault and asks for the
  * page once (request callback; a page already asked for is not asked
  * again). Pages arrive from anywhere (the answer to a fault, the source's
- * background push) and are placed with UFFDIO_COPY, which wakes whoever
- * waits on them; a page placed twice (a push racing a fault's answer) gets
- * EEXIST and counts once. Nothing here touches guest RAM directly: that
- * would fault on itself.
+ * background push); a run of pages is placed with DONTWAKE and its waiters
+ * are woken once after; a page placed twice (a push racing a fault's
+ * answer) counts once. Nothing here touches guest RAM through the
+ * registered mapping: that would fault on itself.
  */
 #ifndef FLIT_POSTCOPY_UFFD_H
 #define FLIT_POSTCOPY_UFFD_H
@@ -27,6 +42,11 @@ struct uffd {
 	uint8_t *base;
 	uint64_t nr_pages;
 	uint64_t *placed; /* bitmap, atomic */
+	/* MINOR: the alias, and the pages someone has claimed to write
+	 * (bitmap, atomic; set before the alias is written, never cleared
+	 * once the page is placed). NULL in MISSING mode. */
+	uint8_t *alias;
+	uint64_t *claimed;
 	/* Per page: 0 untouched, UFFD_PLACED once placed, else the time of
 	 * the first fault on it (the page is asked for then). Changed only
 	 * by compare-and-swap or exchange, so a fault and a placement that
@@ -55,6 +75,18 @@ struct uffd {
  * kernel-mode faults; see docs). */
 #define UFFD_OPEN_WP 1u /* write-protect faults too (uffd_protect, wp_fault) */
 int uffd_open(struct uffd *u, void *base, uint64_t nr_pages, unsigned flags);
+/* MINOR mode: base is a shared mapping of a memfd, alias another mapping
+ * of the same range of it. Registers base for MINOR and MISSING faults.
+ * A page whose page-table entry is present in base is there (mark it
+ * present); any other page must be kept from the guest: zap its entries
+ * first (MADV_DONTNEED on base keeps the page cache, so it then gives a
+ * MINOR fault). -ENOTSUP: the kernel has no minor faults on shared memory
+ * (Linux 5.14). */
+int uffd_open_minor(struct uffd *u, void *base, void *alias, uint64_t nr_pages);
+/* Whether this process may open a userfaultfd with what a mode needs
+ * (minor: MINOR mode), without registering anything. 0 or -errno. */
+int uffd_probe(bool minor);
+/* The pages are there (and, MINOR, claimed). */
 void uffd_mark_present(struct uffd *u, uint64_t gfn, uint64_t count);
 /* The same for every page set in bm (nr_pages bits), a word at a time. */
 void uffd_mark_present_bitmap(struct uffd *u, const uint64_t *bm);
@@ -63,14 +95,37 @@ void uffd_mark_present_bitmap(struct uffd *u, const uint64_t *bm);
  * not block on guest RAM). */
 int uffd_start(struct uffd *u, int (*request)(void *opaque, uint64_t gfn), void *opaque);
 
-/* Places count pages from src at gfn (any that are there already are
- * skipped) and wakes their waiters. 0 or -errno. */
+/* Places count pages from src at gfn (any that are there already, or
+ * claimed by another writer, are skipped) and wakes their waiters once.
+ * 0 or -errno. */
 int uffd_place(struct uffd *u, uint64_t gfn, const void *src, uint32_t count);
-/* The same, the pages mapped write-protected if wp (UFFD_OPEN_WP): the
- * first write to each then reaches wp_fault. */
+/* The same, the pages mapped write-protected if wp (UFFD_OPEN_WP, MISSING
+ * mode only): the first write to each then reaches wp_fault. */
 int uffd_place_mode(struct uffd *u, uint64_t gfn, const void *src, uint32_t count, bool wp);
-/* A page of zeros. */
-int uffd_place_zero(struct uffd *u, uint64_t gfn);
+/* Pages of zeros. */
+int uffd_place_zeros(struct uffd *u, uint64_t gfn, uint64_t count);
+static inline int uffd_place_zero(struct uffd *u, uint64_t gfn)
+{
+	return uffd_place_zeros(u, gfn, 1);
+}
+
+/* MINOR mode, writing in place: claim the run; bit i of mine (count bits,
+ * cleared by the caller) is set for each page gfn + i that this caller
+ * won, and only those may be written, at uffd_alias(u, gfn + i). Then
+ * uffd_continue maps the pages won (the others count as found there) and
+ * wakes the run's waiters once; or, if their data never came,
+ * uffd_unclaim gives them back for the next writer. */
+void uffd_claim(struct uffd *u, uint64_t gfn, uint32_t count, uint64_t *mine);
+int uffd_continue(struct uffd *u, uint64_t gfn, uint32_t count, const uint64_t *mine);
+void uffd_unclaim(struct uffd *u, uint64_t gfn, uint32_t count, const uint64_t *mine);
+/* MINOR mode: whether every page of the run is in the page cache, so that
+ * writing it through the alias allocates nothing (a hole is cheaper to
+ * fill from a buffer with uffd_place, which allocates without zeroing). */
+bool uffd_cached(struct uffd *u, uint64_t gfn, uint32_t count);
+static inline uint8_t *uffd_alias(struct uffd *u, uint64_t gfn)
+{
+	return u->alias + gfn * 4096;
+}
 
 /* Write-protects (on) or unprotects count pages; unprotecting wakes the
  * writers that wait on them. 0 or -errno. */

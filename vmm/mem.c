@@ -49,6 +49,17 @@ int mem_create(struct guest_mem *m, uint64_t size, enum mem_backing backing)
 			return err;
 		}
 		p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
+		if (p != MAP_FAILED) {
+			void *a = mmap(NULL, size, PROT_READ | PROT_WRITE,
+				       MAP_SHARED | MAP_NORESERVE, fd, 0);
+			if (a == MAP_FAILED) {
+				munmap(p, size);
+				p = MAP_FAILED;
+			} else {
+				madvise(a, size, MADV_DONTDUMP);
+				r->alias = a;
+			}
+		}
 	} else {
 		p = mmap(NULL, size, PROT_READ | PROT_WRITE,
 			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -85,6 +96,8 @@ void mem_destroy(struct guest_mem *m)
 		struct mem_region *r = &m->regions[i];
 		if (r->hva)
 			munmap(r->hva, r->size);
+		if (r->alias)
+			munmap(r->alias, r->size);
 		if (r->fd >= 0)
 			close(r->fd);
 	}
@@ -111,6 +124,14 @@ int mem_prealloc(struct guest_mem *m)
 
 	for (unsigned i = 0; i < m->nr_regions; i++) {
 		struct mem_region *r = &m->regions[i];
+		/* The alias's page-table entries too: post-copy then writes
+		 * arriving pages through it without a fault per page. */
+		if (r->alias && madvise(r->alias, r->size, MADV_POPULATE_WRITE) &&
+		    errno != EINVAL) {
+			int err = -errno;
+			log_err("preallocating guest RAM: %s", strerror(errno));
+			return err;
+		}
 		if (!madvise(r->hva, r->size, MADV_POPULATE_WRITE))
 			continue;
 		if (errno != EINVAL) {

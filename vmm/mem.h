@@ -4,6 +4,12 @@
  * A region has a backing: 'anon' (private anonymous memory) or 'memfd'
  * (shared memory with a file descriptor, so another process or a second VM
  * can map the same RAM). Pages are 4 KiB.
+ *
+ * A memfd region is mapped twice: hva, the guest's view (KVM's memory
+ * slots, the VMM's reads and writes), and alias, a second shared mapping
+ * of the same pages that nothing else watches. Post-copy registers hva with
+ * userfaultfd (MINOR faults) and writes arriving pages through alias
+ * before mapping them into hva.
  */
 #ifndef FLIT_VMM_MEM_H
 #define FLIT_VMM_MEM_H
@@ -18,7 +24,8 @@ struct mem_region {
 	uint64_t gpa;
 	uint64_t size;
 	uint8_t *hva;
-	int fd; /* memfd, or -1 */
+	int fd;		/* memfd, or -1 */
+	uint8_t *alias; /* memfd: the second mapping of the same pages; else NULL */
 	enum mem_backing backing;
 };
 
@@ -38,7 +45,8 @@ const char *mem_backing_name(enum mem_backing b);
  * -ENOMEM with a logged reason when the host cannot provide it. */
 int mem_create(struct guest_mem *m, uint64_t size, enum mem_backing backing);
 /* Fault in every page now (like QEMU's -mem-prealloc), so that first writes
- * later (a migration's incoming pages) do not pay for it. */
+ * later (a migration's incoming pages) do not pay for it; through the alias
+ * too, where there is one. */
 int mem_prealloc(struct guest_mem *m);
 /* Unmap everything; tolerates a half-built or zeroed guest_mem. */
 void mem_destroy(struct guest_mem *m);

@@ -1,15 +1,19 @@
 // SPDX-License-Identifier: MIT
 /*
- * Pre-copy migration under real KVM, source and destination in one process
- * over loopback TCP. After every successful migration the guest keeps
- * running on the destination, then verifies every page itself, and the VMM
- * checks every page again from the host side. After every failed one the
- * source guest must still be running and pass the same checks.
+ * Migration under real KVM (pre-copy, post-copy, hybrid), source and
+ * destination in one process over loopback TCP. After every successful
+ * migration the guest keeps running on the destination, then verifies
+ * every page itself, and the VMM checks every page again from the host
+ * side. After every failed one the source guest must still be running and
+ * pass the same checks.
  */
 #include <errno.h>
+#include <linux/capability.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "common/util.h"
@@ -128,12 +132,18 @@ static void check_switchover(struct vm *src, struct vm *dst)
 	TEST_ASSERT_EQ(vm_resume(dst), 0);
 }
 
-static struct vm *start_source(const char *dirty, unsigned vcpus, uint64_t mem, const char *args)
+static struct vm *start_source_on(const char *dirty, unsigned vcpus, uint64_t mem, const char *args,
+				  enum mem_backing backing)
 {
-	struct vm *vm = guest_vm_create(mem, vcpus, dirty, MEM_ANON, "memcheck", args, NULL);
+	struct vm *vm = guest_vm_create(mem, vcpus, dirty, backing, "memcheck", args, NULL);
 	TEST_ASSERT_EQ(vm_start(vm), 0);
 	TEST_ASSERT_EQ(testdev_wait_progress(&vm->testdev, vcpus, 2, 60000), 0);
 	return vm;
+}
+
+static struct vm *start_source(const char *dirty, unsigned vcpus, uint64_t mem, const char *args)
+{
+	return start_source_on(dirty, vcpus, mem, args, MEM_ANON);
 }
 
 /* early: the destination is told the layout, builds its VM and
@@ -314,14 +324,17 @@ static void *cancel_thread(void *arg)
 /* Post-copy: the destination runs the guest at once and pulls what it
  * touches while the rest is pushed; the guest then verifies every page and
  * the host checks them. prealloc: the destination's RAM was faulted in
- * (zeros) before the source came, which must not hide the faults. */
-static void postcopy_run_case(const char *args, bool prealloc, enum mig_mode mode)
+ * (zeros) before the source came, which must not hide the faults. src, dst:
+ * each side's RAM (memfd at the destination: userfaultfd MINOR mode). */
+static void postcopy_run_on(const char *args, bool prealloc, enum mig_mode mode,
+			    enum mem_backing src_backing, enum mem_backing dst_backing)
 {
-	struct vm *src = start_source("bitmap", 2, 128 * MiB, args);
+	struct vm *src = start_source_on("bitmap", 2, 128 * MiB, args, src_backing);
 	struct mig_run m;
 
 	run_setup(&m, TOKEN, "bitmap", 2);
 	m.d.p.start_paused = false; /* it must run to fault */
+	m.d.p.backing = dst_backing;
 	if (prealloc) {
 		m.d.p.mem_size = 128 * MiB;
 		m.d.p.nr_vcpus = 2;
@@ -335,6 +348,7 @@ static void postcopy_run_case(const char *args, bool prealloc, enum mig_mode mod
 	TEST_ASSERT(!strcmp(m.rep.status, "completed") && !strcmp(m.rep.mode, want) &&
 			!strcmp(m.d.rep.mode, want),
 		    "%s %s, destination %s", m.rep.mode, m.rep.status, m.d.rep.mode);
+	TEST_ASSERT_EQ(m.d.vm->mem.regions[0].backing, dst_backing);
 	if (mode == MIG_MODE_HYBRID)
 		TEST_ASSERT(m.rep.rounds >= 2, "pre-copy rounds before the switch: %u",
 			    m.rep.rounds);
@@ -342,14 +356,20 @@ static void postcopy_run_case(const char *args, bool prealloc, enum mig_mode mod
 		    (unsigned long long)m.rep.pages_pulled, (unsigned long long)m.rep.faults);
 	TEST_ASSERT(m.rep.postcopy_ms > 0 && m.rep.fault_lat_us[0] <= m.rep.fault_lat_us[4],
 		    "post-copy figures");
-	printf("  post-copy: downtime %.2f ms, %.1f ms until every page was in, %llu faults, "
-	       "p50 %llu us, p99 %llu us\n",
-	       m.rep.downtime_ms, m.rep.postcopy_ms, (unsigned long long)m.rep.faults,
+	printf("  post-copy (%s -> %s RAM): downtime %.2f ms, %.1f ms until every page was in, "
+	       "%llu faults, p50 %llu us, p99 %llu us\n",
+	       mem_backing_name(src_backing), mem_backing_name(dst_backing), m.rep.downtime_ms,
+	       m.rep.postcopy_ms, (unsigned long long)m.rep.faults,
 	       (unsigned long long)m.rep.fault_lat_us[0],
 	       (unsigned long long)m.rep.fault_lat_us[2]);
 	vm_destroy(src);
 	finish_and_check(m.d.vm, "destination after post-copy");
 	vm_destroy(m.d.vm);
+}
+
+static void postcopy_run_case(const char *args, bool prealloc, enum mig_mode mode)
+{
+	postcopy_run_on(args, prealloc, mode, MEM_ANON, MEM_ANON);
 }
 
 static void postcopy_busy_guest(void)
@@ -370,22 +390,95 @@ static void hybrid_hot_guest(void)
 	postcopy_run_case("rounds=0 ws=64m", true, MIG_MODE_HYBRID);
 }
 
-/* A destination that cannot do post-copy (memfd RAM) refuses before the
- * switch: the source keeps its guest. */
-static void postcopy_refused_keeps_source(void)
+/* memfd RAM at the destination (MINOR mode). Not preallocated: the pages
+ * not there yet are holes in the memfd (MISSING faults on shared memory). */
+static void postcopy_memfd_busy_guest(void)
 {
+	postcopy_run_on("rounds=0 ws=16m", false, MIG_MODE_POSTCOPY, MEM_ANON, MEM_MEMFD);
+}
+
+/* memfd on both sides, the destination's preallocated: the pages not there
+ * yet are zeros in the page cache, whose entries are zapped (MINOR faults). */
+static void postcopy_memfd_preallocated_both(void)
+{
+	postcopy_run_on("rounds=0 ws=16m", true, MIG_MODE_POSTCOPY, MEM_MEMFD, MEM_MEMFD);
+}
+
+/* Hybrid onto memfd RAM: the stale copies dropped at the switch stay in the
+ * page cache; the guest must fault on them, never read them, and a copy
+ * that comes after a page was placed and written must not overwrite it. */
+static void hybrid_memfd_hot_guest(void)
+{
+	postcopy_run_on("rounds=0 ws=64m", true, MIG_MODE_HYBRID, MEM_MEMFD, MEM_MEMFD);
+}
+
+/* Hybrid from memfd RAM onto anonymous RAM, not preallocated. */
+static void hybrid_memfd_source_anon_destination(void)
+{
+	postcopy_run_on("rounds=0 ws=32m", false, MIG_MODE_HYBRID, MEM_MEMFD, MEM_ANON);
+}
+
+/* The calling thread's effective CAP_SYS_PTRACE, off or back on (threads
+ * created meanwhile inherit it). */
+static void set_ptrace_cap(bool on)
+{
+	struct __user_cap_header_struct h = {.version = _LINUX_CAPABILITY_VERSION_3};
+	struct __user_cap_data_struct c[2];
+
+	TEST_ASSERT_EQ(syscall(SYS_capget, &h, c), 0);
+	if (on)
+		c[0].effective |= 1u << CAP_SYS_PTRACE;
+	else
+		c[0].effective &= ~(1u << CAP_SYS_PTRACE);
+	TEST_ASSERT(syscall(SYS_capset, &h, c) == 0, "capset: %s", strerror(errno));
+}
+
+/* A destination that may not use userfaultfd (no CAP_SYS_PTRACE, and
+ * vm.unprivileged_userfaultfd=0) refuses post-copy when told of it, before
+ * the switch: the source keeps its guest. Both kinds of RAM. */
+static void postcopy_refused_keeps_source_on(enum mem_backing backing)
+{
+	const char *sysctl = "/proc/sys/vm/unprivileged_userfaultfd";
 	struct vm *src = start_source("bitmap", 1, 64 * MiB, "rounds=0 ws=1m");
 	struct mig_run m;
+	char was = '0';
 
+	FILE *f = fopen(sysctl, "r+");
+	TEST_ASSERT(f && fread(&was, 1, 1, f) == 1, "reading %s", sysctl);
+	if (was != '0') {
+		rewind(f);
+		TEST_ASSERT(fputc('0', f) != EOF && fflush(f) == 0, "setting %s to 0", sysctl);
+	}
 	run_setup(&m, TOKEN, "bitmap", 2);
-	m.d.p.backing = MEM_MEMFD;
+	m.d.p.backing = backing;
 	m.p.mode = MIG_MODE_POSTCOPY;
-	int r = run_go(&m, src);
+	set_ptrace_cap(false);
+	int sr = mig_dest_spawn(&m.d);
+	set_ptrace_cap(true);
+	TEST_ASSERT_EQ(sr, 0);
+	int r = mig_source_run(src, &m.p, &m.rep);
+	mig_dest_join(&m.d);
+	close(m.lfd);
+	if (was != '0') {
+		rewind(f);
+		fputc(was, f);
+	}
+	fclose(f);
+	mig_report_json(&m.rep, stdout);
 	TEST_ASSERT(r != 0 && m.d.r != 0, "refused");
-	TEST_ASSERT(strstr(m.rep.error, "anonymous guest RAM"), "why: %s", m.rep.error);
+	TEST_ASSERT(strstr(m.rep.error, "userfaultfd") &&
+			strstr(m.rep.error, "vm.unprivileged_userfaultfd"),
+		    "why: %s", m.rep.error);
 	TEST_ASSERT(!strcmp(m.rep.status, "failed"), "failed, not lost: %s", m.rep.status);
+	TEST_ASSERT(m.d.vm == NULL, "the destination discarded its copy");
 	finish_and_check(src, "source after a refused post-copy");
 	vm_destroy(src);
+}
+
+static void postcopy_refused_keeps_source(void)
+{
+	postcopy_refused_keeps_source_on(MEM_ANON);
+	postcopy_refused_keeps_source_on(MEM_MEMFD);
 }
 
 static void cancel_keeps_source(void)
@@ -425,6 +518,10 @@ int main(int argc, char **argv)
 	    TEST_CASE(postcopy_preallocated_destination),
 	    TEST_CASE(postcopy_refused_keeps_source),
 	    TEST_CASE(hybrid_hot_guest),
+	    TEST_CASE(postcopy_memfd_busy_guest),
+	    TEST_CASE(postcopy_memfd_preallocated_both),
+	    TEST_CASE(hybrid_memfd_hot_guest),
+	    TEST_CASE(hybrid_memfd_source_anon_destination),
 	};
 	return test_main(argc, argv, cases, ARRAY_SIZE(cases));
 }
