@@ -14,7 +14,7 @@
  *   (the source in phase postcopy-paused, the destination's guest blocked
  *   on the pages it lacks); the link comes back, flitctl migrate-recover
  *   reconnects, the migration completes, and the destination's guest
- *   verifies every page.
+ *   verifies every page; with anonymous and with memfd destination RAM.
  * - The same break, and the source is told to cancel while it waits: the
  *   guest is lost, and said to be (source and destination exit 76 with the
  *   reason; the destination after its --recover-timeout).
@@ -303,18 +303,20 @@ static pid_t postcopy_break(unsigned port, const char *slog, const char *dlog,
 	return s;
 }
 
-/* The link goes down after the post-copy switch, and comes back. */
-static void postcopy_link_down_recover(void)
+/* The link goes down after the post-copy switch, and comes back. backing:
+ * the destination's RAM (anonymous: MISSING faults; memfd: MINOR faults,
+ * pages written through a second mapping). */
+static void link_down_recover(const char *backing, unsigned port)
 {
 	static char out[65536];
 	char slog[300], dlog[300];
-	const char *dx[] = {"--net-timeout", "2", NULL};
+	const char *dx[] = {"--net-timeout", "2", "--mem-backend", backing, NULL};
 	pid_t d;
 
-	snprintf(slog, sizeof(slog), "%s/s4.log", tmpdir);
-	snprintf(dlog, sizeof(dlog), "%s/d4.log", tmpdir);
-	snprintf(sock, sizeof(sock), "%s/api4.sock", tmpdir);
-	pid_t s = postcopy_break(7403, slog, dlog, dx, &d);
+	snprintf(slog, sizeof(slog), "%s/s4-%s.log", tmpdir, backing);
+	snprintf(dlog, sizeof(dlog), "%s/d4-%s.log", tmpdir, backing);
+	snprintf(sock, sizeof(sock), "%s/api4-%s.sock", tmpdir, backing);
+	pid_t s = postcopy_break(port, slog, dlog, dx, &d);
 	/* Down for a while longer: the source's own attempts fail meanwhile. */
 	usleep(2500000);
 	TEST_ASSERT(!sh("%s -n %s link set %s up", ip_cmd, ns_src, if_src), "link up");
@@ -335,6 +337,16 @@ static void postcopy_link_down_recover(void)
 	check_dest_verified(d, dlog);
 	proc_read_file(dlog, out, sizeof(out));
 	TEST_ASSERT(strstr(out, "post-copy recovered"), "the destination says so: %s", out);
+}
+
+static void postcopy_link_down_recover(void)
+{
+	link_down_recover("anon", 7403);
+}
+
+static void postcopy_link_down_recover_memfd(void)
+{
+	link_down_recover("memfd", 7405);
 }
 
 /* The same break, then the source gives up (cancel) instead. */
@@ -371,9 +383,8 @@ static void postcopy_link_down_cancel(void)
 int main(int argc, char **argv)
 {
 	static const struct test_case cases[] = {
-	    TEST_CASE(migrate_through_shaped_link),
-	    TEST_CASE(link_down_then_retry),
-	    TEST_CASE(postcopy_link_down_recover),
+	    TEST_CASE(migrate_through_shaped_link), TEST_CASE(link_down_then_retry),
+	    TEST_CASE(postcopy_link_down_recover),  TEST_CASE(postcopy_link_down_recover_memfd),
 	    TEST_CASE(postcopy_link_down_cancel),
 	};
 	if (!test_have_dev_kvm())
