@@ -831,7 +831,9 @@ static int postcopy_prepare(struct dst *d, struct mig_conn *ctl)
 		  minor ? "MINOR" : "MISSING", (double)(t1 - t0) / 1e6,
 		  (double)(now_ns() - t1) / 1e6);
 	d->ctl = ctl;
-	r = uffd_start(u, request_page, d);
+	static const struct page_source_ops source_vmm = {.name = "source VMM",
+							  .request = request_page};
+	r = uffd_start(u, &source_vmm, d);
 	if (r) {
 		uffd_close(u);
 		free(u);
@@ -867,6 +869,7 @@ static int postcopy_recover(struct dst *d, struct mig_conn *ctl, int cause)
 	receivers_stop(d);
 	d->rx_before += ctl->rx_bytes;
 	mig_conn_close(ctl);
+	d->ctl_fd = -1;
 	log_warn("post-copy: the connection to the source broke (%s); the guest waits for %llu "
 		 "pages; waiting up to %d s for the source to reconnect",
 		 why, (unsigned long long)(d->nr_pages - u->nr_placed), p->recover_ms / 1000);
@@ -894,6 +897,7 @@ static int postcopy_recover(struct dst *d, struct mig_conn *ctl, int cause)
 			continue;
 		}
 		mig_conn_set_timeout(&c, p->timeout_ms);
+		d->ctl_fd = c.fd; /* a receiver that fails shuts this one down */
 		r = mig_handshake_accept(&c, p->token, p->token_len, &h, check_recover, d);
 		if (!r)
 			r = accept_channels(d, &c, &h);
@@ -902,6 +906,7 @@ static int postcopy_recover(struct dst *d, struct mig_conn *ctl, int cause)
 		log_warn("refused a post-copy recovery: %s", c.why[0] ? c.why : strerror(-r));
 		receivers_stop(d);
 		mig_conn_close(&c);
+		d->ctl_fd = -1;
 	}
 	/* The pages here (no receiver places any until the source has read
 	 * this), then every page a fault still waits on. */

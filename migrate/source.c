@@ -32,6 +32,7 @@
 #include "vmm/vm.h"
 
 #define CHUNK_PAGES 512 /* 2 MiB: the unit of channel assignment */
+#define URGENT_MAX  64
 
 struct src;
 
@@ -46,6 +47,15 @@ struct sender {
 	/* the counts when this connection was made (END counts from there) */
 	uint64_t pages0, zero_pages0;
 	int err;
+	/* post-copy: runs to push before the rest (the pages after a fault),
+	 * a ring the session thread fills (head) and this sender drains
+	 * (tail); and the pages it pushed from there */
+	struct {
+		uint64_t gfn;
+		uint32_t count;
+	} urgent[URGENT_MAX];
+	uint32_t urgent_head, urgent_tail;
+	uint64_t urgent_pages;
 };
 
 struct src {
@@ -181,6 +191,68 @@ static bool todo_test(const struct src *s, uint64_t g)
 	return __atomic_load_n(&s->todo[g / 64], __ATOMIC_RELAXED) & (1ULL << (g % 64));
 }
 
+/* Post-copy: takes page g out of the push; true if it was still in it
+ * (then the caller sends it: a fault's answer, a prefetch and the push
+ * never all send the same page). */
+static bool todo_claim(struct src *s, uint64_t g)
+{
+	uint64_t m = 1ULL << (g % 64);
+	return __atomic_fetch_and(&s->todo[g / 64], ~m, __ATOMIC_RELAXED) & m;
+}
+
+/* A run [g, end) went: count it. */
+static void sent_run(struct sender *t, uint64_t g, uint64_t end)
+{
+	struct src *s = t->s;
+
+	for (uint64_t x = g; x < end; x++) {
+		if (bitmap_test(s->sent, x))
+			t->resent++;
+		else
+			bitmap_set(s->sent, x);
+		if (s->stale)
+			bitmap_clear(s->stale, x);
+	}
+	__atomic_store_n(&t->pages, t->pages + (end - g), __ATOMIC_RELAXED);
+	__atomic_store_n(&t->bytes,
+			 t->bytes + sizeof(struct mig_pages) + (end - g) * 4096 +
+			     sizeof(struct mig_rec_hdr),
+			 __ATOMIC_RELAXED);
+}
+
+/* Post-copy: the runs queued for the front of this channel's push (pages
+ * after a fault), the ones still in the push and not zero. */
+static int send_urgent(struct sender *t)
+{
+	struct src *s = t->s;
+	uint8_t *ram = s->vm->mem.regions[0].hva;
+	uint32_t head = __atomic_load_n(&t->urgent_head, __ATOMIC_ACQUIRE);
+
+	while (t->urgent_tail != head) {
+		uint64_t g = t->urgent[t->urgent_tail % URGENT_MAX].gfn;
+		uint64_t end = g + t->urgent[t->urgent_tail % URGENT_MAX].count;
+		__atomic_store_n(&t->urgent_tail, t->urgent_tail + 1, __ATOMIC_RELEASE);
+		while (g < end) {
+			uint64_t run = g;
+			while (run < end && run - g < MIG_MAX_RUN_PAGES && todo_test(s, run) &&
+			       !page_is_zero(ram + run * 4096) && todo_claim(s, run))
+				run++;
+			if (run > g) {
+				int r = mig_send_pages(&t->conn, g, ram + g * 4096,
+						       (uint32_t)(run - g), s->p->checksum_pages);
+				if (r)
+					return r;
+				sent_run(t, g, run);
+				t->urgent_pages += run - g;
+			}
+			/* past the page that stopped the run (a full run stops
+			 * on none) */
+			g = run - g == MIG_MAX_RUN_PAGES ? run : run + 1;
+		}
+	}
+	return 0;
+}
+
 static int send_chunk(struct sender *t, uint64_t chunk, uint64_t t0, uint64_t b0)
 {
 	struct src *s = t->s;
@@ -190,7 +262,11 @@ static int send_chunk(struct sender *t, uint64_t chunk, uint64_t t0, uint64_t b0
 	int r;
 
 	for (uint64_t g = first; g < end;) {
-		if (!todo_test(s, g)) {
+		if (s->postcopy &&
+		    t->urgent_tail != __atomic_load_n(&t->urgent_head, __ATOMIC_ACQUIRE) &&
+		    (r = send_urgent(t)))
+			return r;
+		if (!todo_test(s, g) || (s->postcopy && !todo_claim(s, g))) {
 			g++;
 			continue;
 		}
@@ -213,7 +289,7 @@ static int send_chunk(struct sender *t, uint64_t chunk, uint64_t t0, uint64_t b0
 		uint64_t run = g + 1;
 		while (run < end && run - g < MIG_MAX_RUN_PAGES && todo_test(s, run) &&
 		       (!s->stale || remote_page_resident(s->p->remote, run)) &&
-		       !page_is_zero(ram + run * 4096))
+		       !page_is_zero(ram + run * 4096) && (!s->postcopy || todo_claim(s, run)))
 			run++;
 		/* Straight from guest RAM: the guest keeps writing while we
 		 * send, and a page it changes is dirty and goes again next
@@ -227,19 +303,7 @@ static int send_chunk(struct sender *t, uint64_t chunk, uint64_t t0, uint64_t b0
 				   s->p->checksum_pages);
 		if (r)
 			return r;
-		for (uint64_t x = g; x < run; x++) {
-			if (bitmap_test(s->sent, x))
-				t->resent++;
-			else
-				bitmap_set(s->sent, x);
-			if (s->stale)
-				bitmap_clear(s->stale, x);
-		}
-		__atomic_store_n(&t->pages, t->pages + (run - g), __ATOMIC_RELAXED);
-		__atomic_store_n(&t->bytes,
-				 t->bytes + sizeof(struct mig_pages) + (run - g) * 4096 +
-				     sizeof(struct mig_rec_hdr),
-				 __ATOMIC_RELAXED);
+		sent_run(t, g, run);
 		pace(t, t0, t->bytes - b0);
 		g = run;
 	}
@@ -737,31 +801,24 @@ static int send_state(struct src *s, struct mig_conn *ctl, uint32_t rounds, bool
 	return r;
 }
 
-/* After a fault's answer: up to s->prefetch pages from gfn on that the push
- * has not sent yet, non-zero ones (zero pages stay with the push, as a
- * bitmap), taken out of the push and sent on the control connection. A
- * page the push sends meanwhile comes twice; the destination places it once. */
-static int prefetch(struct src *s, struct mig_conn *ctl, uint64_t gfn, uint64_t *sent)
+/* After a fault's answer: the next s->prefetch pages go to the front of the
+ * push, on the data channel of their chunk (the control connection stays
+ * free for the next fault's answer). Only a hint: a full queue drops it. */
+static void prefetch(struct src *s, uint64_t gfn)
 {
-	uint8_t *ram = s->vm->mem.regions[0].hva;
-	uint64_t end = MIN(gfn + s->prefetch, s->nr_pages), g = gfn;
+	uint64_t end = MIN(gfn + s->prefetch, s->nr_pages);
 
-	while (g < end) {
-		uint64_t run = g;
-		while (run < end && todo_test(s, run) && !page_is_zero(ram + run * 4096)) {
-			__atomic_fetch_and(&s->todo[run / 64], ~(1ULL << (run % 64)),
-					   __ATOMIC_RELAXED);
-			run++;
+	while (gfn < end) {
+		uint64_t stop = MIN(end, (gfn / CHUNK_PAGES + 1) * CHUNK_PAGES);
+		struct sender *t = &s->snd[(gfn / CHUNK_PAGES) % s->n];
+		uint32_t head = __atomic_load_n(&t->urgent_head, __ATOMIC_RELAXED);
+		if (head - __atomic_load_n(&t->urgent_tail, __ATOMIC_ACQUIRE) < URGENT_MAX) {
+			t->urgent[head % URGENT_MAX].gfn = gfn;
+			t->urgent[head % URGENT_MAX].count = (uint32_t)(stop - gfn);
+			__atomic_store_n(&t->urgent_head, head + 1, __ATOMIC_RELEASE);
 		}
-		if (run > g) {
-			int r = mig_send_pages(ctl, g, ram + g * 4096, (uint32_t)(run - g), false);
-			if (r)
-				return r;
-			*sent += run - g;
-		}
-		g = run + 1;
+		gfn = stop;
 	}
-	return 0;
 }
 
 /* Post-copy after the switch: push every page not sent yet on the data
@@ -772,7 +829,7 @@ static int postcopy_serve(struct src *s, struct mig_conn *ctl, uint32_t round,
 			  struct mig_report *rep, const uint64_t *push)
 {
 	uint8_t *ram = s->vm->mem.regions[0].hva;
-	uint64_t answered = 0, prefetched = 0;
+	uint64_t answered = 0;
 	struct mig_rec_hdr h;
 	int r = 0;
 
@@ -808,7 +865,7 @@ static int postcopy_serve(struct src *s, struct mig_conn *ctl, uint32_t round,
 				__atomic_fetch_and(&s->todo[g / 64], ~(1ULL << (g % 64)),
 						   __ATOMIC_RELAXED);
 			if (!r && s->prefetch)
-				r = prefetch(s, ctl, q.gfn + q.count, &prefetched);
+				prefetch(s, q.gfn + q.count);
 			__atomic_sub_fetch(&s->pending, 1, __ATOMIC_RELAXED);
 			if (r)
 				break;
@@ -833,11 +890,8 @@ static int postcopy_serve(struct src *s, struct mig_conn *ctl, uint32_t round,
 			rep->pages_pulled = dn.pulled;
 			rep->pages_twice = dn.twice;
 			memcpy(rep->fault_lat_us, dn.lat_us, sizeof(dn.lat_us));
-			log_debug("post-copy: %llu pages asked for and answered (%llu more sent "
-				  "along), %llu faults",
-				  (unsigned long long)answered, (unsigned long long)prefetched,
-				  (unsigned long long)dn.faults);
-			rep->pages_prefetched += prefetched;
+			log_debug("post-copy: %llu pages asked for and answered, %llu faults",
+				  (unsigned long long)answered, (unsigned long long)dn.faults);
 			break;
 		} else if (h.type == MIG_REC_ERROR) {
 			r = mig_recv_error(ctl, &h, "destination");
@@ -850,13 +904,19 @@ static int postcopy_serve(struct src *s, struct mig_conn *ctl, uint32_t round,
 			break;
 	}
 	/* The push is over (the destination had every page); its senders
-	 * finish their END and stop. */
+	 * finish their END and stop. One that fails now costs nothing: the
+	 * destination has said it has every page. */
 	pthread_mutex_lock(&s->lock);
 	while (s->running && !r)
 		pthread_cond_wait(&s->cond, &s->lock);
 	pthread_mutex_unlock(&s->lock);
 	for (unsigned i = 0; i < s->n && !r; i++)
-		r = s->snd[i].err;
+		if (s->snd[i].err)
+			log_debug("post-copy: data channel %u after the last page: %s", i + 1,
+				  strerror(-s->snd[i].err));
+	rep->pages_prefetched = 0;
+	for (unsigned i = 0; i < s->n; i++)
+		rep->pages_prefetched += s->snd[i].urgent_pages;
 	return r;
 }
 
@@ -961,7 +1021,8 @@ static int postcopy_recover(struct src *s, struct mig_conn *ctl, struct mig_repo
 			deadline = MAX(deadline, now + (uint64_t)p->recover_ms * 1000000ULL);
 		} else if (now >= deadline) {
 			snprintf(rep->error, sizeof(rep->error),
-				 "no recovery within %d s; post-copy broke on: %.150s",
+				 "no recovery within %d s (if the destination had every page "
+				 "already, the guest runs there); post-copy broke on: %.100s",
 				 p->recover_ms / 1000, why);
 			return -ETIMEDOUT;
 		} else if (now < next) {

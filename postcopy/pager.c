@@ -591,7 +591,9 @@ int pager_open(struct pager **out, void *base, uint64_t nr_pages, const struct p
 	}
 	free(vec);
 	p->u.wp_fault = wp_fault;
-	r = uffd_start(&p->u, request, p);
+	static const struct page_source_ops store_source = {.name = "page store",
+							    .request = request};
+	r = uffd_start(&p->u, &store_source, p);
 	if (!r) {
 		r = -pthread_create(&p->evictor, NULL, evictor, p);
 		p->evictor_started = !r;

@@ -479,7 +479,7 @@ static void *fault_thread(void *arg)
 				continue;
 			}
 			__atomic_fetch_add(&u->faults, 1, __ATOMIC_RELAXED);
-			int r = u->request(u->opaque, gfn);
+			int r = u->src->request(u->opaque, gfn);
 			if (r) {
 				log_err("userfaultfd: asking for page %llu: %s",
 					(unsigned long long)gfn, strerror(-r));
@@ -490,9 +490,9 @@ static void *fault_thread(void *arg)
 	return NULL;
 }
 
-int uffd_start(struct uffd *u, int (*request)(void *opaque, uint64_t gfn), void *opaque)
+int uffd_start(struct uffd *u, const struct page_source_ops *src, void *opaque)
 {
-	u->request = request;
+	u->src = src;
 	u->opaque = opaque;
 	int r = -pthread_create(&u->thread, NULL, fault_thread, u);
 	u->started = !r;

@@ -37,6 +37,8 @@
 
 #define UFFD_PLACED 1
 
+struct page_source_ops;
+
 struct uffd {
 	int fd, stop_fd;
 	uint8_t *base;
@@ -53,7 +55,7 @@ struct uffd {
 	 * race are counted exactly once. */
 	uint64_t *fault_ns;
 	uint64_t nr_placed; /* atomic */
-	int (*request)(void *opaque, uint64_t gfn);
+	const struct page_source_ops *src;
 	/* With UFFD_OPEN_WP: a write hit a write-protected page (the fault
 	 * thread; the writer waits until the page is unprotected or woken). */
 	void (*wp_fault)(void *opaque, uint64_t gfn);
@@ -91,9 +93,19 @@ void uffd_mark_present(struct uffd *u, uint64_t gfn, uint64_t count);
 /* The same for every page set in bm (nr_pages bits), a word at a time. */
 void uffd_mark_present_bitmap(struct uffd *u, const uint64_t *bm);
 
-/* Starts the fault thread: request(opaque, gfn) asks for one page (it must
- * not block on guest RAM). */
-int uffd_start(struct uffd *u, int (*request)(void *opaque, uint64_t gfn), void *opaque);
+/* Where the fault thread gets a missing page from: the source VMM over a
+ * post-copy migration's control connection (migrate/dest.c), a page store
+ * such as memsvc (postcopy/pager.c); a file later. */
+struct page_source_ops {
+	const char *name;
+	/* Asks for page gfn; its data comes back through uffd_place (or
+	 * uffd_place_zero), on any thread. Must not block on guest RAM (that
+	 * would fault on itself). 0 or -errno: an error stops the service. */
+	int (*request)(void *opaque, uint64_t gfn);
+};
+
+/* Starts the fault thread, which asks src for every page faulted on. */
+int uffd_start(struct uffd *u, const struct page_source_ops *src, void *opaque);
 
 /* Places count pages from src at gfn (any that are there already, or
  * claimed by another writer, are skipped) and wakes their waiters once.

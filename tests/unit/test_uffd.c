@@ -171,7 +171,9 @@ static void setup(void)
 	TEST_ASSERT(r == 0, "userfaultfd: %s", strerror(-r));
 	qhead = qtail = requests = answered = 0;
 	qstop = false;
-	TEST_ASSERT_EQ(uffd_start(&u, request, NULL), 0);
+	static const struct page_source_ops test_source = {.name = "test server",
+							   .request = request};
+	TEST_ASSERT_EQ(uffd_start(&u, &test_source, NULL), 0);
 	pthread_create(&server_t, NULL, server, NULL);
 }
 
