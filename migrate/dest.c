@@ -729,7 +729,18 @@ static int recv_state(struct dst *d, struct mig_conn *ctl, uint32_t *rounds)
 	return r;
 }
 
-static void send_guest_stall(struct vm *vm, struct mig_conn *ctl, bool running);
+static void send_guest_stall(struct vm *vm, struct mig_conn *ctl, bool running, int32_t tail_speed);
+
+/* How far the guest has got: its vCPUs' progress counters, summed (test
+ * guests report rounds over their working set; 0 for others). */
+static uint32_t guest_progress(struct vm *vm)
+{
+	uint32_t sum = 0;
+
+	for (uint32_t v = 0; v < vm->nr_vcpus; v++)
+		sum += testdev_slot(&vm->testdev, v).progress;
+	return sum;
+}
 
 /* The fault thread asks the source for a page. */
 static int request_page(void *opaque, uint64_t gfn)
@@ -964,6 +975,7 @@ static int postcopy_run(struct dst *d, struct mig_conn *ctl, struct mig_report *
 	struct uffd *u = d->uffd;
 	uint8_t *buf = malloc(MIG_MAX_RUN_PAGES * 4096);
 	uint64_t t0 = now_ns(), last_beat = t0, last_progress = t0, seen = 0;
+	uint32_t p0 = guest_progress(d->vm);
 	int r = buf ? 0 : -ENOMEM;
 
 again:
@@ -1083,20 +1095,32 @@ again:
 	rep->pages_pulled = dn.pulled;
 	rep->pages_twice = dn.twice;
 	memcpy(rep->fault_lat_us, dn.lat_us, sizeof(dn.lat_us));
+	uint32_t p_end = guest_progress(d->vm);
 	/* Every page is here: the guest's memory is plain memory again. */
 	__atomic_store_n(&d->uffd, NULL, __ATOMIC_RELEASE);
 	uffd_close(u);
 	free(u);
-	send_guest_stall(d->vm, ctl, true);
 	pthread_mutex_lock(&d->send_lock);
 	r = mig_send_rec(ctl, MIG_REC_POSTCOPY_DONE, &dn, sizeof(dn));
 	pthread_mutex_unlock(&d->send_lock);
+	/* The guest's speed in the tail against its speed now, every page
+	 * local, over as long (0.1 to 0.5 s): after POSTCOPY_DONE, so that
+	 * the source's times do not count the wait. */
+	uint64_t win = MIN(MAX(dn.placed_ns, 100000000ULL), 500000000ULL);
+	struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)win};
+	nanosleep(&ts, NULL);
+	double tail = (double)(p_end - p0) / (double)dn.placed_ns,
+	       after = (double)(guest_progress(d->vm) - p_end) / (double)win;
+	rep->tail_speed_pct = after > 0 ? 100.0 * tail / after : -1;
+	if (!r)
+		send_guest_stall(d->vm, ctl, true,
+				 after > 0 ? (int32_t)MIN(1000.0 * tail / after, 1e9) : -1);
 	return r;
 }
 
 /* Tells the source how long the guest saw itself stopped, once every vCPU
  * has run a round here (at most a second's wait; best effort). */
-static void send_guest_stall(struct vm *vm, struct mig_conn *ctl, bool running)
+static void send_guest_stall(struct vm *vm, struct mig_conn *ctl, bool running, int32_t tail_speed)
 {
 	struct mig_guest_stall g = {0};
 	uint32_t top = 0;
@@ -1106,6 +1130,10 @@ static void send_guest_stall(struct vm *vm, struct mig_conn *ctl, bool running)
 	if (running && !testdev_wait_progress(&vm->testdev, vm->nr_vcpus, top + 1, 1000)) {
 		g.stall_us = vm_memcheck_max_stall_us(vm);
 		g.known = g.stall_us != 0;
+	}
+	if (tail_speed >= 0) {
+		g.known |= 2;
+		g.tail_speed = (uint32_t)tail_speed;
 	}
 	struct iovec iov = {&g, sizeof(g)};
 	(void)mig_send_iov_flags(ctl, MIG_REC_GUEST_STALL, MIG_F_OPTIONAL, &iov, 1);
@@ -1122,6 +1150,7 @@ int mig_dest_run(const struct mig_dest_params *p, struct vm **out, struct mig_re
 
 	memset(rep, 0, sizeof(*rep));
 	rep->guest_stall_ms = -1;
+	rep->tail_speed_pct = -1;
 	rep->paused_at_ms = rep->resumed_at_ms = -1;
 	snprintf(rep->mode, sizeof(rep->mode), "precopy");
 	snprintf(rep->status, sizeof(rep->status), "failed");
@@ -1291,7 +1320,7 @@ int mig_dest_run(const struct mig_dest_params *p, struct vm **out, struct mig_re
 				  (double)(now_ns() - t_hot) / 1e6, r ? strerror(-r) : "ok");
 			r = 0; /* a page the prefetch missed comes when touched */
 		}
-		send_guest_stall(d.vm, &ctl, !p->start_paused);
+		send_guest_stall(d.vm, &ctl, !p->start_paused, -1);
 	}
 	snprintf(rep->status, sizeof(rep->status), "completed");
 	rep->rounds = rounds;

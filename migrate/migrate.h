@@ -210,6 +210,9 @@ struct mig_report {
 	char policy[24];	   /* the policy's name */
 	uint64_t pages_prefetched; /* post-copy: sent along with a fault's answer */
 	uint64_t pages_twice;	   /* post-copy: arrived again once in place (placed once) */
+	/* post-copy: the guest's speed (test guests' rounds) while pages were
+	 * missing, in % of its speed once all were local; < 0 unknown */
+	double tail_speed_pct;
 };
 
 int mig_source_run(struct vm *vm, const struct mig_params *p, struct mig_report *rep);

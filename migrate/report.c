@@ -76,6 +76,8 @@ json_object *mig_report_to_json(const struct mig_report *r)
 			I(q[k], r->fault_lat_us[k]);
 		I("pages_prefetched", r->pages_prefetched);
 		I("pages_placed_twice", r->pages_twice);
+		if (r->tail_speed_pct >= 0)
+			D("tail_speed_pct", r->tail_speed_pct);
 		I("recoveries", r->recoveries);
 		D("recover_wait_ms", r->recover_wait_ms);
 	}

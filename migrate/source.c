@@ -82,10 +82,10 @@ struct src {
 	uint32_t round; /* this round's number, for its MARK */
 	/* post-copy: page requests being answered; the push gives way */
 	uint32_t pending;
-	bool postcopy; /* past the switch: a sender's error breaks the control
-			  connection too, so that the session sees it at once */
-	uint64_t t_switch;
-	uint64_t hot; /* memsvc: hot pages named to the destination */
+	bool postcopy;		   /* past the switch: a sender's error breaks the control
+				      connection too, so that the session sees it at once */
+	uint64_t t_switch, t_done; /* post-copy: the switch, every page in */
+	uint64_t hot;		   /* memsvc: hot pages named to the destination */
 	uint8_t session[16];
 	uint64_t tx_before; /* bytes sent on connections since closed */
 	/* the policy's post-copy choices: the push's chunk order (NULL: guest
@@ -552,6 +552,7 @@ static void fill_report_static(struct mig_report *rep, const struct vm *vm,
 {
 	memset(rep, 0, sizeof(*rep));
 	rep->guest_stall_ms = -1;
+	rep->tail_speed_pct = -1;
 	rep->paused_at_ms = rep->resumed_at_ms = -1;
 	snprintf(rep->mode, sizeof(rep->mode), "%s", mig_mode_name(p->mode));
 	snprintf(rep->status, sizeof(rep->status), "failed");
@@ -878,7 +879,7 @@ static int postcopy_serve(struct src *s, struct mig_conn *ctl, uint32_t round,
 		} else if (h.type == MIG_REC_GUEST_STALL) {
 			struct mig_guest_stall gs;
 			r = mig_recv_payload(ctl, &h, &gs, sizeof(gs));
-			if (!r && gs.known)
+			if (!r && gs.known & 1)
 				rep->guest_stall_ms = (double)gs.stall_us / 1e3;
 		} else if (h.type == MIG_REC_POSTCOPY_DONE) {
 			struct mig_postcopy_done dn;
@@ -892,6 +893,18 @@ static int postcopy_serve(struct src *s, struct mig_conn *ctl, uint32_t round,
 			memcpy(rep->fault_lat_us, dn.lat_us, sizeof(dn.lat_us));
 			log_debug("post-copy: %llu pages asked for and answered, %llu faults",
 				  (unsigned long long)answered, (unsigned long long)dn.faults);
+			s->t_done = now_ns();
+			/* Then the guest's own view (optional, within a
+			 * second or two: the destination measures its speed
+			 * with every page local first). */
+			struct mig_guest_stall gs;
+			mig_conn_set_timeouts(ctl, 2500, 2500);
+			if (!mig_recv_expect(ctl, MIG_REC_GUEST_STALL, &gs, sizeof(gs))) {
+				if (gs.known & 1)
+					rep->guest_stall_ms = (double)gs.stall_us / 1e3;
+				if (gs.known & 2)
+					rep->tail_speed_pct = (double)gs.tail_speed / 10.0;
+			}
 			break;
 		} else if (h.type == MIG_REC_ERROR) {
 			r = mig_recv_error(ctl, &h, "destination");
@@ -1423,7 +1436,7 @@ stop_copy:
 		/* The guest's own view of the stop, if the destination can tell. */
 		struct mig_guest_stall gs = {0};
 		mig_conn_set_timeouts(&ctl, 3000, 3000);
-		if (!mig_recv_expect(&ctl, MIG_REC_GUEST_STALL, &gs, sizeof(gs)) && gs.known)
+		if (!mig_recv_expect(&ctl, MIG_REC_GUEST_STALL, &gs, sizeof(gs)) && gs.known & 1)
 			rep->guest_stall_ms = (double)gs.stall_us / 1e3;
 	}
 
@@ -1434,7 +1447,7 @@ stop_copy:
 	snprintf(rep->status, sizeof(rep->status), "completed");
 	PROGRESS_SET(p, phase, MIG_PHASE_DONE);
 	/* post-copy and hybrid: until every page is in at the destination */
-	rep->total_ms = (double)((to_postcopy ? now_ns() : t_end) - t_start) / 1e6;
+	rep->total_ms = (double)((to_postcopy ? s.t_done : t_end) - t_start) / 1e6;
 	rep->downtime_ms = (double)(t_end - t_pause) / 1e6;
 	rep->restore_ms = (double)res.restore_ns / 1e6;
 	rep->rounds = round;

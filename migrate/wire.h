@@ -181,8 +181,10 @@ struct mig_resumed {
  * it did not run a round within a second. */
 struct mig_guest_stall {
 	uint64_t stall_us;
-	uint32_t known;
-	uint32_t pad;
+	uint32_t known; /* bit 0: stall_us; bit 1: tail_speed */
+	/* post-copy: the guest's speed while pages were still missing, in
+	 * thousandths of its speed once every page was local */
+	uint32_t tail_speed;
 };
 
 /* POSTCOPY payload: after COMPLETE the destination runs the guest with
