@@ -10,6 +10,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,7 +33,6 @@
 #include "vmm/vm.h"
 
 #define CHUNK_PAGES 512 /* 2 MiB: the unit of channel assignment */
-#define URGENT_MAX  64
 
 struct src;
 
@@ -47,15 +47,6 @@ struct sender {
 	/* the counts when this connection was made (END counts from there) */
 	uint64_t pages0, zero_pages0;
 	int err;
-	/* post-copy: runs to push before the rest (the pages after a fault),
-	 * a ring the session thread fills (head) and this sender drains
-	 * (tail); and the pages it pushed from there */
-	struct {
-		uint64_t gfn;
-		uint32_t count;
-	} urgent[URGENT_MAX];
-	uint32_t urgent_head, urgent_tail;
-	uint64_t urgent_pages;
 };
 
 struct src {
@@ -220,39 +211,6 @@ static void sent_run(struct sender *t, uint64_t g, uint64_t end)
 			 __ATOMIC_RELAXED);
 }
 
-/* Post-copy: the runs queued for the front of this channel's push (pages
- * after a fault), the ones still in the push and not zero. */
-static int send_urgent(struct sender *t)
-{
-	struct src *s = t->s;
-	uint8_t *ram = s->vm->mem.regions[0].hva;
-	uint32_t head = __atomic_load_n(&t->urgent_head, __ATOMIC_ACQUIRE);
-
-	while (t->urgent_tail != head) {
-		uint64_t g = t->urgent[t->urgent_tail % URGENT_MAX].gfn;
-		uint64_t end = g + t->urgent[t->urgent_tail % URGENT_MAX].count;
-		__atomic_store_n(&t->urgent_tail, t->urgent_tail + 1, __ATOMIC_RELEASE);
-		while (g < end) {
-			uint64_t run = g;
-			while (run < end && run - g < MIG_MAX_RUN_PAGES && todo_test(s, run) &&
-			       !page_is_zero(ram + run * 4096) && todo_claim(s, run))
-				run++;
-			if (run > g) {
-				int r = mig_send_pages(&t->conn, g, ram + g * 4096,
-						       (uint32_t)(run - g), s->p->checksum_pages);
-				if (r)
-					return r;
-				sent_run(t, g, run);
-				t->urgent_pages += run - g;
-			}
-			/* past the page that stopped the run (a full run stops
-			 * on none) */
-			g = run - g == MIG_MAX_RUN_PAGES ? run : run + 1;
-		}
-	}
-	return 0;
-}
-
 static int send_chunk(struct sender *t, uint64_t chunk, uint64_t t0, uint64_t b0)
 {
 	struct src *s = t->s;
@@ -262,10 +220,6 @@ static int send_chunk(struct sender *t, uint64_t chunk, uint64_t t0, uint64_t b0
 	int r;
 
 	for (uint64_t g = first; g < end;) {
-		if (s->postcopy &&
-		    t->urgent_tail != __atomic_load_n(&t->urgent_head, __ATOMIC_ACQUIRE) &&
-		    (r = send_urgent(t)))
-			return r;
 		if (!todo_test(s, g) || (s->postcopy && !todo_claim(s, g))) {
 			g++;
 			continue;
@@ -802,24 +756,36 @@ static int send_state(struct src *s, struct mig_conn *ctl, uint32_t rounds, bool
 	return r;
 }
 
-/* After a fault's answer: the next s->prefetch pages go to the front of the
- * push, on the data channel of their chunk (the control connection stays
- * free for the next fault's answer). Only a hint: a full queue drops it. */
-static void prefetch(struct src *s, uint64_t gfn)
+/* After a fault's answer: the next s->prefetch pages that the push has not
+ * sent and that are not zero, taken out of the push and sent on the
+ * control connection, in records of PREFETCH_RUN pages. The data channels
+ * are no place for them: megabytes of push wait in their socket buffers.
+ * A request that comes meanwhile stops it: its answer then waits behind
+ * one small record at most, and the rest stays with the push. */
+#define PREFETCH_RUN 8
+static int prefetch(struct src *s, struct mig_conn *ctl, uint64_t gfn, uint64_t *sent)
 {
+	uint8_t *ram = s->vm->mem.regions[0].hva;
 	uint64_t end = MIN(gfn + s->prefetch, s->nr_pages);
 
 	while (gfn < end) {
-		uint64_t stop = MIN(end, (gfn / CHUNK_PAGES + 1) * CHUNK_PAGES);
-		struct sender *t = &s->snd[(gfn / CHUNK_PAGES) % s->n];
-		uint32_t head = __atomic_load_n(&t->urgent_head, __ATOMIC_RELAXED);
-		if (head - __atomic_load_n(&t->urgent_tail, __ATOMIC_ACQUIRE) < URGENT_MAX) {
-			t->urgent[head % URGENT_MAX].gfn = gfn;
-			t->urgent[head % URGENT_MAX].count = (uint32_t)(stop - gfn);
-			__atomic_store_n(&t->urgent_head, head + 1, __ATOMIC_RELEASE);
+		struct pollfd pf = {.fd = ctl->fd, .events = POLLIN};
+		if (poll(&pf, 1, 0) > 0)
+			return 0;
+		uint64_t run = gfn;
+		while (run < end && run - gfn < PREFETCH_RUN && todo_test(s, run) &&
+		       !page_is_zero(ram + run * 4096) && todo_claim(s, run))
+			run++;
+		if (run > gfn) {
+			int r = mig_send_pages(ctl, gfn, ram + gfn * 4096, (uint32_t)(run - gfn),
+					       false);
+			if (r)
+				return r;
+			*sent += run - gfn;
 		}
-		gfn = stop;
+		gfn = run - gfn == PREFETCH_RUN ? run : run + 1;
 	}
+	return 0;
 }
 
 /* Post-copy after the switch: push every page not sent yet on the data
@@ -830,7 +796,7 @@ static int postcopy_serve(struct src *s, struct mig_conn *ctl, uint32_t round,
 			  struct mig_report *rep, const uint64_t *push)
 {
 	uint8_t *ram = s->vm->mem.regions[0].hva;
-	uint64_t answered = 0;
+	uint64_t answered = 0, prefetched = 0;
 	struct mig_rec_hdr h;
 	int r = 0;
 
@@ -866,7 +832,7 @@ static int postcopy_serve(struct src *s, struct mig_conn *ctl, uint32_t round,
 				__atomic_fetch_and(&s->todo[g / 64], ~(1ULL << (g % 64)),
 						   __ATOMIC_RELAXED);
 			if (!r && s->prefetch)
-				prefetch(s, q.gfn + q.count);
+				r = prefetch(s, ctl, q.gfn + q.count, &prefetched);
 			__atomic_sub_fetch(&s->pending, 1, __ATOMIC_RELAXED);
 			if (r)
 				break;
@@ -927,9 +893,7 @@ static int postcopy_serve(struct src *s, struct mig_conn *ctl, uint32_t round,
 		if (s->snd[i].err)
 			log_debug("post-copy: data channel %u after the last page: %s", i + 1,
 				  strerror(-s->snd[i].err));
-	rep->pages_prefetched = 0;
-	for (unsigned i = 0; i < s->n; i++)
-		rep->pages_prefetched += s->snd[i].urgent_pages;
+	rep->pages_prefetched += prefetched;
 	return r;
 }
 
