@@ -27,23 +27,26 @@ static char sock[256], token[256];
 /* Runs flitctl with the given words; its stdout in out; returns its status. */
 static int flitctl(char *out, size_t len, ...)
 {
-	const char *argv[16] = {test_build_path("flitctl"), "--api", sock};
-	unsigned n = 3;
+	const char *args[13];
+	unsigned n = 0;
 	va_list ap;
 	char log[300];
 
 	va_start(ap, len);
-	for (const char *a; (a = va_arg(ap, const char *)) && n < 15;)
-		argv[n++] = a;
+	for (const char *a; (a = va_arg(ap, const char *)) && n < 12;)
+		args[n++] = a;
 	va_end(ap);
-	argv[n] = NULL;
+	args[n] = NULL;
 	snprintf(log, sizeof(log), "%s/flitctl.out", tmpdir);
-	int rc = proc_wait(proc_spawn(log, argv), 120);
-	/* The end of the output: a followed migration prints many progress
-	 * lines before its report. */
-	proc_read_tail(log, out, len);
-	printf("  flitctl %s -> %d: %.200s\n", argv[3], rc, out);
-	return rc;
+	return proc_flitctl(sock, log, out, len, args);
+}
+
+/* migrate-status until the migration has ended (timeout_s at most). */
+static void wait_ended(char *out, size_t len, int timeout_s)
+{
+	char log[300];
+	snprintf(log, sizeof(log), "%s/flitctl.out", tmpdir);
+	proc_flitctl_wait_ended(sock, log, out, len, timeout_s);
 }
 
 static void setup(void)
@@ -165,12 +168,7 @@ static void cancel_keeps_source(void)
 		       0);
 	usleep(500000);
 	TEST_ASSERT_EQ(flitctl(out, sizeof(out), "migrate-cancel", NULL), 0);
-	for (int i = 0; i < 100; i++) {
-		flitctl(out, sizeof(out), "migrate-status", NULL);
-		if (!strstr(out, "\"status\":\"active\""))
-			break;
-		usleep(100000);
-	}
+	wait_ended(out, sizeof(out), 10);
 	TEST_ASSERT(strstr(out, "\"status\":\"cancelled\""), "cancelled");
 	TEST_ASSERT_EQ(flitctl(out, sizeof(out), "status", NULL), 0);
 	TEST_ASSERT(strstr(out, "\"state\":\"running\""), "the source guest runs on");
@@ -363,12 +361,7 @@ static void switch_to_postcopy(void)
 		       0);
 	usleep(500000);
 	TEST_ASSERT_EQ(flitctl(out, sizeof(out), "migrate-postcopy", NULL), 0);
-	for (int i = 0; i < 600; i++) {
-		flitctl(out, sizeof(out), "migrate-status", NULL);
-		if (!strstr(out, "\"status\":\"active\""))
-			break;
-		usleep(100000);
-	}
+	wait_ended(out, sizeof(out), 60);
 	TEST_ASSERT(strstr(out, "\"status\":\"completed\""), "completed: %s", out);
 	TEST_ASSERT(strstr(out, "\"mode\":\"hybrid\""), "as a hybrid: %s", out);
 	TEST_ASSERT_EQ(proc_wait(src, 60), 0);

@@ -187,19 +187,17 @@ static void migrate_through_shaped_link(void)
 #define flitctl(out, len, ...) flitctl_v(out, len, (const char *[]){__VA_ARGS__, NULL})
 static int flitctl_v(char *out, size_t len, const char *const *args)
 {
-	const char *argv[12] = {test_build_path("flitctl"), "--api", sock};
-	const char *cmd = args[0];
-	unsigned n = 3;
-	for (; *args && n < 11; args++)
-		argv[n++] = *args;
-	argv[n] = NULL;
 	char log[300];
 	snprintf(log, sizeof(log), "%s/flitctl.out", tmpdir);
-	int rc = proc_wait(proc_spawn(log, argv), 120);
-	proc_read_tail(log, out, len);
-	if (strcmp(cmd, "migrate-status")) /* polled: too many lines */
-		printf("  flitctl %s -> %d: %.160s\n", cmd, rc, out);
-	return rc;
+	return proc_flitctl(sock, log, out, len, args);
+}
+
+/* migrate-status until the migration has ended (timeout_s at most). */
+static void wait_ended(char *out, size_t len, int timeout_s)
+{
+	char log[300];
+	snprintf(log, sizeof(log), "%s/flitctl.out", tmpdir);
+	proc_flitctl_wait_ended(sock, log, out, len, timeout_s);
 }
 
 static void link_down_then_retry(void)
@@ -228,12 +226,7 @@ static void link_down_then_retry(void)
 	usleep(1500000);
 	TEST_ASSERT(!sh("%s -n %s link set %s down", ip_cmd, ns_src, if_src), "link down");
 	uint64_t t0 = now_ns();
-	for (int i = 0; i < 600; i++) {
-		flitctl(out, sizeof(out), "migrate-status", NULL, NULL);
-		if (!strstr(out, "\"status\":\"active\""))
-			break;
-		usleep(100000);
-	}
+	wait_ended(out, sizeof(out), 60);
 	printf("  the source gave up %.1f s after the link went down\n",
 	       (double)(now_ns() - t0) / 1e9);
 	TEST_ASSERT(strstr(out, "\"status\":\"failed\""), "failed: %s", out);
@@ -321,12 +314,7 @@ static void link_down_recover(const char *backing, unsigned port)
 	usleep(2500000);
 	TEST_ASSERT(!sh("%s -n %s link set %s up", ip_cmd, ns_src, if_src), "link up");
 	TEST_ASSERT_EQ(flitctl(out, sizeof(out), "migrate-recover", NULL), 0);
-	for (int i = 0; i < 900; i++) {
-		flitctl(out, sizeof(out), "migrate-status", NULL);
-		if (!strstr(out, "\"status\":\"active\""))
-			break;
-		usleep(100000);
-	}
+	wait_ended(out, sizeof(out), 90);
 	TEST_ASSERT(strstr(out, "\"status\":\"completed\""), "completed: %.600s", out);
 	TEST_ASSERT(json_num(out, "recoveries") >= 1, "recovered: %.600s", out);
 	printf("  recovered after %.1f s of waiting; post-copy took %.0f ms in all\n",
@@ -362,12 +350,7 @@ static void postcopy_link_down_cancel(void)
 	snprintf(sock, sizeof(sock), "%s/api5.sock", tmpdir);
 	pid_t s = postcopy_break(7404, slog, dlog, dx, &d);
 	TEST_ASSERT_EQ(flitctl(out, sizeof(out), "migrate-cancel", NULL), 0);
-	for (int i = 0; i < 100; i++) {
-		flitctl(out, sizeof(out), "migrate-status", NULL);
-		if (!strstr(out, "\"status\":\"active\""))
-			break;
-		usleep(100000);
-	}
+	wait_ended(out, sizeof(out), 10);
 	TEST_ASSERT(strstr(out, "\"status\":\"lost\""), "lost: %.600s", out);
 	TEST_ASSERT(strstr(out, "recovery cancelled"), "why: %.600s", out);
 	int src = proc_wait(s, 30);

@@ -1,7 +1,10 @@
 // SPDX-License-Identifier: MIT
 #include "proc.h"
 
+#include "test.h"
+
 #include <fcntl.h>
+#include <stdio.h>
 #include <string.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -79,4 +82,34 @@ bool proc_wait_log(const char *path, const char *text, int timeout_s)
 void proc_read_tail(const char *path, char *buf, size_t len)
 {
 	read_at(path, buf, len, 1);
+}
+
+int proc_flitctl(const char *sock, const char *log, char *out, size_t len, const char *const *args)
+{
+	const char *argv[16] = {test_build_path("flitctl"), "--api", sock};
+	unsigned n = 3;
+
+	for (; *args && n < 15; args++)
+		argv[n++] = *args;
+	argv[n] = NULL;
+	int rc = proc_wait(proc_spawn(log, argv), 120);
+	/* The end of the output: a followed migration prints many progress
+	 * lines before its report. */
+	proc_read_tail(log, out, len);
+	if (strcmp(argv[3], "migrate-status"))
+		printf("  flitctl %s -> %d: %.200s\n", argv[3], rc, out);
+	return rc;
+}
+
+void proc_flitctl_wait_ended(const char *sock, const char *log, char *out, size_t len,
+			     int timeout_s)
+{
+	static const char *const status[] = {"migrate-status", NULL};
+
+	for (int i = 0; i < timeout_s * 10; i++) {
+		proc_flitctl(sock, log, out, len, status);
+		if (!strstr(out, "\"status\":\"active\""))
+			return;
+		usleep(100000);
+	}
 }

@@ -20,4 +20,13 @@ bool proc_wait_log(const char *path, const char *text, int timeout_s);
 /* The last len - 1 bytes of a file, NUL-terminated. */
 void proc_read_tail(const char *path, char *buf, size_t len);
 
+/* flitctl --api sock with the words args (NULL-terminated), its output in
+ * log and the end of it in out; echoed unless the command is
+ * migrate-status (polled: too many lines). Its exit status. */
+int proc_flitctl(const char *sock, const char *log, char *out, size_t len, const char *const *args);
+/* Polls migrate-status every 0.1 s until the migration is no longer active
+ * (or timeout_s); out holds the last answer. */
+void proc_flitctl_wait_ended(const char *sock, const char *log, char *out, size_t len,
+			     int timeout_s);
+
 #endif
