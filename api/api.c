@@ -64,7 +64,7 @@ static void *mig_thread(void *arg)
 	s->mig_r = r;
 	s->mig = MIG_ENDED;
 	s->migrated = r == 0;
-	s->lost = r && !strcmp(rep.status, "lost");
+	s->lost = r && (!strcmp(rep.status, "lost") || !strcmp(rep.status, "unconfirmed"));
 	pthread_mutex_unlock(&s->lock);
 	if (r)
 		log_err("migration %s: %s", rep.status, rep.error);

@@ -800,8 +800,9 @@ int main(int argc, char **argv)
 		guest_destroy(vm); /* the guest lives on at the destination */
 		return 0;
 	}
-	if (!strcmp(rep.status, "lost")) {
-		/* Post-copy broke after the switch: this copy is stale. */
+	if (!strcmp(rep.status, "lost") || !strcmp(rep.status, "unconfirmed")) {
+		/* Post-copy broke after the switch, or the destination was
+		 * told to run the guest: this copy must never run again. */
 		guest_destroy(vm);
 		return FLIT_EXIT_MIGRATION;
 	}

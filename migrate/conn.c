@@ -486,6 +486,10 @@ const char *mig_rec_name(uint16_t t)
 		return "ADVISE";
 	case MIG_REC_ERROR:
 		return "ERROR";
+	case MIG_REC_READY:
+		return "READY";
+	case MIG_REC_GO:
+		return "GO";
 	default:
 		return NULL;
 	}

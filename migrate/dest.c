@@ -1279,22 +1279,33 @@ int mig_dest_run(const struct mig_dest_params *p, struct vm **out, struct mig_re
 	}
 	if (r)
 		goto fail;
+	/* Restored and checked, nothing runs: READY. The guest runs here
+	 * only on the source's GO, after which the source never runs its copy
+	 * again; without GO this copy goes, and the source's runs on. */
+	r = mig_send_rec(&ctl, MIG_REC_READY, NULL, 0);
+	if (!r)
+		r = mig_recv_expect(&ctl, MIG_REC_GO, NULL, 0);
+	if (r) {
+		snprintf(ctl.why, sizeof(ctl.why), "waiting for the source's go: %.170s",
+			 ctl.why[0] ? ctl.why : strerror(-r));
+		goto fail;
+	}
+	/* From here this is the guest's only copy: it is never dropped. */
 	t_complete = now_ns();
 	/* Post-copy: RESUMED goes first, because the guest's first fault
 	 * sends a PAGE_REQ, which the source reads only after RESUMED. */
-	uint64_t t_resume = now_ns();
 	r = p->start_paused || d.postcopy ? 0 : vm_resume(d.vm);
-	log_debug("resume %.2f ms", (double)(now_ns() - t_resume) / 1e6);
 	if (r)
 		goto fail;
 	struct mig_resumed res = {.restore_ns = now_ns() - t_complete};
-	/* If the source cannot hear this, it will resume its own copy: then
-	 * two guests would run. Stop ours if the message cannot be sent. */
-	r = mig_send_rec(&ctl, MIG_REC_RESUMED, &res, sizeof(res));
-	if (r) {
-		vm_pause(d.vm);
-		snprintf(ctl.why, sizeof(ctl.why), "telling the source we run: %s", strerror(-r));
-		goto fail;
+	if (p->drop_resumed) {
+		/* Tests: RESUMED lost on the way; the source must not run
+		 * its copy, and this one runs on. */
+		shutdown(ctl.fd, SHUT_RDWR);
+	} else if (mig_send_rec(&ctl, MIG_REC_RESUMED, &res, sizeof(res))) {
+		log_warn("the guest runs here, but the source could not be told (%s); it keeps "
+			 "its copy paused",
+			 strerror(errno));
 	}
 	if (d.postcopy && !p->start_paused) {
 		r = vm_resume(d.vm);

@@ -149,6 +149,9 @@ struct mig_dest_params {
 	/* Post-copy: after the connection breaks, how long (ms) the guest
 	 * waits for the source to reconnect (0: it is lost at once). */
 	int recover_ms;
+	/* Tests only: after GO, run the guest but never send RESUMED (as if
+	 * it were lost on the way). */
+	bool drop_resumed;
 };
 
 void mig_dest_params_default(struct mig_dest_params *p);
@@ -168,7 +171,11 @@ struct mig_round_rec {
 /* The final report, the same fields for every mode. Times in ms. */
 struct mig_report {
 	char mode[16];
-	char status[16]; /* "completed", "failed", "cancelled" */
+	/* "completed"; "failed" or "cancelled" (the guest runs on at the
+	 * source); "lost" (post-copy broke after the switch); "unconfirmed"
+	 * (the destination was told to run it and did not say it does: the
+	 * source keeps its copy paused, never runs it) */
+	char status[16];
 	char error[240];
 	double total_ms, downtime_ms, setup_ms, restore_ms;
 	/* The longest stop the guest saw (memcheck), from the destination;

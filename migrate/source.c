@@ -1051,6 +1051,7 @@ int mig_source_run(struct vm *vm, const struct mig_params *p, struct mig_report 
 	const bool postcopy = p->mode == MIG_MODE_POSTCOPY;
 	const bool via_memsvc = p->mode == MIG_MODE_MEMSVC;
 	bool complete_sent = false, quiesced = false;
+	bool committed = false; /* GO sent: never resume this copy */
 	/* the switch goes to post-copy: pure post-copy, or a hybrid's end */
 	bool to_postcopy = postcopy;
 	uint64_t *discard = NULL; /* hybrid: pages the destination holds stale */
@@ -1348,9 +1349,27 @@ stop_copy:
 	complete_sent = true;
 	uint64_t t_state = now_ns();
 	struct mig_resumed res;
-	r = mig_recv_expect(&ctl, MIG_REC_RESUMED, &res, sizeof(res));
+	/* READY: restored and checked there, not running. Until now any
+	 * failure resumes the guest here. */
+	r = mig_recv_expect(&ctl, MIG_REC_READY, NULL, 0);
 	if (r) {
 		snprintf(rep->error, sizeof(rep->error), "waiting for the destination: %s",
+			 ctl.why[0] ? ctl.why : strerror(-r));
+		goto fail;
+	}
+	/* GO: the guest is the destination's from here (once the record is
+	 * out); this copy never runs again, whatever happens. */
+	r = mig_send_rec(&ctl, MIG_REC_GO, NULL, 0);
+	if (r) {
+		snprintf(rep->error, sizeof(rep->error), "telling the destination to run: %s",
+			 strerror(-r));
+		goto fail;
+	}
+	committed = true;
+	r = mig_recv_expect(&ctl, MIG_REC_RESUMED, &res, sizeof(res));
+	if (r) {
+		snprintf(rep->error, sizeof(rep->error),
+			 "the destination was told to run the guest and did not confirm it: %.150s",
 			 ctl.why[0] ? ctl.why : strerror(-r));
 		goto fail;
 	}
@@ -1455,6 +1474,12 @@ fail:
 		snprintf(rep->error, sizeof(rep->error),
 			 "post-copy failed after the switch, the guest is lost: %.180s", why);
 		paused = false; /* never resume it */
+	}
+	if (committed && !switched) {
+		/* The destination has GO: it runs the guest, or it failed;
+		 * this copy must not run either way. */
+		snprintf(rep->status, sizeof(rep->status), "unconfirmed");
+		paused = false;
 	}
 	/* memsvc: once COMPLETE is out, the destination may have taken the
 	 * namespace. If it has, this copy is fenced off: never resume it. */

@@ -25,9 +25,14 @@
  *     (the control channel is never silent for long: the destination's
  *     silence timeout lives there; data channels may idle through a round)
  *   CPU(i)*, VMSTATE, DEVICES, COMPLETE(rounds)           ->
- *                          <-  RESUMED(ns since COMPLETE was read)
+ *                          <-  READY (restored, checked, not running)
+ *   GO                                                    ->
+ *                          <-  RESUMED(ns to resume)
  *   ERROR(code, text) may come from either side at any time; it ends the
- *   migration. Until RESUMED arrives, the source keeps its guest.
+ *   migration. Until READY, the source keeps its guest and resumes it on
+ *   any failure; once it has sent GO it never runs its copy again, and the
+ *   destination, once it has GO, never drops its guest: whatever breaks,
+ *   at most one copy runs.
  */
 #ifndef FLIT_MIGRATE_WIRE_H
 #define FLIT_MIGRATE_WIRE_H
@@ -70,6 +75,8 @@ enum mig_rec_type {
 	MIG_REC_RECOVER = 38,	    /* control, destination: post-copy resumes; pages it has */
 	MIG_REC_ADVISE = 39,	    /* control, both ways: post-copy comes; ready for it */
 	MIG_REC_ERROR = 40,
+	MIG_REC_READY = 41, /* control, destination: restored and checked, not running */
+	MIG_REC_GO = 42,    /* control, source: run it; this copy never runs again */
 };
 
 #define MIG_F_OPTIONAL 0x0001 /* reader may skip it if unknown */

@@ -488,6 +488,30 @@ static void postcopy_refused_keeps_source(void)
 	postcopy_refused_keeps_source_on(MEM_MEMFD);
 }
 
+/* RESUMED lost on its way after GO: the destination runs the guest, and
+ * the source never resumes its copy (status unconfirmed): one copy runs,
+ * never two. */
+static void resumed_lost_one_copy_runs(void)
+{
+	struct vm *src = start_source("bitmap", 2, 64 * MiB, "rounds=0 ws=4m");
+	struct mig_run m;
+
+	run_setup(&m, TOKEN, "bitmap", 2);
+	m.d.p.start_paused = false;
+	m.d.p.drop_resumed = true;
+	int r = run_go(&m, src);
+	TEST_ASSERT(r != 0 && !strcmp(m.rep.status, "unconfirmed"), "status %s (%d)", m.rep.status,
+		    r);
+	TEST_ASSERT(strstr(m.rep.error, "did not confirm"), "why: %s", m.rep.error);
+	TEST_ASSERT(m.d.r == 0 && m.d.vm, "the destination runs the guest: %s", m.d.rep.error);
+	usleep(300000);
+	for (uint32_t i = 0; i < src->nr_vcpus; i++)
+		TEST_ASSERT_EQ(vcpu_get_run_state(src->vcpus[i]), VCPU_PAUSED);
+	vm_destroy(src);
+	finish_and_check(m.d.vm, "destination after a lost RESUMED");
+	vm_destroy(m.d.vm);
+}
+
 static void cancel_keeps_source(void)
 {
 	struct vm *src = start_source("ring", 2, 128 * MiB, "rounds=0 ws=8m");
@@ -521,6 +545,7 @@ int main(int argc, char **argv)
 	    TEST_CASE(layout_mismatch_refused),
 	    TEST_CASE(destination_dies_then_retry),
 	    TEST_CASE(cancel_keeps_source),
+	    TEST_CASE(resumed_lost_one_copy_runs),
 	    TEST_CASE(postcopy_busy_guest),
 	    TEST_CASE(postcopy_preallocated_destination),
 	    TEST_CASE(postcopy_refused_keeps_source),
