@@ -1104,13 +1104,19 @@ again:
 	r = mig_send_rec(ctl, MIG_REC_POSTCOPY_DONE, &dn, sizeof(dn));
 	pthread_mutex_unlock(&d->send_lock);
 	/* The guest's speed in the tail against its speed now, every page
-	 * local, over as long (0.1 to 0.5 s): after POSTCOPY_DONE, so that
-	 * the source's times do not count the wait. */
-	uint64_t win = MIN(MAX(dn.placed_ns, 100000000ULL), 500000000ULL);
-	struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)win};
-	nanosleep(&ts, NULL);
+	 * local, over as long (0.1 to 0.5 s), or longer until every vCPU has
+	 * finished a round (5 s at most: a slow host, big rounds): after
+	 * POSTCOPY_DONE, so that the source's times do not count the wait. */
+	uint64_t t_end = now_ns(), win = MIN(MAX(dn.placed_ns, 100000000ULL), 500000000ULL);
+	uint32_t p_after = p_end;
+	while (now_ns() - t_end < 5000000000ULL) {
+		usleep(10000);
+		p_after = guest_progress(d->vm);
+		if (now_ns() - t_end >= win && p_after - p_end >= d->vm->nr_vcpus)
+			break;
+	}
 	double tail = (double)(p_end - p0) / (double)dn.placed_ns,
-	       after = (double)(guest_progress(d->vm) - p_end) / (double)win;
+	       after = (double)(p_after - p_end) / (double)(now_ns() - t_end);
 	rep->tail_speed_pct = after > 0 ? 100.0 * tail / after : -1;
 	if (!r)
 		send_guest_stall(d->vm, ctl, true,

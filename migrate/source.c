@@ -860,11 +860,11 @@ static int postcopy_serve(struct src *s, struct mig_conn *ctl, uint32_t round,
 			log_debug("post-copy: %llu pages asked for and answered, %llu faults",
 				  (unsigned long long)answered, (unsigned long long)dn.faults);
 			s->t_done = now_ns();
-			/* Then the guest's own view (optional, within a
-			 * second or two: the destination measures its speed
+			/* Then the guest's own view (optional, within a few
+			 * seconds: the destination measures its speed
 			 * with every page local first). */
 			struct mig_guest_stall gs;
-			mig_conn_set_timeouts(ctl, 2500, 2500);
+			mig_conn_set_timeouts(ctl, 8000, 8000);
 			if (!mig_recv_expect(ctl, MIG_REC_GUEST_STALL, &gs, sizeof(gs))) {
 				if (gs.known & 1)
 					rep->guest_stall_ms = (double)gs.stall_us / 1e3;
