@@ -997,6 +997,35 @@ again:
 				r = mig_recv_error(ctl, &h, "source gave up");
 				break;
 			}
+			if (h.type == MIG_REC_ZERO) {
+				/* Pages sent along with an answer that are zero:
+				 * {gfn, count <= 64}, a bitmap word. */
+				struct {
+					struct mig_zero z;
+					uint64_t bits;
+				} m;
+				r = mig_recv_payload(ctl, &h, &m, sizeof(m));
+				if (!r && (!m.z.count || m.z.count > 64 || m.z.gfn >= d->nr_pages ||
+					   m.z.count > d->nr_pages - m.z.gfn)) {
+					snprintf(ctl->why, sizeof(ctl->why),
+						 "bad zero pages %llu+%u",
+						 (unsigned long long)m.z.gfn, m.z.count);
+					r = -EPROTO;
+				}
+				for (uint32_t i = 0, k; !r && i < m.z.count; i += k) {
+					bool z = m.bits >> i & 1;
+					for (k = 1;
+					     i + k < m.z.count && (m.bits >> (i + k) & 1) == z; k++)
+						;
+					if (z && (r = uffd_place_zeros(u, m.z.gfn + i, k))) {
+						free(buf);
+						return r; /* here: no recovery */
+					}
+				}
+				if (r)
+					break;
+				goto progress;
+			}
 			if (h.type != MIG_REC_PAGES || h.len < sizeof(ph)) {
 				snprintf(ctl->why, sizeof(ctl->why),
 					 "record type %u during post-copy", h.type);
@@ -1025,6 +1054,7 @@ again:
 			if (r)
 				break;
 		}
+	progress:;
 		uint64_t now = now_ns(), placed = __atomic_load_n(&u->nr_placed, __ATOMIC_RELAXED);
 		if (placed != seen) {
 			seen = placed;

@@ -757,35 +757,49 @@ static int send_state(struct src *s, struct mig_conn *ctl, uint32_t rounds, bool
 }
 
 /* After a fault's answer: the next s->prefetch pages that the push has not
- * sent and that are not zero, taken out of the push and sent on the
- * control connection, in records of PREFETCH_RUN pages. The data channels
- * are no place for them: megabytes of push wait in their socket buffers.
- * A request that comes meanwhile stops it: its answer then waits behind
- * one small record at most, and the rest stays with the push. */
+ * sent, taken out of the push and sent on the control connection: the
+ * non-zero ones in records of PREFETCH_RUN pages, the zero ones as one
+ * ZERO record at the end (a guest that touches fresh memory faults on
+ * zeros). The data channels are no place for them: megabytes of push wait
+ * in their socket buffers. After the first record, a request that comes
+ * meanwhile stops it: its answer then waits behind one small record at
+ * most, and the rest stays with the push. */
 #define PREFETCH_RUN 8
 static int prefetch(struct src *s, struct mig_conn *ctl, uint64_t gfn, uint64_t *sent)
 {
 	uint8_t *ram = s->vm->mem.regions[0].hva;
-	uint64_t end = MIN(gfn + s->prefetch, s->nr_pages);
+	uint64_t start = gfn, end = MIN(gfn + s->prefetch, s->nr_pages), first = *sent, zero = 0;
+	int r = 0;
 
-	while (gfn < end) {
+	while (gfn < end && !r) {
 		struct pollfd pf = {.fd = ctl->fd, .events = POLLIN};
-		if (poll(&pf, 1, 0) > 0)
-			return 0;
+		if (*sent > first && poll(&pf, 1, 0) > 0)
+			break;
 		uint64_t run = gfn;
 		while (run < end && run - gfn < PREFETCH_RUN && todo_test(s, run) &&
 		       !page_is_zero(ram + run * 4096) && todo_claim(s, run))
 			run++;
 		if (run > gfn) {
-			int r = mig_send_pages(ctl, gfn, ram + gfn * 4096, (uint32_t)(run - gfn),
-					       false);
-			if (r)
-				return r;
+			r = mig_send_pages(ctl, gfn, ram + gfn * 4096, (uint32_t)(run - gfn),
+					   false);
 			*sent += run - gfn;
+			gfn = run;
+			continue;
 		}
-		gfn = run - gfn == PREFETCH_RUN ? run : run + 1;
+		/* gfn stopped the run: a zero page (taken as zero), or one not
+		 * in the push any more */
+		if (todo_test(s, gfn) && page_is_zero(ram + gfn * 4096) && todo_claim(s, gfn)) {
+			zero |= 1ULL << (gfn - start);
+			++*sent;
+		}
+		gfn++;
 	}
-	return 0;
+	if (zero && !r) {
+		struct mig_zero zh = {.gfn = start, .count = (uint32_t)(end - start)};
+		struct iovec iov[2] = {{&zh, sizeof(zh)}, {&zero, sizeof(zero)}};
+		r = mig_send_iov(ctl, MIG_REC_ZERO, iov, 2);
+	}
+	return r;
 }
 
 /* Post-copy after the switch: push every page not sent yet on the data

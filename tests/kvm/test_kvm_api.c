@@ -314,8 +314,12 @@ static void policies_through_api(void)
 			       "policy=postcopy-prefetch", NULL),
 		       1);
 	TEST_ASSERT(strstr(out, "policy postcopy-prefetch is not for mode hybrid"), "%s", out);
+	/* The push capped at 40 MB/s (about 3 s for 128 MiB) is still far
+	 * behind when the guest faults: the pages after a faulted one have not
+	 * left yet, and go along with its answer. (Uncapped, on a slow host
+	 * the push has every neighbour on its way already.) */
 	TEST_ASSERT_EQ(flitctl(out, sizeof(out), "migrate", "tcp:127.0.0.1:7348",
-			       "policy=postcopy-prefetch", NULL),
+			       "policy=postcopy-prefetch", "bandwidth=40M", NULL),
 		       0);
 	TEST_ASSERT(strstr(out, "\"status\":\"completed\"") &&
 			strstr(out, "\"mode\":\"postcopy\"") &&
@@ -323,7 +327,7 @@ static void policies_through_api(void)
 		    "A -> B in post-copy with the policy: %s", out);
 	double faults = json_num(out, "faults"), pre = json_num(out, "pages_prefetched");
 	printf("  %.0f faults, %.0f pages sent along with their answers\n", faults, pre);
-	TEST_ASSERT(faults == 0 || pre > 0, "the prefetch sent pages along: %s", out);
+	TEST_ASSERT(faults > 0 && pre > 0, "the prefetch sent pages along: %s", out);
 	TEST_ASSERT_EQ(proc_wait(a, 60), 0);
 	for (int i = 0; i < 100 && access(bsock, F_OK); i++)
 		usleep(100000);
