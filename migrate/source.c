@@ -843,8 +843,7 @@ static int postcopy_serve(struct src *s, struct mig_conn *ctl, uint32_t round,
 				r = mig_send_pages(ctl, q.gfn, ram + q.gfn * 4096, q.count, false);
 			/* Answered: the push need not send it again. */
 			for (uint64_t g = q.gfn; !r && g < q.gfn + q.count; g++)
-				__atomic_fetch_and(&s->todo[g / 64], ~(1ULL << (g % 64)),
-						   __ATOMIC_RELAXED);
+				(void)todo_claim(s, g);
 			if (!r && s->prefetch)
 				r = prefetch(s, ctl, q.gfn + q.count, &prefetched);
 			__atomic_sub_fetch(&s->pending, 1, __ATOMIC_RELAXED);
@@ -1423,9 +1422,11 @@ stop_copy:
 				r = -ENOMEM;
 				break;
 			}
+			/* No recovery in time, or a cancel: the guest is lost. */
 			r = postcopy_recover(&s, &ctl, rep, r, need);
-			if (!r)
-				r = postcopy_serve(&s, &ctl, round + 1, rep, need);
+			if (r)
+				break;
+			r = postcopy_serve(&s, &ctl, round + 1, rep, need);
 		}
 		if (r)
 			goto fail;

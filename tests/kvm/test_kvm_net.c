@@ -252,7 +252,7 @@ static void link_down_then_retry(void)
 /* Starts a post-copy through a 100 Mbit/s link (port), and takes the link
  * down after the switch; returns once the source waits to recover. */
 static pid_t postcopy_break(unsigned port, const char *slog, const char *dlog,
-			    const char *const *dx, pid_t *d)
+			    const char *const *dx, const char *src_recover, pid_t *d)
 {
 	static char out[65536];
 	char addr[64];
@@ -260,11 +260,14 @@ static pid_t postcopy_break(unsigned port, const char *slog, const char *dlog,
 	net_up("100mbit");
 	snprintf(addr, sizeof(addr), "tcp:10.99.%u.2:%u", net_id, port);
 	*d = dest_in(dlog, port, dx);
-	const char *a[] = {"--guest",	"memcheck", "--mem",	     "64M",
-			   "--vcpus",	"2",	    "rounds=0",	     "ws=8m",
-			   "--api",	sock,	    "--token-file",  token,
-			   "--timeout", "300",	    "--net-timeout", "2",
+	const char *a[] = {"--guest",	"memcheck", "--mem",	     "64M", "--vcpus",	    "2",
+			   "rounds=0",	"ws=8m",    "--api",	     sock,  "--token-file", token,
+			   "--timeout", "300",	    "--net-timeout", "2",   NULL,	    NULL,
 			   NULL};
+	if (src_recover) {
+		a[16] = "--recover-timeout";
+		a[17] = src_recover;
+	}
 	pid_t s = flit_in(ns_src, slog, a);
 	for (int i = 0; i < 100 && access(sock, F_OK); i++)
 		usleep(100000);
@@ -309,7 +312,7 @@ static void link_down_recover(const char *backing, unsigned port)
 	snprintf(slog, sizeof(slog), "%s/s4-%s.log", tmpdir, backing);
 	snprintf(dlog, sizeof(dlog), "%s/d4-%s.log", tmpdir, backing);
 	snprintf(sock, sizeof(sock), "%s/api4-%s.sock", tmpdir, backing);
-	pid_t s = postcopy_break(port, slog, dlog, dx, &d);
+	pid_t s = postcopy_break(port, slog, dlog, dx, NULL, &d);
 	/* Down for a while longer: the source's own attempts fail meanwhile. */
 	usleep(2500000);
 	TEST_ASSERT(!sh("%s -n %s link set %s up", ip_cmd, ns_src, if_src), "link up");
@@ -348,7 +351,7 @@ static void postcopy_link_down_cancel(void)
 	snprintf(slog, sizeof(slog), "%s/s5.log", tmpdir);
 	snprintf(dlog, sizeof(dlog), "%s/d5.log", tmpdir);
 	snprintf(sock, sizeof(sock), "%s/api5.sock", tmpdir);
-	pid_t s = postcopy_break(7404, slog, dlog, dx, &d);
+	pid_t s = postcopy_break(7404, slog, dlog, dx, NULL, &d);
 	TEST_ASSERT_EQ(flitctl(out, sizeof(out), "migrate-cancel", NULL), 0);
 	wait_ended(out, sizeof(out), 10);
 	TEST_ASSERT(strstr(out, "\"status\":\"lost\""), "lost: %.600s", out);
@@ -363,12 +366,40 @@ static void postcopy_link_down_cancel(void)
 		    "destination exit %d:\n%s", drc, out);
 }
 
+/* The same break, and the link stays down: each side gives up after its
+ * --recover-timeout, once, with the reason. */
+static void postcopy_link_down_no_recovery(void)
+{
+	static char out[65536];
+	char slog[300], dlog[300];
+	const char *dx[] = {"--net-timeout", "2", "--recover-timeout", "3", NULL};
+	pid_t d;
+
+	snprintf(slog, sizeof(slog), "%s/s6.log", tmpdir);
+	snprintf(dlog, sizeof(dlog), "%s/d6.log", tmpdir);
+	snprintf(sock, sizeof(sock), "%s/api6.sock", tmpdir);
+	pid_t s = postcopy_break(7406, slog, dlog, dx, "3", &d);
+	uint64_t t0 = now_ns();
+	wait_ended(out, sizeof(out), 30);
+	printf("  the source gave up %.1f s after it paused\n", (double)(now_ns() - t0) / 1e9);
+	TEST_ASSERT(strstr(out, "\"status\":\"lost\""), "lost: %.600s", out);
+	TEST_ASSERT(strstr(out, "no recovery within 3 s"), "why: %.600s", out);
+	int src = proc_wait(s, 30);
+	proc_read_file(slog, out, sizeof(out));
+	TEST_ASSERT(src == 76 && strstr(out, "the guest was lost"), "source exit %d:\n%s", src,
+		    out);
+	int drc = proc_wait(d, 60);
+	proc_read_file(dlog, out, sizeof(out));
+	TEST_ASSERT(drc == 76 && strstr(out, "the source did not reconnect within 3 s"),
+		    "destination exit %d:\n%s", drc, out);
+}
+
 int main(int argc, char **argv)
 {
 	static const struct test_case cases[] = {
 	    TEST_CASE(migrate_through_shaped_link), TEST_CASE(link_down_then_retry),
 	    TEST_CASE(postcopy_link_down_recover),  TEST_CASE(postcopy_link_down_recover_memfd),
-	    TEST_CASE(postcopy_link_down_cancel),
+	    TEST_CASE(postcopy_link_down_cancel),   TEST_CASE(postcopy_link_down_no_recovery),
 	};
 	if (!test_have_dev_kvm())
 		return 77;
