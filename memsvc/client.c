@@ -823,10 +823,12 @@ int memsvc_rdma_commit(struct memsvc_client *c, const uint64_t *gfn, unsigned n)
 	return r;
 }
 
-int memsvc_reconnect(struct memsvc_client *c)
+/* A fresh connection, and the namespace held opened again with *epoch
+ * (0: as its new owner; NULL: the epoch held). */
+static int reopen(struct memsvc_client *c, uint64_t *epoch)
 {
 	char token[MEMSVC_TOKEN_MAX + 1];
-	uint64_t epoch;
+	uint64_t held;
 	int r;
 
 	pthread_mutex_lock(&c->lock);
@@ -834,12 +836,24 @@ int memsvc_reconnect(struct memsvc_client *c)
 	if (!r && c->have_ns) {
 		memcpy(token, c->token, c->token_len);
 		token[c->token_len] = 0;
-		epoch = c->epoch;
-		r = open_locked(c, c->ns, token, &epoch, NULL);
+		held = c->epoch;
+		r = open_locked(c, c->ns, token, epoch ? epoch : &held, NULL);
 		explicit_bzero(token, sizeof(token));
 	}
 	pthread_mutex_unlock(&c->lock);
 	return r;
+}
+
+int memsvc_reconnect(struct memsvc_client *c)
+{
+	return reopen(c, NULL);
+}
+
+int memsvc_retake(struct memsvc_client *c, uint64_t *epoch)
+{
+	if (!c->have_ns)
+		return fail(c, -EINVAL, "no namespace was opened on this connection");
+	return reopen(c, epoch);
 }
 
 int memsvc_parse_url(const char *url, char *host, unsigned hostlen, uint16_t *port, char *ns,

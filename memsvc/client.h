@@ -89,6 +89,12 @@ int memsvc_read_many(struct memsvc_client *c, const uint64_t *gfn, size_t n, voi
 /* Connects again to the same service and reopens the namespace with the
  * epoch held (see memsvc_open); -ESTALE if another owner took it. */
 int memsvc_reconnect(struct memsvc_client *c);
+/* Connects again and opens the namespace this client had open with *epoch:
+ * 0 takes it as its new owner (fencing whoever holds it now) and sets
+ * *epoch to the new epoch; another value joins that epoch. For a
+ * migration's source whose destination took the namespace, then failed
+ * before its guest ran. */
+int memsvc_retake(struct memsvc_client *c, uint64_t *epoch);
 
 /* Parses "memsvc://HOST[:PORT]/NAMESPACE" (port defaults to
  * MEMSVC_DEFAULT_PORT). 0 or -EINVAL with why set. */

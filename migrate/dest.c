@@ -1312,6 +1312,11 @@ int mig_dest_run(const struct mig_dest_params *p, struct vm **out, struct mig_re
 		if (r)
 			snprintf(ctl.why, sizeof(ctl.why), "taking over memsvc namespace %s: %s",
 				 rp.url, strerror(-r));
+		else if (p->fail_after_take) {
+			r = -ECONNABORTED;
+			snprintf(ctl.why, sizeof(ctl.why),
+				 "failing after taking the namespace (test)");
+		}
 	}
 	if (r)
 		goto fail;

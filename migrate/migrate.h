@@ -152,6 +152,9 @@ struct mig_dest_params {
 	/* Tests only: after GO, run the guest but never send RESUMED (as if
 	 * it were lost on the way). */
 	bool drop_resumed;
+	/* Tests only: fail once the memsvc namespace is taken, before READY
+	 * (as if this process died there). */
+	bool fail_after_take;
 };
 
 void mig_dest_params_default(struct mig_dest_params *p);
@@ -210,6 +213,9 @@ struct mig_report {
 	uint64_t written_back, written_paused, hot_pages;
 	uint64_t discarded;    /* memsvc, cache sent: stale copies the destination dropped */
 	char memsvc_cache[12]; /* memsvc: "send" or "writeback" */
+	/* memsvc, failed: the destination had taken the namespace and this
+	 * source took it back (its guest runs on) */
+	bool retaken;
 	/* post-copy: connections re-made after a break, and the time spent
 	 * waiting for them */
 	uint32_t recoveries;

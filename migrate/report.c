@@ -88,6 +88,9 @@ json_object *mig_report_to_json(const struct mig_report *r)
 		I("written_back_pages", r->written_back);
 		I("written_paused_pages", r->written_paused);
 		I("hot_pages", r->hot_pages);
+		if (r->retaken)
+			json_object_object_add(o, "namespace_retaken",
+					       json_object_new_boolean(true));
 	}
 	if (r->paused_at_ms >= 0)
 		D("paused_at_ms", r->paused_at_ms);

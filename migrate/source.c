@@ -1055,6 +1055,21 @@ static int postcopy_recover(struct src *s, struct mig_conn *ctl, struct mig_repo
 	return 0;
 }
 
+/* What went on the wire, for the report (the senders stopped). */
+static void report_traffic(struct src *s, const struct mig_conn *ctl, struct mig_report *rep)
+{
+	rep->bytes = ctl->tx_bytes + s->tx_before;
+	rep->pages_sent = rep->pages_resent = rep->zero_pages = 0;
+	if (s->n && s->snd[0].conn.tx)
+		snprintf(rep->send_mode, sizeof(rep->send_mode), "%s", s->snd[0].conn.tx->mode);
+	for (unsigned i = 0; i < s->n; i++) {
+		rep->bytes += s->snd[i].conn.tx_bytes;
+		rep->pages_sent += s->snd[i].pages;
+		rep->pages_resent += s->snd[i].resent;
+		rep->zero_pages += s->snd[i].zero_pages;
+	}
+}
+
 int mig_source_run(struct vm *vm, const struct mig_params *p, struct mig_report *rep)
 {
 	struct src s = {.vm = vm, .p = p, .nr_pages = mem_nr_pages(&vm->mem), .n = p->channels};
@@ -1449,16 +1464,9 @@ stop_copy:
 	rep->downtime_ms = (double)(t_end - t_pause) / 1e6;
 	rep->restore_ms = (double)res.restore_ns / 1e6;
 	rep->rounds = round;
-	rep->bytes = ctl.tx_bytes + s.tx_before;
-	if (s.n && s.snd[0].conn.tx)
-		snprintf(rep->send_mode, sizeof(rep->send_mode), "%s", s.snd[0].conn.tx->mode);
-	for (unsigned i = 0; i < s.n; i++) {
-		rep->bytes += s.snd[i].conn.tx_bytes;
-		rep->pages_sent += s.snd[i].pages;
-		rep->pages_resent += s.snd[i].resent;
-		rep->zero_pages += s.snd[i].zero_pages;
+	report_traffic(&s, &ctl, rep);
+	for (unsigned i = 0; i < s.n; i++)
 		mig_conn_close(&s.snd[i].conn);
-	}
 	rep->throughput_mbps = rep->total_ms > 0 ? (double)rep->bytes * 8 / 1e3 / rep->total_ms : 0;
 	rep->dirty_rate_pps = total_round_s > 0 ? (double)total_dirty / total_round_s : 0;
 	rep->throttle_pct = s.throttle_pct;
@@ -1496,22 +1504,38 @@ fail:
 		snprintf(rep->status, sizeof(rep->status), "unconfirmed");
 		paused = false;
 	}
-	/* memsvc: once COMPLETE is out, the destination may have taken the
-	 * namespace. If it has, this copy is fenced off: never resume it. */
-	if (via_memsvc && complete_sent && paused && remote_owned(p->remote) == -ESTALE) {
-		snprintf(rep->status, sizeof(rep->status), "lost");
-		char why[sizeof(rep->error)];
-		snprintf(why, sizeof(why), "%s", rep->error);
-		snprintf(rep->error, sizeof(rep->error),
-			 "the destination took the memsvc namespace, then failed: %.170s", why);
-		paused = false;
-	}
 	mig_send_error(&ctl, r, "source: %s", rep->error);
 	for (unsigned i = 0; i < s.n; i++)
 		if (s.snd[i].conn.fd >= 0)
 			shutdown(s.snd[i].conn.fd, SHUT_RDWR);
 	throttle_stop(&s);
 	senders_stop(&s);
+	report_traffic(&s, &ctl, rep);
+	/* memsvc: once COMPLETE is out, the destination may have taken the
+	 * namespace, which fences this copy off it. Without GO its guest
+	 * never ran, so nothing there is newer than here (what it wrote back
+	 * came from here): take the namespace back, fencing it in turn, and
+	 * run on. Only if that fails is the guest lost. */
+	if (via_memsvc && complete_sent && paused && remote_owned(p->remote) == -ESTALE) {
+		int rr = remote_retake(p->remote);
+		char why[sizeof(rep->error)];
+		snprintf(why, sizeof(why), "%s", rep->error);
+		if (rr) {
+			snprintf(rep->status, sizeof(rep->status), "lost");
+			snprintf(rep->error, sizeof(rep->error),
+				 "the destination took the memsvc namespace, then failed, and "
+				 "taking it back failed (%s): %.140s",
+				 strerror(-rr), why);
+			paused = false;
+		} else {
+			rep->retaken = true;
+			snprintf(
+			    rep->error, sizeof(rep->error),
+			    "the destination took the memsvc namespace, then failed before its "
+			    "guest ran; taken back, the guest runs on here: %.120s",
+			    why);
+		}
+	}
 	for (unsigned i = 0; i < s.n; i++)
 		mig_conn_close(&s.snd[i].conn);
 	mig_conn_close(&ctl);

@@ -299,6 +299,25 @@ int remote_owned(struct remote_mem *rm)
 	return memsvc_info(rm->evict.c, &info);
 }
 
+int remote_retake(struct remote_mem *rm)
+{
+	uint64_t epoch = 0;
+	struct memsvc_client *c = rm->evict.c;
+	int r = memsvc_retake(c, &epoch);
+
+	if (!r) {
+		c = rm->fetch.c;
+		r = memsvc_retake(c, &epoch);
+	}
+	if (r) {
+		log_err("%s: taking the namespace back: %s", rm->url, memsvc_why(c));
+		return r;
+	}
+	log_info("%s: namespace taken back (epoch %llu)", rm->url, (unsigned long long)epoch);
+	rm->epoch = epoch;
+	return 0;
+}
+
 void remote_close(struct remote_mem *rm)
 {
 	if (!rm)

@@ -68,6 +68,11 @@ int remote_prefetch(struct remote_mem *rm, const uint64_t *gfn, uint64_t n);
 /* 0 if this process still owns the namespace, -ESTALE if another took it,
  * or another -errno if the service cannot say. */
 int remote_owned(struct remote_mem *rm);
+/* Takes the namespace back as its new owner (a new epoch, which fences
+ * whoever took it since): for a migration's source whose destination took
+ * the namespace, then failed before its guest ran. Only with the vCPUs and
+ * the evictor stopped. 0 or -errno, with the reason logged. */
+int remote_retake(struct remote_mem *rm);
 /* Only with the vCPUs stopped for good. */
 void remote_close(struct remote_mem *rm);
 

@@ -105,6 +105,46 @@ static void small_cache_memcheck(void)
  * namespace, runs, and passes memcheck; the source is fenced off. */
 static uint64_t last_discarded;
 
+/* A 128 MiB memcheck guest rewriting ws, its RAM in namespace ns behind a
+ * cache of cache bytes, running and past its first rounds. */
+static struct vm *memsvc_guest(const struct memsvc_peer *s, const char *ns, const char *ws,
+			       uint64_t cache, struct remote_mem **rm)
+{
+	char args[64];
+
+	snprintf(args, sizeof(args), "ws=%s rounds=0", ws);
+	struct vm *vm = guest_vm_create(128 * MiB, 2, "bitmap", MEM_ANON, "memcheck", args, NULL);
+	*rm = attach(vm, s, ns, cache, 0);
+	TEST_ASSERT_EQ(vm_start(vm), 0);
+	TEST_ASSERT_EQ(testdev_wait_progress(&vm->testdev, 2, 3, 120000), 0);
+	return vm;
+}
+
+/* A destination listening on loopback (its socket in *lfd) and a source's
+ * parameters for it, mode memsvc, cache handled as how. */
+static void memsvc_pair(struct mig_dest_thread *d, struct mig_params *p, int *lfd, char *addr,
+			size_t addrlen, enum mig_memsvc_cache how, uint64_t cache)
+{
+	uint16_t port;
+
+	*lfd = mig_listen("tcp:127.0.0.1:0", &port);
+	TEST_ASSERT(*lfd >= 0, "listen");
+	mig_dest_params_default(&d->p);
+	d->p.listen_fd = *lfd;
+	d->p.accept_timeout_ms = 30000;
+	d->p.token_len = strlen(TOKEN);
+	memcpy(d->p.token, TOKEN, d->p.token_len);
+	d->p.cache_bytes = cache;
+	mig_params_default(p);
+	snprintf(addr, addrlen, "tcp:127.0.0.1:%u", port);
+	p->addr = addr;
+	p->token_len = strlen(TOKEN);
+	memcpy(p->token, TOKEN, p->token_len);
+	p->mode = MIG_MODE_MEMSVC;
+	p->memsvc_cache = how;
+	p->timeout_ms = 20000;
+}
+
 static void migrate_memsvc(enum mig_memsvc_cache how, const char *ws, uint64_t cache,
 			   uint32_t rounds)
 {
@@ -112,36 +152,17 @@ static void migrate_memsvc(enum mig_memsvc_cache how, const char *ws, uint64_t c
 	struct mig_dest_thread d;
 	struct mig_params p;
 	struct mig_report rep;
-	struct remote_mem *drm = NULL;
-	char addr[64], args[64];
-	uint16_t port;
+	struct remote_mem *drm = NULL, *rm;
+	char addr[64];
+	int lfd;
 
 	memsvc_peer_start(&s, "migrating", 0, NULL);
-	snprintf(args, sizeof(args), "ws=%s rounds=0", ws);
-	struct vm *src = guest_vm_create(128 * MiB, 2, "bitmap", MEM_ANON, "memcheck", args, NULL);
-	struct remote_mem *rm = attach(src, &s, "migrating", cache, 0);
-	TEST_ASSERT_EQ(vm_start(src), 0);
-	TEST_ASSERT_EQ(testdev_wait_progress(&src->testdev, 2, 3, 120000), 0);
-
-	int lfd = mig_listen("tcp:127.0.0.1:0", &port);
-	TEST_ASSERT(lfd >= 0, "listen");
-	mig_dest_params_default(&d.p);
-	d.p.listen_fd = lfd;
-	d.p.accept_timeout_ms = 30000;
-	d.p.token_len = strlen(TOKEN);
-	memcpy(d.p.token, TOKEN, d.p.token_len);
-	d.p.cache_bytes = cache;
+	struct vm *src = memsvc_guest(&s, "migrating", ws, cache, &rm);
+	memsvc_pair(&d, &p, &lfd, addr, sizeof(addr), how, cache);
 	d.p.remote_out = &drm;
 	/* Checked as it arrives, before the guest rewrites anything there:
 	 * a stale page kept would show now, and be gone after a round. */
 	d.p.start_paused = true;
-	mig_params_default(&p);
-	snprintf(addr, sizeof(addr), "tcp:127.0.0.1:%u", port);
-	p.addr = addr;
-	p.token_len = strlen(TOKEN);
-	memcpy(p.token, TOKEN, p.token_len);
-	p.mode = MIG_MODE_MEMSVC;
-	p.memsvc_cache = how;
 	if (rounds) { /* exactly this many, slow ones, the guest at full speed */
 		p.downtime_limit_ms = 0;
 		p.max_rounds = rounds;
@@ -149,7 +170,6 @@ static void migrate_memsvc(enum mig_memsvc_cache how, const char *ws, uint64_t c
 		p.bandwidth_limit = 16 * MiB;
 	}
 	p.remote = rm;
-	p.timeout_ms = 20000;
 	TEST_ASSERT_EQ(mig_dest_spawn(&d), 0);
 	int r = mig_source_run(src, &p, &rep);
 	mig_dest_join(&d);
@@ -228,6 +248,58 @@ static void migrate_cache_sent_churning(void)
 static void migrate_cache_written_back(void)
 {
 	migrate_memsvc(MIG_MEMSVC_WRITEBACK, "16m", 32 * MiB, 0);
+}
+
+/* The destination takes the namespace (fencing the source off it), then
+ * fails before READY, as if it died there. Its guest never ran, so the
+ * source takes the namespace back and its guest runs on: with a working
+ * set four times the cache, pages keep going to memsvc and coming back,
+ * which only works with the namespace back in the source's hands, and
+ * memcheck then checks every page. Before the retake, such a source gave
+ * the guest up as lost. */
+static void migrate_dest_fails_after_take(void)
+{
+	struct memsvc_peer s;
+	struct mig_dest_thread d;
+	struct mig_params p;
+	struct mig_report rep;
+	struct remote_mem *rm;
+	struct pager_stats before, after;
+	char addr[64];
+	int lfd;
+
+	memsvc_peer_start(&s, "retake", 0, NULL);
+	struct vm *src = memsvc_guest(&s, "retaken", "32m", 8 * MiB, &rm);
+	memsvc_pair(&d, &p, &lfd, addr, sizeof(addr), MIG_MEMSVC_SEND, 8 * MiB);
+	d.p.fail_after_take = true;
+	p.remote = rm;
+	uint64_t epoch = remote_epoch(rm);
+	TEST_ASSERT_EQ(mig_dest_spawn(&d), 0);
+	int r = mig_source_run(src, &p, &rep);
+	mig_dest_join(&d);
+	close(lfd);
+	mig_report_json(&rep, stdout);
+	TEST_ASSERT(r != 0 && d.r != 0, "the migration failed (%d / %d)", r, d.r);
+	TEST_ASSERT(!strcmp(rep.status, "failed") && rep.retaken, "status %s, retaken %d: %s",
+		    rep.status, rep.retaken, rep.error);
+	TEST_ASSERT(strstr(rep.error, "taken back"), "error: %s", rep.error);
+	/* Three owners: the source, the destination, the source again. */
+	TEST_ASSERT(remote_epoch(rm) == epoch + 2, "epoch %llu, was %llu",
+		    (unsigned long long)remote_epoch(rm), (unsigned long long)epoch);
+	TEST_ASSERT_EQ(remote_owned(rm), 0);
+	remote_stats(rm, &before);
+	uint32_t pr = testdev_slot(&src->testdev, 0).progress;
+	TEST_ASSERT_EQ(testdev_wait_progress(&src->testdev, 2, pr + 3, 120000), 0);
+	print_stats("source after the retake", rm, &after);
+	TEST_ASSERT(after.written > before.written && after.fetched > before.fetched,
+		    "pages went to memsvc and came back (%llu -> %llu written, %llu -> %llu "
+		    "fetched)",
+		    (unsigned long long)before.written, (unsigned long long)after.written,
+		    (unsigned long long)before.fetched, (unsigned long long)after.fetched);
+	TEST_ASSERT_EQ(remote_failed(rm, NULL, 0), 0);
+	verify_exit(src, "source after the retake");
+	destroy(src, rm);
+	memsvc_peer_kill(&s);
 }
 
 /* memsvc killed and restarted on its directory while the guest runs with
@@ -376,7 +448,7 @@ int main(int argc, char **argv)
 	    TEST_CASE(small_cache_memcheck),	    TEST_CASE(migrate_cache_sent),
 	    TEST_CASE(migrate_cache_sent_churning), TEST_CASE(migrate_cache_written_back),
 	    TEST_CASE(service_restart_mid_run),	    TEST_CASE(service_gone_for_good),
-	    TEST_CASE(namespace_taken_over),
+	    TEST_CASE(namespace_taken_over),	    TEST_CASE(migrate_dest_fails_after_take),
 	};
 	if (!memsvc_peer_setup("flit-kvm-memsvc"))
 		return 1;
