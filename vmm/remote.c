@@ -136,6 +136,7 @@ int remote_open(struct remote_mem **out, struct vm *vm, const struct remote_para
 	uint64_t nr_pages = mem_nr_pages(&vm->mem);
 	struct remote_mem *rm;
 	int r;
+	uint64_t t0 = now_ns();
 
 	*out = NULL;
 	if (memsvc_parse_url(p->url, host, sizeof(host), &port, ns, sizeof(ns), why, sizeof(why))) {
@@ -162,6 +163,7 @@ int remote_open(struct remote_mem **out, struct vm *vm, const struct remote_para
 		if (r)
 			goto fail;
 	}
+	uint64_t t_drop = now_ns();
 
 	/* Create the namespace if need be and build the pager (evictor held
 	 * back) before taking ownership: a failure until then leaves the
@@ -186,12 +188,14 @@ int remote_open(struct remote_mem **out, struct vm *vm, const struct remote_para
 				  .quiet = true};
 	if (!pp.cache_pages)
 		pp.cache_pages = MAX(paged / 4, 1);
+	uint64_t t_conn = now_ns();
 	r = pager_open(&rm->pager, vm->mem.regions[0].hva + VM_UNTRACKED_BYTES, paged, &pp,
 		       &memsvc_store, &rm->fetch, &rm->evict, why, sizeof(why));
 	if (r) {
 		log_err("remote memory: %s", why);
 		goto fail;
 	}
+	uint64_t t_pager = now_ns();
 	struct memsvc_ns_info info;
 	uint64_t epoch = 0;
 	r = memsvc_open(rm->evict.c, ns, token, &epoch, &info);
@@ -212,6 +216,9 @@ int remote_open(struct remote_mem **out, struct vm *vm, const struct remote_para
 		goto fail;
 	}
 	pager_quiesce(rm->pager, false);
+	log_debug("memsvc: attach: drop %.2f ms, connect %.2f ms, pager %.2f ms, open %.2f ms",
+		  (double)(t_drop - t0) / 1e6, (double)(t_conn - t_drop) / 1e6,
+		  (double)(t_pager - t_conn) / 1e6, (double)(now_ns() - t_pager) / 1e6);
 	char a[32];
 	log_info("guest RAM in memsvc %s:%u/%s (epoch %llu, %s of it resident at most, %llu "
 		 "pages stored)",
