@@ -164,6 +164,7 @@ void bench_migrate(const struct bench_case *c, struct bench_result *res)
 	d.p.listen_fd = lfd;
 	d.p.dirty_track = c->dirty;
 	d.p.prealloc = c->prealloc;
+	d.p.transport = c->rx;
 	if (c->prealloc) {
 		/* Told the layout, the destination builds its VM and faults in
 		 * its RAM before it listens, as `flit --incoming --mem --vcpus`

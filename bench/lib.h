@@ -50,7 +50,8 @@ struct bench_case {
 	enum mig_mode mode;
 	const struct mig_policy_ops *policy; /* NULL: the mode's default */
 	const struct transport_ops *transport;
-	const char *zc; /* FLIT_TRANSPORT_ZC for the run (NULL: unset) */
+	const char *zc;			/* FLIT_TRANSPORT_ZC for the run (NULL: unset) */
+	const struct transport_ops *rx; /* the destination's (NULL: its default) */
 };
 
 struct bench_result {

@@ -10,7 +10,9 @@
  * and destination share the machine's cores, as two processes would), each
  * case once per transport: plain blocking sends (sync), io_uring with its
  * own zero-copy choice (uring), and io_uring forced to zero-copy sends
- * (uring-zc, where the kernel has them); and with io_uring, the idle and hot
+ * (uring-zc, where the kernel has them), and io_uring sending to a
+ * destination that receives through io_uring too (uring/rx-uring; the
+ * others receive with plain reads, the default); and with io_uring, the idle and hot
  * guests again in post-copy and hybrid mode, next to one 4 KiB request's
  * round trip over loopback TCP (the floor for a post-copy fault). Each
  * destination guest then verifies all of its memory; a run that fails that
@@ -127,18 +129,22 @@ static double tcp_gbps(unsigned n, uint64_t total)
 }
 
 /* How the data channels send: a transport and, for io_uring, whether its
- * zero-copy choice is forced (FLIT_TRANSPORT_ZC). */
+ * zero-copy choice is forced (FLIT_TRANSPORT_ZC); and how the destination
+ * receives (NULL: its default, plain reads). */
 struct tx_variant {
 	const char *name;
 	const struct transport_ops *ops;
 	const char *zc; /* NULL: the transport decides */
+	const struct transport_ops *rx;
 };
 
 static const struct tx_variant variants[] = {
-    {"sync", &transport_sync, NULL},
-    {"uring", &transport_uring, NULL},
-    {"uring-zc", &transport_uring, "1"},
+    {"sync", &transport_sync, NULL, NULL},
+    {"uring", &transport_uring, NULL, NULL},
+    {"uring-zc", &transport_uring, "1", NULL},
+    {"uring/rx-uring", &transport_uring, NULL, &transport_uring},
 };
+#define NR_VARIANTS (sizeof(variants) / sizeof(variants[0]))
 
 /* hot: working set rewritten (0: idle); rate: pages per second per vCPU it
  * is rewritten at (0: as fast as the guest can). */
@@ -161,7 +167,8 @@ static void migrate_one(uint64_t mem, uint64_t hot, uint64_t rate, unsigned chan
 			       .pause_idle = pause_idle,
 			       .mode = mode,
 			       .transport = tx->ops,
-			       .zc = tx->zc};
+			       .zc = tx->zc,
+			       .rx = tx->rx};
 	struct bench_result res;
 
 	bench_migrate(&c, &res);
@@ -218,10 +225,10 @@ int main(int argc, char **argv)
 	unsigned nsz = quick ? 1 : 3;
 	/* Each case with every transport, one after the other. */
 	pause_idle = smoke;
-	for (unsigned v = 0; smoke && v < 3; v++)
+	for (unsigned v = 0; smoke && v < NR_VARIANTS; v++)
 		migrate_one(256 * MiB, 0, 0, 2, "bitmap", true, t2, &variants[v], MIG_MODE_PRECOPY);
 	for (unsigned i = 0; !smoke && i < nsz; i++) {
-		for (unsigned v = 0; v < 3; v++) {
+		for (unsigned v = 0; v < NR_VARIANTS; v++) {
 			migrate_one(sz[i], 0, 0, 1, "bitmap", true, t1, &variants[v],
 				    MIG_MODE_PRECOPY);
 			migrate_one(sz[i], 0, 0, 2, "bitmap", true, t2, &variants[v],

@@ -126,8 +126,10 @@ static void usage(FILE *f)
 		"                      postcopy-prefetch (default: the mode's *-default;\n"
 		"                      a policy for one mode implies --mode)\n"
 		"  --channels N        data connections, 1..16 (default 2)\n"
-		"  --transport NAME    how data connections send: uring (io_uring; the\n"
-		"                      default, plain sends where io_uring is off) or sync\n"
+		"  --transport NAME    how data connections send, or with --incoming\n"
+		"                      receive: uring (io_uring) or sync (plain calls);\n"
+		"                      default: uring sending (plain sends where io_uring\n"
+		"                      is off), sync receiving\n"
 		"  --downtime-limit MS stop iterating under this estimate (default 20)\n"
 		"  --max-rounds N      at most N pre-copy rounds (default 30)\n"
 		"  --bandwidth SIZE    cap, bytes per second, e.g. 100M (default: none)\n"
@@ -669,6 +671,7 @@ static int run_incoming(const struct opts *o)
 	dp.accept_timeout_ms = o->timeout_s ? (int)(o->timeout_s * 1000) : -1;
 	dp.timeout_ms = o->mig.timeout_ms;
 	dp.recover_ms = o->mig.recover_ms;
+	dp.transport = o->mig.transport;
 	/* Preallocation pays off when it happens before the source connects,
 	 * which needs the layout up front: on by default with --mem and --vcpus. */
 	dp.prealloc =

@@ -182,7 +182,9 @@ void mig_conn_close(struct mig_conn *c)
 {
 	if (c->tx)
 		c->tx->ops->close(c->tx);
-	c->tx = NULL;
+	if (c->rx)
+		c->rx->ops->close(c->rx);
+	c->tx = c->rx = NULL;
 	if (c->fd >= 0)
 		close(c->fd);
 	if (c->capture_fd >= 0)
@@ -198,6 +200,8 @@ int mig_conn_set_timeouts(struct mig_conn *c, int recv_ms, int send_ms)
 	if (setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &rv, sizeof(rv)) ||
 	    setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &sv, sizeof(sv)))
 		return -errno;
+	if (c->rx)
+		c->rx->timeout_ms = recv_ms;
 	return 0;
 }
 
@@ -238,31 +242,22 @@ static int send_all(struct mig_conn *c, struct iovec *iov, int n)
 	return 0;
 }
 
-/* read(), not recv(): the same code reads a socket or a captured stream. */
+/* Through the receiving transport if there is one; otherwise read(), so
+ * the same code reads a socket or a captured stream. */
 static int recv_all(struct mig_conn *c, void *buf, size_t len)
 {
-	uint8_t *p = buf;
+	int r;
 
-	while (len) {
-		ssize_t r = read(c->fd, p, len);
-		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno == EAGAIN || errno == EWOULDBLOCK) {
-				snprintf(c->why, sizeof(c->why), "peer silent past the timeout");
-				return -ETIMEDOUT;
-			}
-			return -errno;
-		}
-		if (r == 0) {
-			snprintf(c->why, sizeof(c->why), "peer closed the connection");
-			return -ECONNRESET;
-		}
-		c->rx_bytes += (uint64_t)r;
-		p += r;
-		len -= (size_t)r;
+	if (c->rx) {
+		r = c->rx->ops->recv(c->rx, buf, len);
+		if (r && c->rx->why[0])
+			snprintf(c->why, sizeof(c->why), "%s", c->rx->why);
+	} else {
+		r = transport_read_full(c->fd, buf, len, c->why, sizeof(c->why));
 	}
-	return 0;
+	if (!r)
+		c->rx_bytes += len;
+	return r;
 }
 
 __attribute__((format(printf, 2, 3))) static int proto(struct mig_conn *c, const char *fmt, ...)
@@ -302,6 +297,11 @@ int mig_recv_stream_hdr(struct mig_conn *c)
 int mig_conn_attach(struct mig_conn *c, const struct transport_ops *ops, int timeout_ms)
 {
 	return ops->open(c->fd, timeout_ms, &c->tx);
+}
+
+int mig_conn_attach_rx(struct mig_conn *c, const struct transport_ops *ops, int timeout_ms)
+{
+	return ops->rx_open(c->fd, timeout_ms, &c->rx);
 }
 
 static int tx_error(struct mig_conn *c)

@@ -34,6 +34,9 @@ struct mig_conn {
 	/* If set, records go out through this transport (data channels);
 	 * otherwise by gathered sendmsg (control channel, tests). */
 	struct transport *tx;
+	/* If set, bytes come in through this transport (data channels at the
+	 * destination); otherwise by read(). */
+	struct transport *rx;
 	char why[200];
 };
 
@@ -54,6 +57,9 @@ int mig_conn_set_timeouts(struct mig_conn *c, int recv_ms, int send_ms);
 
 /* From here on, records go out through a transport of kind ops. */
 int mig_conn_attach(struct mig_conn *c, const struct transport_ops *ops, int timeout_ms);
+/* From here on, bytes come in through a transport of kind ops (nothing
+ * for timeout_ms: an error; mig_conn_set_timeouts changes it). */
+int mig_conn_attach_rx(struct mig_conn *c, const struct transport_ops *ops, int timeout_ms);
 /* Everything sent is with the kernel (a no-op without a transport). */
 int mig_conn_flush(struct mig_conn *c);
 

@@ -11,6 +11,7 @@
  * every page is there.
  */
 #include <errno.h>
+#include <liburing.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -28,6 +29,7 @@
 #include "handshake.h"
 #include "migrate.h"
 #include "postcopy/uffd.h"
+#include "transport/transport.h"
 #include "vmm/dirty.h"
 #include "vmm/hv.h"
 #include "vmm/remote.h"
@@ -82,7 +84,11 @@ struct dst {
 	uint64_t *hot;
 	uint32_t nr_hot;
 	struct remote_mem *remote;
+	const struct transport_ops *rx_ops; /* how data channels receive */
 };
+
+/* Measured (docs/results.md, "Receiving through io_uring"). */
+const struct transport_ops *const mig_dest_transport_default = &transport_sync;
 
 void mig_dest_params_default(struct mig_dest_params *p)
 {
@@ -377,6 +383,13 @@ static int accept_channels(struct dst *d, struct mig_conn *ctl, const struct mig
 		 * there); a dead source is seen there, and that stops these. */
 		struct receiver *t = &d->rcv[h2.channel - 1];
 		mig_conn_set_timeouts(&c, 0, p->timeout_ms);
+		r = mig_conn_attach_rx(&c, d->rx_ops, 0);
+		if (r) {
+			snprintf(ctl->why, sizeof(ctl->why), "data channel: %s transport: %s",
+				 d->rx_ops->name, strerror(-r));
+			mig_conn_close(&c);
+			return r;
+		}
 		t->conn = c;
 		t->err = 0;
 		t->ended = t->fatal = false;
@@ -1197,7 +1210,17 @@ int mig_dest_run(const struct mig_dest_params *p, struct vm **out, struct mig_re
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&d.cond, &ca);
 	pthread_condattr_destroy(&ca);
-	snprintf(rep->transport, sizeof(rep->transport), "tcp");
+	d.rx_ops = p->transport ? p->transport : mig_dest_transport_default;
+	if (!p->transport && !strcmp(d.rx_ops->name, "uring")) {
+		/* io_uring may be off here (a sysctl, a seccomp filter):
+		 * then plain reads. */
+		struct io_uring probe;
+		if (io_uring_queue_init(2, &probe, 0))
+			d.rx_ops = &transport_sync;
+		else
+			io_uring_queue_exit(&probe);
+	}
+	snprintf(rep->transport, sizeof(rep->transport), "tcp/%s", d.rx_ops->name);
 	for (unsigned i = 0; i < MIG_MAX_CHANNELS; i++)
 		d.rcv[i] = (struct receiver){.d = &d, .k = i, .conn = MIG_CONN_INIT};
 	if (!p->token_len) {

@@ -136,6 +136,8 @@ struct mig_dest_params {
 	bool start_paused;	 /* restore, tell the source, but leave vCPUs paused */
 	const struct hv_ops *hv; /* NULL: KVM (unit tests use a fake) */
 	bool prealloc;		 /* fault in the VM's RAM before pages arrive */
+	/* How data channels receive (NULL: mig_dest_transport_default). */
+	const struct transport_ops *transport;
 	/* Set to 1 once the destination listens and any early VM is built
 	 * (then a source that connects pays for the migration alone). */
 	int *ready;
@@ -158,6 +160,8 @@ struct mig_dest_params {
 };
 
 void mig_dest_params_default(struct mig_dest_params *p);
+/* The receiving transport a destination uses unless told. */
+extern const struct transport_ops *const mig_dest_transport_default;
 
 /* One round of a migration, for the report's timeline. Times in ms from the
  * migration's start. */

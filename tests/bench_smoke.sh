@@ -18,7 +18,7 @@ fail() {
 	exit 1
 }
 rows=$(grep -c '^migration,256,idle,' "$out/flit.csv" || true)
-[ "$rows" -eq 3 ] || fail "flit.csv has $rows migration rows, 3 expected"
+[ "$rows" -eq 4 ] || fail "flit.csv has $rows migration rows, 4 expected (one a transport)"
 bad=$(grep '^migration,' "$out/flit.csv" | grep -v ',ok,' || true)
 [ -z "$bad" ] || fail "a Flit migration failed: $bad"
 grep '^migration,' "$out/flit.csv" | awk -F, '$19 != "yes" {exit 1}' ||

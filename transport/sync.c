@@ -91,6 +91,30 @@ static void sync_close(struct transport *t)
 	free(t);
 }
 
+static int sync_rx_open(int fd, int timeout_ms, struct transport **out)
+{
+	struct transport *t = calloc(1, sizeof(*t));
+	struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
+
+	if (!t)
+		return -ENOMEM;
+	if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv))) {
+		free(t);
+		return -errno;
+	}
+	*t = (struct transport){
+	    .ops = &transport_sync, .fd = fd, .timeout_ms = timeout_ms, .rx = true};
+	snprintf(t->mode, sizeof(t->mode), "read");
+	*out = t;
+	return 0;
+}
+
+/* The socket's SO_RCVTIMEO is the timeout: migrate/conn.c keeps it. */
+static int sync_recv(struct transport *t, void *buf, size_t len)
+{
+	return transport_read_full(t->fd, buf, len, t->why, sizeof(t->why));
+}
+
 const struct transport_ops transport_sync = {
     .name = "sync",
     .open = sync_open,
@@ -99,4 +123,6 @@ const struct transport_ops transport_sync = {
     .commit_ext = sync_commit_ext,
     .flush = sync_flush,
     .close = sync_close,
+    .rx_open = sync_rx_open,
+    .recv = sync_recv,
 };

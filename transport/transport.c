@@ -1,7 +1,35 @@
 // SPDX-License-Identifier: MIT
 #include "transport.h"
 
+#include <errno.h>
+#include <stdio.h>
 #include <string.h>
+#include <unistd.h>
+
+int transport_read_full(int fd, void *buf, size_t len, char *why, size_t whylen)
+{
+	uint8_t *p = buf;
+
+	while (len) {
+		ssize_t r = read(fd, p, len);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK) {
+				snprintf(why, whylen, "peer silent past the timeout");
+				return -ETIMEDOUT;
+			}
+			return -errno;
+		}
+		if (r == 0) {
+			snprintf(why, whylen, "peer closed the connection");
+			return -ECONNRESET;
+		}
+		p += r;
+		len -= (size_t)r;
+	}
+	return 0;
+}
 
 static const struct transport_ops *const all[] = {&transport_uring, &transport_sync};
 

@@ -14,13 +14,19 @@
  * byte is with the kernel; a transport may send earlier. Errors are sticky:
  * after one, every call returns it, with the reason in t->why.
  *
- * The connection itself (TCP connect, accept, handshake) and receiving stay
- * in migrate/conn.c, which is the same for every transport so far; RDMA
- * will add connect and receive ops here.
+ * Receiving: rx_open gives a transport that reads a connection, and
+ * recv(len) puts exactly the next len bytes where the caller says: a page
+ * run goes straight into guest RAM, with no copy on the way. The record
+ * parsing above it (migrate/conn.c) is the same for every transport.
+ *
+ * The connection itself (TCP connect, accept, handshake) stays in
+ * migrate/conn.c, the same for every transport so far; RDMA will add
+ * connect ops here.
  */
 #ifndef FLIT_TRANSPORT_TRANSPORT_H
 #define FLIT_TRANSPORT_TRANSPORT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -34,6 +40,7 @@ struct transport {
 	int fd;		/* the connected socket (not the transport's to close) */
 	int timeout_ms; /* a send that makes no progress this long fails */
 	int err;	/* sticky: 0 or -errno */
+	bool rx;	/* opened by rx_open: receives */
 	char mode[32];	/* how it sends, for the report ("send", "send-zc", ...) */
 	char why[160];
 };
@@ -53,10 +60,24 @@ struct transport_ops {
 	int (*flush)(struct transport *t);
 	/* Waits (bounded) for anything in flight, then frees t. */
 	void (*close)(struct transport *t);
+
+	/* A transport receiving on fd: nothing arriving for timeout_ms (0:
+	 * no limit; t->timeout_ms may change later) is an error. */
+	int (*rx_open)(int fd, int timeout_ms, struct transport **out);
+	/* Exactly len bytes into buf. 0 or -errno: -ECONNRESET (the peer
+	 * closed, or the socket was shut down), -ETIMEDOUT; why says it.
+	 * Errors are not sticky: the caller decides. */
+	int (*recv)(struct transport *t, void *buf, size_t len);
 };
 
 extern const struct transport_ops transport_sync;
 extern const struct transport_ops transport_uring;
+
+/* Blocking reads of fd until len bytes are in buf (the sync transport's
+ * recv, and migrate/conn.c's for connections without one: read(), so a
+ * captured stream file does too). An SO_RCVTIMEO running out is
+ * -ETIMEDOUT. */
+int transport_read_full(int fd, void *buf, size_t len, char *why, size_t whylen);
 
 /* By name ("sync", "uring"); NULL if there is none. */
 const struct transport_ops *transport_find(const char *name);

@@ -333,12 +333,24 @@ static int uring_flush(struct transport *t)
 	return t->err ? t->err : wait_for(u, all_sent);
 }
 
+/* Receiving: one IORING_OP_RECV with MSG_WAITALL straight into the
+ * caller's buffer, linked to a timeout, on a ring of its own. */
+struct uring_rx {
+	struct transport t;
+	struct io_uring ring;
+};
+
 static void uring_close(struct transport *t)
 {
 	struct uring_tx *u = (struct uring_tx *)t;
 
 	if (!u)
 		return;
+	if (t->rx) {
+		io_uring_queue_exit(&((struct uring_rx *)t)->ring);
+		free(t);
+		return;
+	}
 	if (u->loop.ring.ring_fd > 0) {
 		/* No send may still read the slots when they are unmapped.
 		 * Zero-copy notifications need not be waited for: those pages
@@ -403,6 +415,85 @@ static int uring_open(int fd, int timeout_ms, struct transport **out)
 	return 0;
 }
 
+static int uring_rx_open(int fd, int timeout_ms, struct transport **out)
+{
+	struct uring_rx *u = calloc(1, sizeof(*u));
+	int r;
+
+	if (!u)
+		return -ENOMEM;
+	r = io_uring_queue_init(4, &u->ring, 0);
+	if (r) {
+		free(u);
+		return r;
+	}
+	u->t = (struct transport){
+	    .ops = &transport_uring, .fd = fd, .timeout_ms = timeout_ms, .rx = true};
+	snprintf(u->t.mode, sizeof(u->t.mode), "recv");
+	*out = &u->t;
+	return 0;
+}
+
+static int uring_recv(struct transport *t, void *buf, size_t len)
+{
+	struct uring_rx *u = (struct uring_rx *)t;
+	uint8_t *p = buf;
+
+	while (len) {
+		struct __kernel_timespec ts = {.tv_sec = t->timeout_ms / 1000,
+					       .tv_nsec = (t->timeout_ms % 1000) * 1000000LL};
+		struct io_uring_sqe *sqe = io_uring_get_sqe(&u->ring);
+		unsigned want = 1;
+		io_uring_prep_recv(sqe, t->fd, p, len, MSG_WAITALL);
+		sqe->user_data = 1;
+		if (t->timeout_ms > 0) {
+			sqe->flags |= IOSQE_IO_LINK;
+			sqe = io_uring_get_sqe(&u->ring);
+			io_uring_prep_link_timeout(sqe, &ts, 0);
+			sqe->user_data = 2;
+			want = 2;
+		}
+		int r = io_uring_submit_and_wait(&u->ring, want), res = 0;
+		if (r < 0 && r != -EINTR) {
+			snprintf(t->why, sizeof(t->why), "io_uring: %s", strerror(-r));
+			return r;
+		}
+		/* Both CQEs come: the receive's, and its timeout's (fired,
+		 * or cancelled by the receive's completion). */
+		for (unsigned seen = 0; seen < want;) {
+			struct io_uring_cqe *cqe;
+			r = io_uring_wait_cqe(&u->ring, &cqe);
+			if (r == -EINTR)
+				continue;
+			if (r < 0) {
+				snprintf(t->why, sizeof(t->why), "io_uring: %s", strerror(-r));
+				return r;
+			}
+			if (cqe->user_data == 1)
+				res = cqe->res;
+			io_uring_cqe_seen(&u->ring, cqe);
+			seen++;
+		}
+		if (res == -ECANCELED || res == -ETIME) {
+			snprintf(t->why, sizeof(t->why), "peer silent past the timeout");
+			return -ETIMEDOUT;
+		}
+		if (res == -EINTR || res == -EAGAIN)
+			continue;
+		if (res < 0) {
+			snprintf(t->why, sizeof(t->why), "receiving: %s", strerror(-res));
+			return res;
+		}
+		if (res == 0) {
+			snprintf(t->why, sizeof(t->why), "peer closed the connection");
+			return -ECONNRESET;
+		}
+		p += res;
+		len -= (size_t)res;
+	}
+	return 0;
+}
+
 const struct transport_ops transport_uring = {
     .name = "uring",
     .open = uring_open,
@@ -411,4 +502,6 @@ const struct transport_ops transport_uring = {
     .commit_ext = uring_commit_ext,
     .flush = uring_flush,
     .close = uring_close,
+    .rx_open = uring_rx_open,
+    .recv = uring_recv,
 };

@@ -24,6 +24,7 @@
 #include "migrate/migrate.h"
 #include "tests/lib/guest_vm.h"
 #include "tests/lib/test.h"
+#include "transport/transport.h"
 
 #define TOKEN "0123456789abcdef-test-token"
 
@@ -34,9 +35,19 @@ static int listen_any(uint16_t *port)
 	return fd;
 }
 
+/* How destinations receive: the default, or the other transport for the
+ * cases that set it (and put it back). */
+static const struct transport_ops *dest_rx;
+
+static const struct transport_ops *other_rx(void)
+{
+	return mig_dest_transport_default == &transport_sync ? &transport_uring : &transport_sync;
+}
+
 static void dest_params(struct mig_dest_thread *d, int lfd, const char *token, const char *dirty)
 {
 	mig_dest_params_default(&d->p);
+	d->p.transport = dest_rx;
 	d->p.start_paused = true; /* the test compares memory, then resumes */
 	d->p.listen_fd = lfd;
 	d->p.accept_timeout_ms = 30000;
@@ -169,6 +180,9 @@ static void migrate_ok(const char *dirty, unsigned vcpus, uint64_t mem, const ch
 	TEST_ASSERT(m.rep.pages_sent + m.rep.zero_pages >= mem / 4096 - 512,
 		    "every page accounted");
 	TEST_ASSERT_EQ(m.rep.pages_sent, m.d.rep.pages_sent);
+	const struct transport_ops *rx = dest_rx ? dest_rx : mig_dest_transport_default;
+	TEST_ASSERT(!strcmp(m.d.rep.transport + 4, rx->name), "the destination received by %s",
+		    m.d.rep.transport);
 	check_switchover(src, m.d.vm);
 	finish_and_check(m.d.vm, "destination");
 	vm_destroy(m.d.vm);
@@ -179,9 +193,13 @@ static void idle_guest(void)
 	migrate_ok("bitmap", 2, 128 * MiB, "rounds=0 ws=0", 1, 0, true);
 }
 
+/* The destination receives through the transport that is not its
+ * default (the report names it). */
 static void busy_guest_bitmap_4_channels(void)
 {
+	dest_rx = other_rx();
 	migrate_ok("bitmap", 2, 128 * MiB, "rounds=0 ws=16m", 4, 0, false);
+	dest_rx = NULL;
 }
 
 static void busy_guest_ring(void)
@@ -392,9 +410,14 @@ static void postcopy_preallocated_destination(void)
 /* Hybrid: pre-copy rounds while they shrink the dirty set, then the switch
  * to post-copy; the pages dirtied since they were sent are dropped at the
  * destination and pulled or pushed again. */
+/* Also with the destination's other receiving transport: pushed pages
+ * land in a buffer and are placed through userfaultfd. */
 static void hybrid_hot_guest(void)
 {
 	postcopy_run_case("rounds=0 ws=64m", true, MIG_MODE_HYBRID);
+	dest_rx = other_rx();
+	postcopy_run_case("rounds=0 ws=64m", true, MIG_MODE_HYBRID);
+	dest_rx = NULL;
 }
 
 /* memfd RAM at the destination (MINOR mode). Not preallocated: the pages
