@@ -5,9 +5,16 @@
  *
  *   flit-memsvc --listen 0.0.0.0:4610 --dir /var/lib/flit-memsvc
  *
- * Exit status: 0 after SIGTERM/SIGINT, 1 when it cannot start (address in
- * use, unreadable store), 2 for a bad command line, 3 when --rdma is given
- * but this machine has no RDMA device (or no rdma_cm).
+ * and looks after a running service's namespaces, given the token file
+ * the guests' flit was given:
+ *
+ *   flit-memsvc list HOST[:PORT] --token-file T
+ *   flit-memsvc delete memsvc://HOST[:PORT]/NAMESPACE --token-file T
+ *
+ * Exit status: 0 after SIGTERM/SIGINT (or a command done), 1 when it cannot
+ * start (address in use, unreadable store) or the service refused the
+ * command, 2 for a bad command line, 3 when --rdma is given but this
+ * machine has no RDMA device (or no rdma_cm).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -21,6 +28,7 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "memsvc/client.h"
+#include "migrate/migrate.h"
 #include "memsvc/rdma.h"
 #include "memsvc/server.h"
 
@@ -40,7 +48,14 @@ static void usage(FILE *f)
 		"  --sync            with --dir: data on disk before a write is acknowledged\n"
 		"  --max-mem SIZE    cap on the sum of namespace limits, e.g. 512M or 2G\n"
 		"  -v, --verbose     debug logging (also FLIT_LOG=debug)\n"
-		"  -h, --help        this text\n",
+		"  -h, --help        this text\n"
+		"\n"
+		"usage: flit-memsvc list HOST[:PORT] --token-file FILE\n"
+		"       flit-memsvc delete memsvc://HOST[:PORT]/NAMESPACE --token-file FILE\n"
+		"\n"
+		"  list     the namespaces of that token: size, pages stored, owner\n"
+		"  delete   a namespace and its pages, unless a guest runs on it now\n"
+		"  FILE is the --token-file the guests' flit was given.\n",
 		MEMSVC_DEFAULT_PORT, MEMSVC_DEFAULT_RDMA_PORT);
 }
 
@@ -54,6 +69,80 @@ __attribute__((format(printf, 1, 2))) static int bad_usage(const char *fmt, ...)
 	va_end(ap);
 	log_err("%s (see flit-memsvc --help)", msg);
 	return EXIT_USAGE;
+}
+
+/* list and delete: a client of a running service. */
+static int command(int argc, char **argv)
+{
+	const char *cmd = argv[1], *target = NULL, *token_file = NULL;
+	char host[256], ns[MEMSVC_NAME_MAX + 1] = "", why[300], token[2 * MIG_TOKEN_MAX + 1];
+	uint8_t secret[MIG_TOKEN_MAX];
+	size_t secret_len;
+	uint16_t port = MEMSVC_DEFAULT_PORT;
+	int r;
+
+	for (int i = 2; i < argc; i++) {
+		if (!strcmp(argv[i], "--token-file") && i + 1 < argc)
+			token_file = argv[++i];
+		else if (!strncmp(argv[i], "--token-file=", 13))
+			token_file = argv[i] + 13;
+		else if (argv[i][0] != '-' && !target)
+			target = argv[i];
+		else
+			return bad_usage("%s: unexpected argument %s", cmd, argv[i]);
+	}
+	if (!target || !token_file)
+		return bad_usage("%s needs %s and --token-file", cmd,
+				 !strcmp(cmd, "list") ? "HOST[:PORT]"
+						      : "memsvc://HOST[:PORT]/NAMESPACE");
+	if (!strcmp(cmd, "delete")) {
+		if (memsvc_parse_url(target, host, sizeof(host), &port, ns, sizeof(ns), why,
+				     sizeof(why)))
+			return bad_usage("delete %s: %s", target, why);
+	} else if (memsvc_parse_listen(target, host, sizeof(host), &port)) {
+		return bad_usage("list %s: an address is HOST[:PORT]", target);
+	}
+	r = mig_read_token(token_file, secret, &secret_len);
+	if (r)
+		return bad_usage("--token-file %s: %s", token_file,
+				 r == -EINVAL ? "the token must be 16 to 255 bytes" : strerror(-r));
+	memsvc_token_text(secret, secret_len, token);
+	explicit_bzero(secret, sizeof(secret));
+
+	struct memsvc_client *c = memsvc_connect(host, port, 0, &r, why, sizeof(why));
+	if (!c) {
+		log_err("%s", why);
+		return 1;
+	}
+	if (!strcmp(cmd, "delete")) {
+		r = memsvc_delete(c, ns, token);
+		if (r)
+			log_err("deleting %s: %s", target, memsvc_why(c));
+		else
+			printf("deleted %s\n", target);
+	} else {
+		static struct memsvc_ns_entry e[4096];
+		size_t n;
+		r = memsvc_list(c, token, e, sizeof(e) / sizeof(e[0]), &n);
+		if (r) {
+			log_err("listing %s: %s", target, memsvc_why(c));
+		} else {
+			printf("%-32s %10s %10s %10s %6s %s\n", "NAMESPACE", "SIZE", "STORED",
+			       "LIMIT", "EPOCH", "OWNER");
+			for (size_t i = 0; i < n; i++) {
+				char a[32], b[32], l[32];
+				printf("%-32s %10s %10s %10s %6llu %s\n", e[i].name,
+				       fmt_size(e[i].info.nr_pages * MEMSVC_PAGE, a, sizeof(a)),
+				       fmt_size(e[i].info.used_pages * MEMSVC_PAGE, b, sizeof(b)),
+				       fmt_size(e[i].info.limit_pages * MEMSVC_PAGE, l, sizeof(l)),
+				       (unsigned long long)e[i].info.epoch,
+				       e[i].owned ? "connected" : "-");
+			}
+		}
+	}
+	explicit_bzero(token, sizeof(token));
+	memsvc_close(c);
+	return r ? 1 : 0;
 }
 
 int main(int argc, char **argv)
@@ -74,6 +163,8 @@ int main(int argc, char **argv)
 	log_set_prefix("flit-memsvc");
 	if (log_init_from_env())
 		return bad_usage("FLIT_LOG must be debug, info, warn or err");
+	if (argc > 1 && (!strcmp(argv[1], "list") || !strcmp(argv[1], "delete")))
+		return command(argc, argv);
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":vh", longopts, NULL)) != -1) {
 		switch (c) {

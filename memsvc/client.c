@@ -93,6 +93,8 @@ static int code_errno(uint32_t code)
 		return -EPROTO;
 	case MEMSVC_E_NOTSUP:
 		return -EOPNOTSUPP;
+	case MEMSVC_E_BUSY:
+		return -EBUSY;
 	default:
 		return -EIO;
 	}
@@ -299,8 +301,10 @@ static int check_answer(struct memsvc_client *c, const struct memsvc_hdr *h, uin
 
 /* A request with a small answer (everything but READ): the answer's
  * payload is copied to out (out_len bytes exactly). */
-static int call_small(struct memsvc_client *c, uint8_t type, struct iovec *iov, unsigned niov,
-		      uint8_t answer, void *out, size_t out_len)
+/* A request whose answer fits the small buffer: its payload (at most
+ * out_max bytes, *out_len of them) is copied to out. */
+static int call_small_var(struct memsvc_client *c, uint8_t type, struct iovec *iov, unsigned niov,
+			  uint8_t answer, void *out, size_t out_max, size_t *out_len)
 {
 	uint32_t id = ++c->next_id;
 	struct iovec in = {c->small, sizeof(c->small)};
@@ -313,11 +317,23 @@ static int call_small(struct memsvc_client *c, uint8_t type, struct iovec *iov, 
 		r = check_answer(c, &h, answer, &in, 1);
 	if (r)
 		return r;
-	if (h.len != out_len)
-		return lost(c, -EPROTO, "answer of %u bytes, %zu expected", h.len, out_len);
-	if (out_len)
-		memcpy(out, c->small + MEMSVC_HDR_SIZE, out_len);
+	if (h.len > out_max)
+		return lost(c, -EPROTO, "answer of %u bytes, at most %zu expected", h.len, out_max);
+	if (h.len)
+		memcpy(out, c->small + MEMSVC_HDR_SIZE, h.len);
+	*out_len = h.len;
 	return 0;
+}
+
+static int call_small(struct memsvc_client *c, uint8_t type, struct iovec *iov, unsigned niov,
+		      uint8_t answer, void *out, size_t out_len)
+{
+	size_t len;
+	int r = call_small_var(c, type, iov, niov, answer, out, out_len, &len);
+
+	if (!r && len != out_len)
+		return lost(c, -EPROTO, "answer of %zu bytes, %zu expected", len, out_len);
+	return r;
 }
 
 static int hello(struct memsvc_client *c)
@@ -524,6 +540,92 @@ int memsvc_open(struct memsvc_client *c, const char *ns, const char *token, uint
 	pthread_mutex_lock(&c->lock);
 	r = open_locked(c, ns, token, epoch, info);
 	pthread_mutex_unlock(&c->lock);
+	return r;
+}
+
+static int admin_ok(struct memsvc_client *c)
+{
+	if (!(c->features & MEMSVC_FEAT_ADMIN))
+		return fail(c, -EOPNOTSUPP,
+			    "memsvc %s:%u predates DELETE and LIST (an older flit-memsvc)", c->host,
+			    c->port);
+	return 0;
+}
+
+int memsvc_delete(struct memsvc_client *c, const char *ns, const char *token)
+{
+	struct memsvc_ns_req req = {0};
+	int r;
+
+	pthread_mutex_lock(&c->lock);
+	r = admin_ok(c);
+	if (!r)
+		r = ns_request(c, MEMSVC_DELETE, ns, token, &req, MEMSVC_DELETE_OK, NULL, 0);
+	if (!r && c->have_ns && !strcmp(c->ns, ns))
+		c->have_ns = false; /* nothing left to reopen */
+	pthread_mutex_unlock(&c->lock);
+	return r;
+}
+
+int memsvc_list(struct memsvc_client *c, const char *token, struct memsvc_ns_entry *out, size_t max,
+		size_t *n)
+{
+	uint8_t
+	    ans[sizeof(struct memsvc_list_ok) + MEMSVC_LIST_MAX * sizeof(struct memsvc_list_entry)];
+	char after[MEMSVC_NAME_MAX + 1] = "";
+	size_t tl = strlen(token), got = 0;
+	int r = 0;
+
+	*n = 0;
+	if (tl == 0 || tl > MEMSVC_TOKEN_MAX)
+		return fail(c, -EINVAL, "the token must be 1 to %u bytes", MEMSVC_TOKEN_MAX);
+	pthread_mutex_lock(&c->lock);
+	r = admin_ok(c);
+	for (bool more = true; !r && more && got < max;) {
+		struct memsvc_list_req req = {.after_len = (uint8_t)strlen(after),
+					      .token_len = (uint8_t)tl};
+		struct iovec iov[4] = {
+		    {0}, {&req, sizeof(req)}, {after, req.after_len}, {(void *)token, tl}};
+		struct memsvc_list_ok ok;
+		size_t len;
+		r = call_small_var(c, MEMSVC_LIST, iov, 4, MEMSVC_LIST_OK, ans, sizeof(ans), &len);
+		if (r)
+			break;
+		memcpy(&ok, ans, sizeof(ok));
+		if (len < sizeof(ok) || ok.count > MEMSVC_LIST_MAX ||
+		    len != sizeof(ok) + ok.count * sizeof(struct memsvc_list_entry) ||
+		    (ok.more && !ok.count)) {
+			r = lost(c, -EPROTO, "LIST_OK of %zu bytes for %u namespaces", len,
+				 ok.count);
+			break;
+		}
+		for (unsigned i = 0; i < ok.count; i++) {
+			struct memsvc_list_entry e;
+			char name[MEMSVC_NAME_MAX + 1];
+			memcpy(&e, ans + sizeof(ok) + i * sizeof(e), sizeof(e));
+			if (e.name_len == 0 || e.name_len > MEMSVC_NAME_MAX ||
+			    !memsvc_name_valid(e.name, e.name_len)) {
+				r = lost(c, -EPROTO, "LIST_OK with a bad name");
+				break;
+			}
+			memcpy(name, e.name, e.name_len);
+			name[e.name_len] = 0;
+			if (strcmp(name, after) <= 0) {
+				r = lost(c, -EPROTO, "LIST_OK out of name order");
+				break;
+			}
+			memcpy(after, name, e.name_len + 1u);
+			if (got < max) {
+				out[got] = (struct memsvc_ns_entry){.owned = e.owned != 0};
+				memcpy(out[got].name, after, e.name_len + 1u);
+				info_out(&e.info, &out[got].info);
+				got++;
+			}
+		}
+		more = ok.more;
+	}
+	pthread_mutex_unlock(&c->lock);
+	*n = got;
 	return r;
 }
 
@@ -854,6 +956,17 @@ int memsvc_retake(struct memsvc_client *c, uint64_t *epoch)
 	if (!c->have_ns)
 		return fail(c, -EINVAL, "no namespace was opened on this connection");
 	return reopen(c, epoch);
+}
+
+void memsvc_token_text(const uint8_t *secret, size_t len, char *out)
+{
+	static const char hex[] = "0123456789abcdef";
+
+	for (size_t i = 0; i < len; i++) {
+		out[2 * i] = hex[secret[i] >> 4];
+		out[2 * i + 1] = hex[secret[i] & 15];
+	}
+	out[2 * len] = 0;
 }
 
 int memsvc_parse_url(const char *url, char *host, unsigned hostlen, uint16_t *port, char *ns,

@@ -62,6 +62,23 @@ int memsvc_create(struct memsvc_client *c, const char *ns, const char *token, ui
 int memsvc_open(struct memsvc_client *c, const char *ns, const char *token, uint64_t *epoch,
 		struct memsvc_ns_info *info);
 
+/* Deletes ns and every page in it (the token is the proof). -EBUSY when
+ * another connection owns it now (a guest runs on it: stop that guest, or
+ * take the namespace with memsvc_open first); -ENOENT, -EACCES as open;
+ * -EOPNOTSUPP from a service older than this call. Connections that had
+ * it open get -ENOENT from then on. */
+int memsvc_delete(struct memsvc_client *c, const char *ns, const char *token);
+
+struct memsvc_ns_entry {
+	char name[MEMSVC_NAME_MAX + 1];
+	struct memsvc_ns_info info;
+	bool owned; /* a connection holds it at the current epoch */
+};
+/* The namespaces created with token, in name order, at most max of them
+ * (*n filled in). */
+int memsvc_list(struct memsvc_client *c, const char *token, struct memsvc_ns_entry *out, size_t max,
+		size_t *n);
+
 /* The open namespace's numbers (any owner state; a stale owner gets
  * -ESTALE). */
 int memsvc_info(struct memsvc_client *c, struct memsvc_ns_info *info);
@@ -95,6 +112,10 @@ int memsvc_reconnect(struct memsvc_client *c);
  * migration's source whose destination took the namespace, then failed
  * before its guest ran. */
 int memsvc_retake(struct memsvc_client *c, uint64_t *epoch);
+
+/* The memsvc token for a Flit secret (a --token-file's bytes): their hex,
+ * so any bytes will do. out needs 2 * len + 1 bytes. */
+void memsvc_token_text(const uint8_t *secret, size_t len, char *out);
 
 /* Parses "memsvc://HOST[:PORT]/NAMESPACE" (port defaults to
  * MEMSVC_DEFAULT_PORT). 0 or -EINVAL with why set. */

@@ -12,6 +12,16 @@
  *                                <---      *_OK, or ERROR {code, message}
  *   ...
  *
+ * Looking after namespaces (HELLO_OK features has MEMSVC_FEAT_ADMIN):
+ *
+ *   DELETE {name, token}         --->
+ *                                <---      DELETE_OK, or ERROR (BUSY: a live
+ *                                          owner on another connection)
+ *   LIST {after, token}          --->
+ *                                <---      LIST_OK {count, more} + entries:
+ *                                          the token's namespaces named
+ *                                          after "after", in name order
+ *
  * With an RDMA listener (HELLO_OK features has MEMSVC_FEAT_RDMA), the owner
  * of an open namespace may move pages one-sided:
  *
@@ -62,6 +72,8 @@ enum memsvc_type {
 	MEMSVC_WRITE = 0x06,
 	MEMSVC_RDMA_INFO = 0x07,
 	MEMSVC_RDMA_COMMIT = 0x08,
+	MEMSVC_DELETE = 0x09,
+	MEMSVC_LIST = 0x0a,
 	MEMSVC_ANSWER = 0x80,
 	MEMSVC_HELLO_OK = 0x81,
 	MEMSVC_CREATE_OK = 0x82,
@@ -71,6 +83,8 @@ enum memsvc_type {
 	MEMSVC_WRITE_OK = 0x86,
 	MEMSVC_RDMA_INFO_OK = 0x87,
 	MEMSVC_RDMA_COMMIT_OK = 0x88,
+	MEMSVC_DELETE_OK = 0x89,
+	MEMSVC_LIST_OK = 0x8a,
 	MEMSVC_ERROR = 0xff,
 };
 
@@ -94,11 +108,13 @@ enum memsvc_code {
 	MEMSVC_E_IO = 10,     /* the service failed to store or persist */
 	MEMSVC_E_NOMEM = 11,  /* the service is out of memory */
 	MEMSVC_E_NOTSUP = 12, /* no RDMA listener, or RDMA refused for this namespace */
+	MEMSVC_E_BUSY = 13,   /* DELETE: another connection owns the namespace now */
 };
 
 /* HELLO_OK features: what the service offers beyond version 1's core.
  * A service that predates a feature sends 0 there (it was reserved). */
-#define MEMSVC_FEAT_RDMA 0x1u /* RDMA_INFO and RDMA_COMMIT are served */
+#define MEMSVC_FEAT_RDMA  0x1u /* RDMA_INFO and RDMA_COMMIT are served */
+#define MEMSVC_FEAT_ADMIN 0x2u /* DELETE and LIST are served */
 
 #define MEMSVC_MSG_MAX	    200u	 /* ERROR message bytes */
 #define MEMSVC_MAX_NS_PAGES (1ull << 28) /* 1 TiB of 4 KiB pages */
@@ -154,6 +170,34 @@ struct memsvc_info_wire {
 	uint64_t used_pages;
 	uint64_t epoch;
 };
+
+/* DELETE: a memsvc_ns_req (name and token; the numbers 0), as OPEN.
+ * DELETE_OK: empty. */
+
+/* LIST: this, then after_len bytes of a name (0: from the first) and
+ * token_len bytes of token. LIST_OK: a memsvc_list_ok, then count entries
+ * (at most MEMSVC_LIST_MAX): the namespaces created with that token whose
+ * names sort after it (bytewise), in that order; more says whether others
+ * follow (ask again after the last name). */
+#define MEMSVC_LIST_MAX 4u
+struct memsvc_list_req {
+	uint8_t after_len;
+	uint8_t token_len;
+	uint16_t reserved;
+	uint32_t reserved2;
+};
+struct memsvc_list_ok {
+	uint32_t count;
+	uint32_t more;
+};
+struct memsvc_list_entry {
+	struct memsvc_info_wire info;
+	uint8_t name_len;
+	uint8_t owned; /* a connection holds it at the current epoch */
+	uint8_t reserved[6];
+	char name[64]; /* name_len bytes, the rest zero */
+};
+_Static_assert(sizeof(struct memsvc_list_entry) == 104, "list entry layout");
 
 /* READ: this, then n page numbers (uint64). WRITE: the same, then n pages.
  * READ_OK: this, then n flag bytes padded to 8, then the pages that are not

@@ -210,6 +210,8 @@ static uint32_t errno_code(int r)
 		return MEMSVC_E_NOMEM;
 	case -EOPNOTSUPP:
 		return MEMSVC_E_NOTSUP;
+	case -EBUSY:
+		return MEMSVC_E_BUSY;
 	default:
 		return MEMSVC_E_IO;
 	}
@@ -250,6 +252,7 @@ static void do_hello(struct conn *c, const struct memsvc_hdr *h, const uint8_t *
 		return;
 	}
 	c->hello = true;
+	ok.features = MEMSVC_FEAT_ADMIN;
 	if (c->s->rdma)
 		ok.features |= MEMSVC_FEAT_RDMA;
 	a = answer_begin(c, MEMSVC_HELLO_OK, h->id, sizeof(ok));
@@ -371,12 +374,142 @@ static void do_open(struct conn *c, const struct memsvc_hdr *h, const uint8_t *p
 	answer_send(c, 0);
 }
 
+/* A connection other than c that holds ns at its current epoch (its owner,
+ * live), or NULL. */
+static struct conn *live_owner(struct conn *c, const struct ms_ns *ns)
+{
+	for (struct conn *o = c->s->conns; o; o = o->next)
+		if (o != c && !o->dead && o->ns == ns && o->epoch == ns->epoch)
+			return o;
+	return NULL;
+}
+
+/* Deletes a namespace, given its token, unless another connection owns it
+ * now (a guest running on it): that is BUSY, and the owner can be stopped,
+ * or the namespace taken (OPEN) and then deleted. */
+static void do_delete(struct conn *c, const struct memsvc_hdr *h, const uint8_t *p)
+{
+	struct memsvc_ns_req r;
+	char name[MEMSVC_NAME_MAX + 1];
+	const uint8_t *token;
+	struct ms_ns *ns;
+	struct conn *o;
+
+	if (!ns_req_parse(c, h, p, &r, name, &token))
+		return;
+	ns = ms_ns_find(c->s->st, name, r.name_len);
+	if (!ns) {
+		answer_error(c, h->id, MEMSVC_E_NOENT, false, "no namespace %s", name);
+		return;
+	}
+	if (!ms_ns_token_ok(ns, token, r.token_len)) {
+		log_warn("client %s: wrong token to delete namespace %s", c->peer, name);
+		answer_error(c, h->id, MEMSVC_E_ACCES, false, "wrong token for namespace %s", name);
+		return;
+	}
+	if ((o = live_owner(c, ns))) {
+		answer_error(c, h->id, MEMSVC_E_BUSY, false,
+			     "namespace %s is in use: client %s owns it (epoch %llu)", name,
+			     o->peer, (unsigned long long)ns->epoch);
+		return;
+	}
+	/* Every holder fenced first: an older epoch's connections are refused
+	 * from now on, and no rkey reaches the pages once they are unmapped. */
+	ns->epoch++;
+	if (c->s->rdma)
+		ms_rdma_fence(c->s->rdma, ns);
+	if (ms_ns_delete(c->s->st, ns, c->s->why, sizeof(c->s->why))) {
+		log_err("%s", c->s->why);
+		answer_error(c, h->id, MEMSVC_E_IO, false, "%s", c->s->why);
+		return;
+	}
+	log_info("namespace %s deleted (client %s)", name, c->peer);
+	if (c->ns == ns)
+		c->ns = NULL;
+	if (!answer_begin(c, MEMSVC_DELETE_OK, h->id, 0)) {
+		c->dead = true;
+		return;
+	}
+	answer_send(c, 0);
+}
+
+/* The token's namespaces whose names sort after the one given, the first
+ * MEMSVC_LIST_MAX of them in name order. */
+static void do_list(struct conn *c, const struct memsvc_hdr *h, const uint8_t *p)
+{
+	struct memsvc_list_req r;
+	struct memsvc_list_ok ok = {0};
+	const struct ms_ns *pick[MEMSVC_LIST_MAX + 1];
+	char after[MEMSVC_NAME_MAX + 1] = "";
+	const uint8_t *token;
+	unsigned n = 0;
+
+	if (h->len < sizeof(r)) {
+		answer_error(c, h->id, MEMSVC_E_PROTO, true, "LIST of %u bytes", h->len);
+		return;
+	}
+	memcpy(&r, p, sizeof(r));
+	if (h->len != sizeof(r) + r.after_len + r.token_len || r.reserved || r.reserved2) {
+		answer_error(c, h->id, MEMSVC_E_PROTO, true,
+			     "LIST of %u bytes with a %u-byte name and a %u-byte token", h->len,
+			     r.after_len, r.token_len);
+		return;
+	}
+	if (r.after_len > MEMSVC_NAME_MAX || !r.token_len) {
+		answer_error(c, h->id, MEMSVC_E_INVAL, false,
+			     "LIST needs a token and a name of at most %u bytes", MEMSVC_NAME_MAX);
+		return;
+	}
+	memcpy(after, p + sizeof(r), r.after_len);
+	token = p + sizeof(r) + r.after_len;
+	/* One more than fits, to know whether more follow: the smallest
+	 * names above the cursor, by insertion into a short sorted list. */
+	for (const struct ms_ns *ns = c->s->st->ns; ns; ns = ns->next) {
+		if (ns->deleted || strcmp(ns->name, after) <= 0 ||
+		    !ms_ns_token_ok(ns, token, r.token_len))
+			continue;
+		unsigned i = n < MEMSVC_LIST_MAX + 1 ? n++ : MEMSVC_LIST_MAX + 1;
+		while (i > 0 && strcmp(pick[i - 1]->name, ns->name) > 0) {
+			if (i < MEMSVC_LIST_MAX + 1)
+				pick[i] = pick[i - 1];
+			i--;
+		}
+		if (i < MEMSVC_LIST_MAX + 1)
+			pick[i] = ns;
+	}
+	ok.more = n > MEMSVC_LIST_MAX;
+	ok.count = MIN(n, MEMSVC_LIST_MAX);
+	uint8_t *a =
+	    answer_begin(c, MEMSVC_LIST_OK, h->id,
+			 (uint32_t)(sizeof(ok) + ok.count * sizeof(struct memsvc_list_entry)));
+	if (!a) {
+		c->dead = true;
+		return;
+	}
+	memcpy(a, &ok, sizeof(ok));
+	for (unsigned i = 0; i < ok.count; i++) {
+		struct memsvc_list_entry e = {.name_len = (uint8_t)strlen(pick[i]->name),
+					      .owned =
+						  live_owner(c, pick[i]) ||
+						  (c->ns == pick[i] && c->epoch == pick[i]->epoch)};
+		put_info((uint8_t *)&e.info, pick[i]);
+		memcpy(e.name, pick[i]->name, e.name_len);
+		memcpy(a + sizeof(ok) + i * sizeof(e), &e, sizeof(e));
+	}
+	answer_send(c, 0);
+}
+
 /* false (answered) unless the connection owns an open namespace now. */
 static bool owner_ok(struct conn *c, const struct memsvc_hdr *h)
 {
 	if (!c->ns) {
 		answer_error(c, h->id, MEMSVC_E_INVAL, false,
 			     "no namespace is open on this connection");
+		return false;
+	}
+	if (c->ns->deleted) {
+		answer_error(c, h->id, MEMSVC_E_NOENT, false, "namespace %s was deleted",
+			     c->ns->name);
 		return false;
 	}
 	if (c->epoch < c->ns->epoch) {
@@ -630,6 +763,12 @@ static void handle(struct conn *c, const struct memsvc_hdr *h, const uint8_t *p)
 		break;
 	case MEMSVC_RDMA_COMMIT:
 		do_rdma_commit(c, h, p);
+		break;
+	case MEMSVC_DELETE:
+		do_delete(c, h, p);
+		break;
+	case MEMSVC_LIST:
+		do_list(c, h, p);
 		break;
 	default:
 		answer_error(c, h->id, MEMSVC_E_PROTO, true, "unknown record type %#x", h->type);

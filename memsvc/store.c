@@ -68,15 +68,14 @@ bool ms_ns_token_ok(const struct ms_ns *ns, const void *token, size_t token_len)
 struct ms_ns *ms_ns_find(struct ms_store *st, const char *name, size_t len)
 {
 	for (struct ms_ns *ns = st->ns; ns; ns = ns->next)
-		if (strlen(ns->name) == len && !memcmp(ns->name, name, len))
+		if (!ns->deleted && strlen(ns->name) == len && !memcmp(ns->name, name, len))
 			return ns;
 	return NULL;
 }
 
-static void ns_free(struct ms_ns *ns)
+/* Unmaps and closes what ns holds (the entry stays). */
+static void ns_release(struct ms_ns *ns)
 {
-	if (!ns)
-		return;
 	if (ns->pages && ns->pages != MAP_FAILED)
 		munmap(ns->pages, ns->nr_pages * MEMSVC_PAGE);
 	if (ns->present_fd >= 0) {
@@ -88,6 +87,16 @@ static void ns_free(struct ms_ns *ns)
 	}
 	if (ns->data_fd >= 0)
 		close(ns->data_fd);
+	ns->pages = NULL;
+	ns->present = NULL;
+	ns->data_fd = ns->present_fd = -1;
+}
+
+static void ns_free(struct ms_ns *ns)
+{
+	if (!ns)
+		return;
+	ns_release(ns);
 	free(ns);
 }
 
@@ -227,6 +236,27 @@ static void ns_unlink_files(struct ms_store *st, const char *name)
 	unlinkat(st->dir_fd, path, 0);
 	snprintf(path, sizeof(path), "%s.present", name);
 	unlinkat(st->dir_fd, path, 0);
+}
+
+int ms_ns_delete(struct ms_store *st, struct ms_ns *ns, char *why, size_t whylen)
+{
+	if (st->dir) {
+		char path[MEMSVC_NAME_MAX + 16];
+		snprintf(path, sizeof(path), "%s.meta", ns->name);
+		if (unlinkat(st->dir_fd, path, 0) && errno != ENOENT) {
+			say(why, whylen, "deleting %s/%s: %s", st->dir, path, strerror(errno));
+			return -EIO;
+		}
+		if (st->sync)
+			fsync(st->dir_fd);
+		ns_unlink_files(st, ns->name);
+	}
+	ns_release(ns);
+	ns->deleted = true;
+	ns->used_pages = 0;
+	st->nr_ns--;
+	st->sum_limits -= ns->limit_pages;
+	return 0;
 }
 
 int ms_ns_create(struct ms_store *st, const char *name, const void *token, size_t token_len,

@@ -28,6 +28,9 @@ struct ms_ns {
 	uint64_t *present;   /* one bit per page: written */
 	size_t present_bytes;
 	int data_fd, present_fd; /* -1 in memory mode */
+	/* Deleted: its pages and files are gone; the entry stays (unnamed
+	 * to ms_ns_find) because connections may still point at it. */
+	bool deleted;
 	struct ms_ns *next;
 };
 
@@ -56,7 +59,15 @@ void ms_store_close(struct ms_store *st);
 int ms_ns_create(struct ms_store *st, const char *name, const void *token, size_t token_len,
 		 uint64_t nr_pages, uint64_t limit_pages, char *why, size_t whylen);
 
+/* The namespace of that name, deleted ones not counted; NULL if none. */
 struct ms_ns *ms_ns_find(struct ms_store *st, const char *name, size_t len);
+
+/* Deletes ns: with a folder, its NAME.meta goes first (from then on a
+ * restart does not load it), then its page files; its memory is unmapped
+ * and its limit returned to the service's cap. The caller has fenced every
+ * access (RDMA registrations included). 0, or -EIO with why (NAME.meta
+ * could not be removed: nothing changed). */
+int ms_ns_delete(struct ms_store *st, struct ms_ns *ns, char *why, size_t whylen);
 
 /* Compares the token's SHA-256 with the stored one in constant time. */
 bool ms_ns_token_ok(const struct ms_ns *ns, const void *token, size_t token_len);

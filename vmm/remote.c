@@ -72,14 +72,6 @@ static const struct page_store_ops memsvc_store = {
     .max_many = STORE_MANY,
 };
 
-/* The token as text: hex, so any bytes a token file holds will do. */
-static void token_text(const struct remote_params *p, char *out)
-{
-	for (size_t i = 0; i < p->token_len; i++)
-		sprintf(out + 2 * i, "%02x", p->token[i]);
-	out[2 * p->token_len] = 0;
-}
-
 /* Drops RAM above the first MiB but the pages p keeps; the kept ones are
  * noted in kept (page numbers of the paged range). */
 /* Drops RAM above the first MiB but the pages p keeps; the kept ones are
@@ -150,7 +142,7 @@ int remote_open(struct remote_mem **out, struct vm *vm, const struct remote_para
 	rm = calloc(1, sizeof(*rm));
 	if (!rm)
 		return -ENOMEM;
-	token_text(p, token);
+	memsvc_token_text(p->token, p->token_len, token);
 	snprintf(rm->url, sizeof(rm->url), "memsvc://%s:%u/%s", host, port, ns);
 	uint64_t paged = nr_pages - FIRST_GFN;
 	if (p->drop_resident) {

@@ -4,7 +4,11 @@
  * library and by raw sockets: data comes back as written (and never-written
  * pages as zero), bad input is refused with its error while other clients
  * go on, a stale owner is fenced, limits hold, acknowledged pages survive a
- * kill -9 with --dir. The last case measures a 1-page read against a raw
+ * kill -9 with --dir; namespaces are listed (by token, in name order,
+ * across several answers) and deleted (wrong token, unknown name and a
+ * namespace a live owner holds are refused; a deleted one is gone for its
+ * holders, for a restart with --dir and from --max-mem's account; the
+ * command line does both). The last case measures a 1-page read against a raw
  * TCP ping-pong of the same sizes (printed, never asserted).
  */
 #include <arpa/inet.h>
@@ -410,6 +414,31 @@ static void bad_requests(void)
 		    "malformed OPEN: code %u: %s", code, msg);
 	TEST_ASSERT(raw_closed(fd), "not closed");
 	close(fd);
+	/* LIST: lengths that do not add up close the connection; no token is
+	 * refused, the connection kept; a DELETE that does not parse closes */
+	fd = raw_connect(s.port);
+	raw_hello(fd);
+	struct memsvc_list_req lr = {.after_len = 3, .token_len = 0};
+	uint8_t lbuf[sizeof(lr) + 3];
+	memcpy(lbuf, &lr, sizeof(lr));
+	memcpy(lbuf + sizeof(lr), "abc", 3);
+	raw_record(fd, MEMSVC_LIST, 4, lbuf, sizeof(lbuf), false);
+	TEST_ASSERT(raw_answer(fd, &a, NULL, 0, &code, msg, sizeof(msg)) &&
+			code == MEMSVC_E_INVAL && !a.flags && strstr(msg, "token"),
+		    "LIST without a token: code %u flags %#x: %s", code, a.flags, msg);
+	raw_record(fd, MEMSVC_LIST, 5, lbuf, sizeof(lbuf) - 1, false);
+	TEST_ASSERT(raw_answer(fd, &a, NULL, 0, &code, msg, sizeof(msg)) &&
+			code == MEMSVC_E_PROTO && (a.flags & MEMSVC_F_CLOSE),
+		    "short LIST: code %u: %s", code, msg);
+	TEST_ASSERT(raw_closed(fd), "not closed after a short LIST");
+	close(fd);
+	fd = raw_connect(s.port);
+	raw_hello(fd);
+	raw_record(fd, MEMSVC_DELETE, 3, big, 40, false);
+	TEST_ASSERT(raw_answer(fd, &a, NULL, 0, &code, msg, sizeof(msg)) && code == MEMSVC_E_PROTO,
+		    "malformed DELETE: code %u: %s", code, msg);
+	TEST_ASSERT(raw_closed(fd), "not closed");
+	close(fd);
 
 	/* the first client and a new one are both still served */
 	gfn[0] = 15;
@@ -515,8 +544,140 @@ static void limits(void)
 	TEST_ASSERT_EQ(memsvc_create(c, "huge", TOKEN, 4096, 0), -ENOSPC);
 	TEST_ASSERT_EQ(memsvc_create(c, "fits", TOKEN, 4096, 246), 0);
 	TEST_ASSERT_EQ(memsvc_create(c, "one-more", TOKEN, 1, 0), -ENOSPC);
+	/* a deleted namespace gives its room back */
+	TEST_ASSERT_EQ(memsvc_delete(c, "fits", TOKEN), 0);
+	TEST_ASSERT_EQ(memsvc_create(c, "one-more", TOKEN, 1, 0), 0);
 	memsvc_close(c);
 	svc_stop(&s);
+}
+
+static size_t list_names(struct memsvc_client *c, const char *token, char *out, size_t len,
+			 struct memsvc_ns_entry *e, size_t max)
+{
+	size_t n = 0;
+	TEST_ASSERT_EQ(memsvc_list(c, token, e, max, &n), 0);
+	out[0] = 0;
+	for (size_t i = 0; i < n; i++)
+		snprintf(out + strlen(out), len - strlen(out), "%s%s%s", i ? " " : "", e[i].name,
+			 e[i].owned ? "*" : "");
+	return n;
+}
+
+static void delete_and_list(void)
+{
+	static const char *const names[] = {"vm-f", "vm-b", "vm-e", "vm-a", "vm-d", "vm-c"};
+	struct memsvc_peer s;
+	struct memsvc_client *a, *b;
+	struct memsvc_ns_entry e[16];
+	char dir[128], got[256];
+	uint64_t ea = 0, eb = 0, gfn = 3;
+	uint8_t page[MEMSVC_PAGE];
+	bool z;
+
+	snprintf(dir, sizeof(dir), "%s/store-del", memsvc_peer_tmp());
+	memsvc_peer_start(&s, "delete", 0, "--dir", dir, NULL);
+	a = memsvc_peer_connect(s.port);
+	b = memsvc_peer_connect(s.port);
+	for (unsigned i = 0; i < ARRAY_SIZE(names); i++)
+		TEST_ASSERT_EQ(memsvc_create(a, names[i], TOKEN, 64, 0), 0);
+	TEST_ASSERT_EQ(memsvc_create(a, "other", "another-token-456", 8, 0), 0);
+
+	/* By token, in name order, across answers of four. */
+	TEST_ASSERT_EQ(list_names(b, TOKEN, got, sizeof(got), e, 16), 6);
+	TEST_ASSERT(!strcmp(got, "vm-a vm-b vm-c vm-d vm-e vm-f"), "list: %s", got);
+	TEST_ASSERT_EQ(list_names(b, "another-token-456", got, sizeof(got), e, 16), 1);
+	TEST_ASSERT(!strcmp(got, "other"), "list: %s", got);
+	TEST_ASSERT_EQ(list_names(b, "nobody's-token", got, sizeof(got), e, 16), 0);
+	TEST_ASSERT_EQ(list_names(b, TOKEN, got, sizeof(got), e, 5), 5);
+	TEST_ASSERT(!strcmp(got, "vm-a vm-b vm-c vm-d vm-e"), "list of 5: %s", got);
+
+	/* A owns vm-a: the list says so; B may not delete it. */
+	TEST_ASSERT_EQ(memsvc_open(a, "vm-a", TOKEN, &ea, NULL), 0);
+	TEST_ASSERT_EQ(write_range(a, 1, 0, 32, 1, 16), 0);
+	list_names(b, TOKEN, got, sizeof(got), e, 16);
+	TEST_ASSERT(!strncmp(got, "vm-a* vm-b vm-c", 15) && e[0].info.used_pages == 32 &&
+			e[0].info.nr_pages == 64 && e[0].info.epoch == 1,
+		    "list: %s, %llu used", got, (unsigned long long)e[0].info.used_pages);
+	TEST_ASSERT_EQ(memsvc_delete(b, "vm-a", TOKEN), -EBUSY);
+	TEST_ASSERT(strstr(memsvc_why(b), "namespace vm-a is in use"), "why: %s", memsvc_why(b));
+	TEST_ASSERT_EQ(memsvc_delete(b, "vm-a", "wrong-token-0000"), -EACCES);
+	TEST_ASSERT_EQ(memsvc_delete(b, "nope", TOKEN), -ENOENT);
+	TEST_ASSERT_EQ(memsvc_delete(b, "bad/name", TOKEN), -EINVAL);
+	TEST_ASSERT_EQ(memsvc_read(a, &gfn, 1, page, &z), 0);
+	TEST_ASSERT(!z && page_check(page, 1, 3, 1), "vm-a intact after refused deletes");
+
+	/* B takes it over (A is fenced), then deletes it: A's next call
+	 * says it is gone. */
+	TEST_ASSERT_EQ(memsvc_open(b, "vm-a", TOKEN, &eb, NULL), 0);
+	TEST_ASSERT_EQ(memsvc_delete(b, "vm-a", TOKEN), 0);
+	TEST_ASSERT_EQ(memsvc_read(a, &gfn, 1, page, &z), -ENOENT);
+	TEST_ASSERT(strstr(memsvc_why(a), "namespace vm-a was deleted"), "why: %s", memsvc_why(a));
+	TEST_ASSERT_EQ(memsvc_read(b, &gfn, 1, page, &z), -EINVAL); /* nothing open */
+	ea = 0;
+	TEST_ASSERT_EQ(memsvc_open(a, "vm-a", TOKEN, &ea, NULL), -ENOENT);
+	/* The name is free again, and the new one holds none of the old pages. */
+	TEST_ASSERT_EQ(memsvc_create(a, "vm-a", TOKEN, 64, 0), 0);
+	ea = 0;
+	TEST_ASSERT_EQ(memsvc_open(a, "vm-a", TOKEN, &ea, NULL), 0);
+	TEST_ASSERT_EQ(memsvc_read(a, &gfn, 1, page, &z), 0);
+	TEST_ASSERT(z && page_all_zero(page), "an old page in the new vm-a");
+	/* An owner deletes its own. */
+	TEST_ASSERT_EQ(memsvc_delete(a, "vm-a", TOKEN), 0);
+	TEST_ASSERT_EQ(memsvc_delete(b, "vm-b", TOKEN), 0);
+
+	/* kill -9 and a restart on the folder: the deleted stay deleted,
+	 * their files gone. */
+	TEST_ASSERT_EQ(memsvc_peer_kill(&s), 128 + SIGKILL);
+	memsvc_peer_start(&s, "delete2", s.port, "--dir", dir, NULL);
+	memsvc_close(b);
+	b = memsvc_peer_connect(s.port);
+	list_names(b, TOKEN, got, sizeof(got), e, 16);
+	TEST_ASSERT(!strcmp(got, "vm-c vm-d vm-e vm-f"), "after the restart: %s", got);
+	char path[256];
+	struct stat st;
+	for (const char *const *x = (const char *const[]){"vm-a", "vm-b", NULL}; *x; x++)
+		for (const char *const *sfx =
+			 (const char *const[]){"meta", "pages", "present", NULL};
+		     *sfx; sfx++) {
+			snprintf(path, sizeof(path), "%s/%s.%s", dir, *x, *sfx);
+			TEST_ASSERT(stat(path, &st) != 0, "%s is still there", path);
+		}
+
+	/* The command line, with a token file as flit has it. */
+	char tf[256], tok[2 * 64 + 1], addr[64], url[128], log[256], buf[4096];
+	const char *secret = "cli-secret-0123456789";
+	snprintf(tf, sizeof(tf), "%s/token", memsvc_peer_tmp());
+	FILE *f = fopen(tf, "w");
+	TEST_ASSERT(f, "token file");
+	fprintf(f, "%s\n", secret);
+	fclose(f);
+	memsvc_token_text((const uint8_t *)secret, strlen(secret), tok);
+	TEST_ASSERT_EQ(memsvc_create(b, "cli-vm", tok, 256, 0), 0);
+	snprintf(addr, sizeof(addr), "127.0.0.1:%u", s.port);
+	snprintf(url, sizeof(url), "memsvc://127.0.0.1:%u/cli-vm", s.port);
+	snprintf(log, sizeof(log), "%s/cli-admin.log", memsvc_peer_tmp());
+	const char *ls[] = {test_build_path("flit-memsvc"), "list", addr, "--token-file", tf, NULL};
+	TEST_ASSERT_EQ(proc_wait(proc_spawn(log, ls), 10), 0);
+	proc_read_file(log, buf, sizeof(buf));
+	TEST_ASSERT(strstr(buf, "NAMESPACE") && strstr(buf, "cli-vm") && strstr(buf, "1 MiB") &&
+			!strstr(buf, "vm-c"),
+		    "list output: %s", buf);
+	const char *rm[] = {
+	    test_build_path("flit-memsvc"), "delete", url, "--token-file", tf, NULL};
+	TEST_ASSERT_EQ(proc_wait(proc_spawn(log, rm), 10), 0);
+	proc_read_file(log, buf, sizeof(buf));
+	TEST_ASSERT(strstr(buf, "deleted memsvc://"), "delete output: %s", buf);
+	TEST_ASSERT_EQ(proc_wait(proc_spawn(log, rm), 10), 1);
+	proc_read_file(log, buf, sizeof(buf));
+	TEST_ASSERT(strstr(buf, "no namespace cli-vm"), "second delete: %s", buf);
+	const char *bad[] = {
+	    test_build_path("flit-memsvc"), "delete", addr, "--token-file", tf, NULL};
+	TEST_ASSERT_EQ(proc_wait(proc_spawn(log, bad), 10), 2);
+	memsvc_close(a);
+	memsvc_close(b);
+	svc_stop(&s);
+	snprintf(path, sizeof(path), "rm -rf '%s'", dir);
+	TEST_ASSERT_EQ(system(path), 0);
 }
 
 static void restart_with_dir(void)
@@ -866,15 +1027,11 @@ static void lost_connection(void)
 int main(int argc, char **argv)
 {
 	static const struct test_case cases[] = {
-	    TEST_CASE(many_clients),
-	    TEST_CASE(pipelined),
-	    TEST_CASE(bad_requests),
-	    TEST_CASE(stale_owner),
-	    TEST_CASE(limits),
-	    TEST_CASE(restart_with_dir),
-	    TEST_CASE(client_leaves_mid_request),
-	    TEST_CASE(command_line),
-	    TEST_CASE(lost_connection),
+	    TEST_CASE(many_clients),	 TEST_CASE(pipelined),
+	    TEST_CASE(bad_requests),	 TEST_CASE(stale_owner),
+	    TEST_CASE(limits),		 TEST_CASE(delete_and_list),
+	    TEST_CASE(restart_with_dir), TEST_CASE(client_leaves_mid_request),
+	    TEST_CASE(command_line),	 TEST_CASE(lost_connection),
 	    TEST_CASE(read_latency),
 	};
 
