@@ -10,19 +10,22 @@
  * and destination share the machine's cores, as two processes would), each
  * case once per transport: plain blocking sends (sync), io_uring with its
  * own zero-copy choice (uring), and io_uring forced to zero-copy sends
- * (uring-zc, where the kernel has them), and io_uring sending to a
- * destination that receives through io_uring too (uring/rx-uring; the
- * others receive with plain reads, the default); and with io_uring, the idle and hot
+ * (uring-zc, where the kernel has them), each received through io_uring
+ * (the destination's default) but sync's, received with plain reads, and
+ * io_uring sending to plain reads (uring/rx-sync); and with io_uring, the idle and hot
  * guests again in post-copy and hybrid mode, next to one 4 KiB request's
  * round trip over loopback TCP (the floor for a post-copy fault). Each
  * destination guest then verifies all of its memory; a run that fails that
  * is reported as failed, never as a time.
  *
  * usage: flit-bench-precopy [--quick|--smoke] [--out FILE] [--json FILE]
+ *                           [--ram SIZE,...] [--only TRANSPORT] [--repeat N]
  * CSV on stdout (or FILE); one row per limit and per migration. --json:
  * every migration's report, one JSON object a line. --quick: 1 GiB only;
  * --smoke: one 256 MiB idle case per transport, the guest paused as QEMU's
  * reference guest is (seconds; for CI and the lab's like-for-like run).
+ * --ram: these sizes; --only: one transport variant (sync, uring,
+ * uring-zc, uring/rx-sync); --repeat: the whole matrix N times.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -130,7 +133,7 @@ static double tcp_gbps(unsigned n, uint64_t total)
 
 /* How the data channels send: a transport and, for io_uring, whether its
  * zero-copy choice is forced (FLIT_TRANSPORT_ZC); and how the destination
- * receives (NULL: its default, plain reads). */
+ * receives (NULL: its default, io_uring). */
 struct tx_variant {
 	const char *name;
 	const struct transport_ops *ops;
@@ -139,10 +142,10 @@ struct tx_variant {
 };
 
 static const struct tx_variant variants[] = {
-    {"sync", &transport_sync, NULL, NULL},
+    {"sync", &transport_sync, NULL, &transport_sync},
     {"uring", &transport_uring, NULL, NULL},
     {"uring-zc", &transport_uring, "1", NULL},
-    {"uring/rx-uring", &transport_uring, NULL, &transport_uring},
+    {"uring/rx-sync", &transport_uring, NULL, &transport_sync},
 };
 #define NR_VARIANTS (sizeof(variants) / sizeof(variants[0]))
 
@@ -202,7 +205,12 @@ int main(int argc, char **argv)
 
 	log_set_prefix("flit-bench-precopy");
 	log_init_from_env();
-	bench_args(argc, argv, "flit-bench-precopy", 0, &o);
+	bench_args(argc, argv, "flit-bench-precopy", BENCH_SELECT, &o);
+	bool known = !o.only;
+	for (unsigned v = 0; v < NR_VARIANTS && !known; v++)
+		known = !strcmp(o.only, variants[v].name);
+	if (!known)
+		die("--only %s: one of sync, uring, uring-zc, uring/rx-sync", o.only);
 	bool quick = o.quick, smoke = o.smoke;
 	out = o.out;
 	json_out = o.json;
@@ -223,51 +231,60 @@ int main(int argc, char **argv)
 	uint64_t sizes_q[] = {1 * GiB}, sizes[] = {1 * GiB, 2 * GiB, 4 * GiB};
 	uint64_t *sz = quick ? sizes_q : sizes;
 	unsigned nsz = quick ? 1 : 3;
+	if (o.nram) {
+		sz = o.ram;
+		nsz = o.nram;
+	}
 	/* Each case with every transport, one after the other. */
 	pause_idle = smoke;
 	for (unsigned v = 0; smoke && v < NR_VARIANTS; v++)
-		migrate_one(256 * MiB, 0, 0, 2, "bitmap", true, t2, &variants[v], MIG_MODE_PRECOPY);
-	for (unsigned i = 0; !smoke && i < nsz; i++) {
-		for (unsigned v = 0; v < NR_VARIANTS; v++) {
-			migrate_one(sz[i], 0, 0, 1, "bitmap", true, t1, &variants[v],
+		if (!o.only || !strcmp(o.only, variants[v].name))
+			migrate_one(256 * MiB, 0, 0, 2, "bitmap", true, t2, &variants[v],
 				    MIG_MODE_PRECOPY);
-			migrate_one(sz[i], 0, 0, 2, "bitmap", true, t2, &variants[v],
-				    MIG_MODE_PRECOPY);
-			migrate_one(sz[i], 0, 0, 4, "bitmap", true, t4, &variants[v],
-				    MIG_MODE_PRECOPY);
-			migrate_one(sz[i], quick ? 64 * MiB : 256 * MiB, 0, 2, "bitmap", true, t2,
-				    &variants[v], MIG_MODE_PRECOPY);
-			if (v == 1) {
-				/* The same guests switched at once, and after
-				 * rounds (io_uring only). */
-				for (int m = MIG_MODE_POSTCOPY; m <= MIG_MODE_HYBRID; m++) {
-					migrate_one(sz[i], 0, 0, 2, "bitmap", true, t2,
-						    &variants[v], (enum mig_mode)m);
-					migrate_one(sz[i], quick ? 64 * MiB : 256 * MiB, 0, 2,
-						    "bitmap", true, t2, &variants[v],
-						    (enum mig_mode)m);
+	for (unsigned k = 0; k < o.repeat; k++)
+		for (unsigned i = 0; !smoke && i < nsz; i++) {
+			for (unsigned v = 0; v < NR_VARIANTS; v++) {
+				if (o.only && strcmp(o.only, variants[v].name))
+					continue;
+				migrate_one(sz[i], 0, 0, 1, "bitmap", true, t1, &variants[v],
+					    MIG_MODE_PRECOPY);
+				migrate_one(sz[i], 0, 0, 2, "bitmap", true, t2, &variants[v],
+					    MIG_MODE_PRECOPY);
+				migrate_one(sz[i], 0, 0, 4, "bitmap", true, t4, &variants[v],
+					    MIG_MODE_PRECOPY);
+				migrate_one(sz[i], quick ? 64 * MiB : 256 * MiB, 0, 2, "bitmap",
+					    true, t2, &variants[v], MIG_MODE_PRECOPY);
+				if (v == 1) {
+					/* The same guests switched at once, and after
+					 * rounds (io_uring only). */
+					for (int m = MIG_MODE_POSTCOPY; m <= MIG_MODE_HYBRID; m++) {
+						migrate_one(sz[i], 0, 0, 2, "bitmap", true, t2,
+							    &variants[v], (enum mig_mode)m);
+						migrate_one(sz[i], quick ? 64 * MiB : 256 * MiB, 0,
+							    2, "bitmap", true, t2, &variants[v],
+							    (enum mig_mode)m);
+					}
+					/* The other hot set QEMU's busy cases use (1 GiB:
+					 * 64 and 256 MiB), pre-copy and post-copy. */
+					for (int m = MIG_MODE_PRECOPY;
+					     sz[i] == GiB && m <= MIG_MODE_POSTCOPY; m++)
+						migrate_one(sz[i], quick ? 256 * MiB : 64 * MiB, 0,
+							    2, "bitmap", true, t2, &variants[v],
+							    (enum mig_mode)m);
 				}
-				/* The other hot set QEMU's busy cases use (1 GiB:
-				 * 64 and 256 MiB), pre-copy and post-copy. */
-				for (int m = MIG_MODE_PRECOPY;
-				     sz[i] == GiB && m <= MIG_MODE_POSTCOPY; m++)
-					migrate_one(sz[i], quick ? 256 * MiB : 64 * MiB, 0, 2,
-						    "bitmap", true, t2, &variants[v],
-						    (enum mig_mode)m);
+				if (quick)
+					continue;
+				migrate_one(sz[i], 0, 0, 2, "bitmap", false, t2, &variants[v],
+					    MIG_MODE_PRECOPY);
+				migrate_one(sz[i], 256 * MiB, 0, 2, "ring", true, t2, &variants[v],
+					    MIG_MODE_PRECOPY);
+				/* The hot set at bounded dirty rates (per vCPU, 2 vCPUs). */
+				migrate_one(sz[i], 256 * MiB, 20000, 2, "bitmap", true, t2,
+					    &variants[v], MIG_MODE_PRECOPY);
+				migrate_one(sz[i], 256 * MiB, 100000, 2, "bitmap", true, t2,
+					    &variants[v], MIG_MODE_PRECOPY);
 			}
-			if (quick)
-				continue;
-			migrate_one(sz[i], 0, 0, 2, "bitmap", false, t2, &variants[v],
-				    MIG_MODE_PRECOPY);
-			migrate_one(sz[i], 256 * MiB, 0, 2, "ring", true, t2, &variants[v],
-				    MIG_MODE_PRECOPY);
-			/* The hot set at bounded dirty rates (per vCPU, 2 vCPUs). */
-			migrate_one(sz[i], 256 * MiB, 20000, 2, "bitmap", true, t2, &variants[v],
-				    MIG_MODE_PRECOPY);
-			migrate_one(sz[i], 256 * MiB, 100000, 2, "bitmap", true, t2, &variants[v],
-				    MIG_MODE_PRECOPY);
 		}
-	}
 	if (out != stdout)
 		fclose(out);
 	if (json_out)

@@ -253,7 +253,7 @@ static int recv_all(struct mig_conn *c, void *buf, size_t len)
 		if (r && c->rx->why[0])
 			snprintf(c->why, sizeof(c->why), "%s", c->rx->why);
 	} else {
-		r = transport_read_full(c->fd, buf, len, c->why, sizeof(c->why));
+		r = transport_read_full(c->fd, buf, len, false, c->why, sizeof(c->why));
 	}
 	if (!r)
 		c->rx_bytes += len;

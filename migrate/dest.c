@@ -87,8 +87,9 @@ struct dst {
 	const struct transport_ops *rx_ops; /* how data channels receive */
 };
 
-/* Measured (docs/results.md, "Receiving through io_uring"). */
-const struct transport_ops *const mig_dest_transport_default = &transport_sync;
+/* Measured (docs/results.md, "Receiving through io_uring"): one channel
+ * 25-35 % faster than plain reads, more channels even. */
+const struct transport_ops *const mig_dest_transport_default = &transport_uring;
 
 void mig_dest_params_default(struct mig_dest_params *p)
 {

@@ -112,7 +112,7 @@ static int sync_rx_open(int fd, int timeout_ms, struct transport **out)
 /* The socket's SO_RCVTIMEO is the timeout: migrate/conn.c keeps it. */
 static int sync_recv(struct transport *t, void *buf, size_t len)
 {
-	return transport_read_full(t->fd, buf, len, t->why, sizeof(t->why));
+	return transport_read_full(t->fd, buf, len, true, t->why, sizeof(t->why));
 }
 
 const struct transport_ops transport_sync = {

@@ -4,14 +4,15 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
-int transport_read_full(int fd, void *buf, size_t len, char *why, size_t whylen)
+int transport_read_full(int fd, void *buf, size_t len, bool sock, char *why, size_t whylen)
 {
 	uint8_t *p = buf;
 
 	while (len) {
-		ssize_t r = read(fd, p, len);
+		ssize_t r = sock ? recv(fd, p, len, MSG_WAITALL) : read(fd, p, len);
 		if (r < 0) {
 			if (errno == EINTR)
 				continue;

@@ -73,11 +73,12 @@ struct transport_ops {
 extern const struct transport_ops transport_sync;
 extern const struct transport_ops transport_uring;
 
-/* Blocking reads of fd until len bytes are in buf (the sync transport's
- * recv, and migrate/conn.c's for connections without one: read(), so a
- * captured stream file does too). An SO_RCVTIMEO running out is
- * -ETIMEDOUT. */
-int transport_read_full(int fd, void *buf, size_t len, char *why, size_t whylen);
+/* Blocking reads of fd until len bytes are in buf: the sync transport's
+ * recv, and migrate/conn.c's for connections without one. sock: fd is a
+ * socket, read with MSG_WAITALL (one wake-up for the whole length, not one
+ * per segment that arrives); otherwise read(), so a captured stream file
+ * does too. An SO_RCVTIMEO running out is -ETIMEDOUT. */
+int transport_read_full(int fd, void *buf, size_t len, bool sock, char *why, size_t whylen);
 
 /* By name ("sync", "uring"); NULL if there is none. */
 const struct transport_ops *transport_find(const char *name);

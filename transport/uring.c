@@ -334,7 +334,10 @@ static int uring_flush(struct transport *t)
 }
 
 /* Receiving: one IORING_OP_RECV with MSG_WAITALL straight into the
- * caller's buffer, linked to a timeout, on a ring of its own. */
+ * caller's buffer, linked to a timeout, on a ring of its own. A receive
+ * the timeout cancels after some bytes came completes with their count,
+ * and the rest is asked for again: the timeout is for silence, as
+ * SO_RCVTIMEO is for plain reads. */
 struct uring_rx {
 	struct transport t;
 	struct io_uring ring;
@@ -453,8 +456,11 @@ static int uring_recv(struct transport *t, void *buf, size_t len)
 			sqe->user_data = 2;
 			want = 2;
 		}
-		int r = io_uring_submit_and_wait(&u->ring, want), res = 0;
-		if (r < 0 && r != -EINTR) {
+		int r, res = 0;
+		do /* a signal before they went leaves them queued */
+			r = io_uring_submit(&u->ring);
+		while (r == -EINTR);
+		if (r < 0) {
 			snprintf(t->why, sizeof(t->why), "io_uring: %s", strerror(-r));
 			return r;
 		}
