@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The send side of a migration data connection, behind an ops table so
- * that the way bytes reach the wire can change (blocking sendmsg, io_uring,
- * RDMA later) without the migration engine knowing.
+ * The two ends of a migration data connection, behind an ops table so
+ * that the way bytes reach and leave the wire can change (blocking calls,
+ * io_uring, RDMA later) without the migration engine knowing.
  *
  * A sender builds each record in place: reserve(len) gives len bytes of the
  * transport's own (for io_uring: registered) memory, the caller fills them
