@@ -11,7 +11,8 @@ did not verify is reported as such, never as a ratio.
 
 Every ratio that both sides give is there; key_figure / key_ratio name the
 one the benchmark issue judges the case by: total time for an idle guest,
-downtime for a hot one in pre-copy, fault p99 in post-copy.
+downtime for a busy one (hot set or random writes) in pre-copy, fault p99
+in post-copy.
 
 usage: compare.py FLIT_CSV QEMU_CSV [--transport uring]   (CSV on stdout)
 """
@@ -57,7 +58,7 @@ def ratio(a, b):
 def key_figure(workload, mode):
     if mode == "postcopy":
         return "fault_p99"
-    return "downtime" if workload == "hot" else "total"
+    return "total" if workload == "idle" else "downtime"
 
 
 def compare(flit_rows, qemu_rows, transport="uring"):

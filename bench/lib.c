@@ -147,8 +147,8 @@ void bench_migrate(const struct bench_case *c, struct bench_result *res)
 	uint16_t port;
 	int r;
 
-	snprintf(args, sizeof(args), "rounds=0 ws=%llu rate=%llu", (unsigned long long)c->hot,
-		 (unsigned long long)c->rate);
+	snprintf(args, sizeof(args), "rounds=0 ws=%llu rate=%llu%s", (unsigned long long)c->hot,
+		 (unsigned long long)c->rate, c->random ? " order=random" : "");
 	snprintf(path, sizeof(path), "%s/guests/memcheck.elf", FLIT_BUILD_DIR);
 	if ((r = vm_create(&cfg, &src)) || (r = vm_load_guest(src, path, args)))
 		die("source VM: %s", strerror(-r));

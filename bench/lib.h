@@ -43,6 +43,7 @@ struct bench_case {
 	uint64_t mem;
 	uint64_t hot;  /* working set rewritten (0: idle) */
 	uint64_t rate; /* pages per second per vCPU it is rewritten at (0: as fast as it can) */
+	bool random;   /* hot pages a round, picked at random from all of RAM */
 	unsigned channels;
 	const char *dirty; /* dirty tracker */
 	bool prealloc;

@@ -5,8 +5,9 @@
  *
  * Limits: memcpy bandwidth, and loopback TCP throughput with 1 and N
  * connections (the same socket settings and write size as the migration).
- * Migrations: the memcheck guest (2 vCPUs) of each RAM size, idle or
- * rewriting a hot set, migrated over loopback inside this process (source
+ * Migrations: the memcheck guest (2 vCPUs) of each RAM size, idle,
+ * rewriting a hot set, or (the full run) writing pages at random over all
+ * of its RAM ("random", 256 MiB a round), migrated over loopback inside this process (source
  * and destination share the machine's cores, as two processes would), each
  * case once per transport: plain blocking sends (sync), io_uring with its
  * own zero-copy choice (uring), and io_uring forced to zero-copy sends
@@ -156,6 +157,9 @@ static const struct tx_variant variants[] = {
  * matters most in the lab, where a running guest's every wake-up takes
  * the one emulated CPU from the migration. */
 static bool pause_idle;
+/* The "hot" pages of the next case are random writes over all of RAM
+ * (memcheck order=random): workload "random". */
+static bool random_order;
 
 static void migrate_one(uint64_t mem, uint64_t hot, uint64_t rate, unsigned channels,
 			const char *dirty, bool prealloc, double tcp_limit,
@@ -168,6 +172,7 @@ static void migrate_one(uint64_t mem, uint64_t hot, uint64_t rate, unsigned chan
 			       .dirty = dirty,
 			       .prealloc = prealloc,
 			       .pause_idle = pause_idle,
+			       .random = random_order,
 			       .mode = mode,
 			       .transport = tx->ops,
 			       .zc = tx->zc,
@@ -185,11 +190,15 @@ static void migrate_one(uint64_t mem, uint64_t hot, uint64_t rate, unsigned chan
 	    out,
 	    "migration,%llu,%s,%u,%s,%s,%.1f,%.2f,%u,%llu,%llu,%llu,%llu,%.0f,%.0f,%.2f,%.2f,%u,"
 	    "%s,%s,%s,%s,%llu,%s,%.1f,%llu,%llu,%llu\n",
-	    (unsigned long long)(mem >> 20), hot ? "hot" : "idle", (unsigned)(hot >> 20), dirty,
-	    strcmp(rep.status, "completed") ? rep.status : "ok", rep.total_ms, rep.downtime_ms,
-	    rep.rounds, (unsigned long long)rep.bytes, (unsigned long long)rep.pages_sent,
-	    (unsigned long long)rep.pages_resent, (unsigned long long)rep.zero_pages, mbps,
-	    tcp_limit * 1e3, tcp_limit > 0 ? mbps / (tcp_limit * 1e3) : 0,
+	    (unsigned long long)(mem >> 20),
+	    !hot	   ? "idle"
+	    : random_order ? "random"
+			   : "hot",
+	    (unsigned)(hot >> 20), dirty, strcmp(rep.status, "completed") ? rep.status : "ok",
+	    rep.total_ms, rep.downtime_ms, rep.rounds, (unsigned long long)rep.bytes,
+	    (unsigned long long)rep.pages_sent, (unsigned long long)rep.pages_resent,
+	    (unsigned long long)rep.zero_pages, mbps, tcp_limit * 1e3,
+	    tcp_limit > 0 ? mbps / (tcp_limit * 1e3) : 0,
 	    need ? (double)rep.bytes / (double)need : 0, channels, verified,
 	    prealloc ? "yes" : "no", tx->name, rep.send_mode, (unsigned long long)rate, rep.mode,
 	    rep.postcopy_ms, (unsigned long long)rep.faults,
@@ -281,6 +290,11 @@ int main(int argc, char **argv)
 				/* The hot set at bounded dirty rates (per vCPU, 2 vCPUs). */
 				migrate_one(sz[i], 256 * MiB, 20000, 2, "bitmap", true, t2,
 					    &variants[v], MIG_MODE_PRECOPY);
+				/* Random writes: 256 MiB a round, anywhere in RAM. */
+				random_order = true;
+				migrate_one(sz[i], 256 * MiB, 0, 2, "bitmap", true, t2,
+					    &variants[v], MIG_MODE_PRECOPY);
+				random_order = false;
 				migrate_one(sz[i], 256 * MiB, 100000, 2, "bitmap", true, t2,
 					    &variants[v], MIG_MODE_PRECOPY);
 			}

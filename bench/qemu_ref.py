@@ -15,7 +15,10 @@ or the run is reported as failed. Pre-copy only.
 bench/qemu-guest/dirty.c, which fills most of the guest's RAM with the
 memcheck pattern and rewrites a hot set of --hot MiB round after round at
 --rate pages per second per vCPU (0: as fast as it can; 2 vCPUs), keeping
-every page's generation. It is driven through its serial console (a unix
+every page's generation. --workload random: the same guest writing --hot
+MiB a round at pages picked at random over all of its filled memory
+(dirty.c order=random, as Flit's memcheck order=random). It is driven
+through its serial console (a unix
 socket). After the migration the destination guest must answer `verify`
 with bad=0, or the row says failed and carries no time. --mode postcopy
 turns on postcopy-ram (and postcopy-preempt where this QEMU has it) and
@@ -32,7 +35,7 @@ QEMU runs under KVM where the host's KVM can run it, under TCG otherwise
 (the accel column says which).
 
 usage: qemu_ref.py --mem MIB --channels N [--prealloc] [--accel tcg|kvm]
-                   [--workload idle|hot --hot MIB --rate PPS]
+                   [--workload idle|hot|random --hot MIB --rate PPS]
                    [--mode precopy|postcopy] [--port P] [--header] [--json FILE]
 """
 import argparse
@@ -349,7 +352,7 @@ def migrate(a, dq, sq, row):
                     or time.time() - t0 > a.converge_timeout):
                 sq.cmd("migrate-start-postcopy")
                 switched = True
-        elif (a.mode == "precopy" and a.workload == "hot" and not cancelled
+        elif (a.mode == "precopy" and a.workload != "idle" and not cancelled
               and time.time() - t0 > a.converge_timeout):
             sq.cmd("migrate_cancel")
             cancelled = True
@@ -407,7 +410,7 @@ def run_hot(a, row, tmp):
     with open(guest_init(a.guest_init, tmp), "rb") as f:
         write_cpio(initrd, {"init": f.read()})
     append = (f"console=ttyS0 quiet panic=-1 fill={guest_fill_mib(a.mem)} hot={a.hot} "
-              f"rate={a.rate}")
+              f"rate={a.rate}" + (" order=random" if a.workload == "random" else ""))
 
     def boot(name, prealloc, extra):
         serial = os.path.join(tmp, name + ".serial")
@@ -507,7 +510,7 @@ def main():
     ap.add_argument("--prealloc", action="store_true")
     ap.add_argument("--accel", default="tcg")
     ap.add_argument("--port", type=int, default=7700)
-    ap.add_argument("--workload", choices=("idle", "hot"), default="idle")
+    ap.add_argument("--workload", choices=("idle", "hot", "random"), default="idle")
     ap.add_argument("--hot", type=int, default=0, help="hot set, MiB (--workload hot)")
     ap.add_argument("--rate", type=int, default=0,
                     help="pages per second per vCPU the hot set is rewritten at (0: flat out)")
@@ -527,8 +530,8 @@ def main():
         return
     if not a.mem or a.mem < 4:
         ap.error("--mem MIB (at least 4) is required")
-    if a.workload == "hot" and (a.hot <= 0 or a.mem < 256):
-        ap.error("--workload hot needs --hot MIB and --mem of at least 256")
+    if a.workload != "idle" and (a.hot <= 0 or a.mem < 256):
+        ap.error(f"--workload {a.workload} needs --hot MIB and --mem of at least 256")
     if a.workload == "idle" and a.mode != "precopy":
         ap.error("the idle guest never runs: pre-copy only")
     if a.header:
@@ -537,20 +540,20 @@ def main():
     row.update({"vmm": "qemu", "version": version(), "accel": a.accel, "ram_mib": a.mem,
                 "workload": a.workload, "channels": a.channels,
                 "dest_prealloc": "yes" if a.prealloc else "no", "status": "failed",
-                "verified": "no", "hot_mib": a.hot if a.workload == "hot" else 0,
-                "rate_pps": a.rate if a.workload == "hot" else "", "mode": a.mode,
+                "verified": "no", "hot_mib": a.hot if a.workload != "idle" else 0,
+                "rate_pps": a.rate if a.workload != "idle" else "", "mode": a.mode,
                 "guest": "paused (-S)"})
     try:
         major = int(row["version"].split(".")[0])
     except ValueError:
         major = 0
-    if a.workload == "hot" and a.accel == "tcg" and major < 9:
+    if a.workload != "idle" and a.accel == "tcg" and major < 9:
         # Fixed upstream in 9.0; tools/setup installs 10 where it can.
         row["note"] = "QEMU before 9.0 loses pages a busy TCG guest dirties"
     shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
     with tempfile.TemporaryDirectory(dir=shm) as tmp:
         try:
-            (run_hot if a.workload == "hot" else run_idle)(a, row, tmp)
+            (run_hot if a.workload != "idle" else run_idle)(a, row, tmp)
         except Exception as e:  # reported as a failed run, never as a time
             print(f"qemu_ref: {e}", file=sys.stderr)
             for f in glob.glob(os.path.join(tmp, "*.log")):
@@ -563,7 +566,7 @@ def main():
     if row["status"] != "ok":
         for k in ("total_ms", "downtime_ms", "setup_ms", "mb_per_s", "fault_p50_us",
                   "fault_p99_us", "fault_mean_us"):
-            if a.workload == "hot":
+            if a.workload != "idle":
                 row[k] = ""
     print(",".join(str(row[k]) for k in HEADER.split(",")))
 

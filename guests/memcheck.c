@@ -10,6 +10,9 @@
  *               ws=0 is an idle guest: it sleeps 1 ms between rounds
  *   rounds=N    rounds before the final verify (default 8); 0 = run until
  *               the VMM commands verify-and-exit or exit
+ *   order=random  each round rewrites ws pages picked at random from the
+ *               vCPU's whole slice (random writes over all of memory), not
+ *               the first ws pages in order (a hot set)
  *   rate=N      pages rewritten per second per vCPU, 0 = as fast as it can
  *               (needs the TSC frequency from the VMM); a vCPU that falls
  *               behind (paused, throttled) does not catch up in a burst
@@ -69,6 +72,9 @@ int guest_main(struct guest *g)
 	uint64_t rounds = rt_arg_u64(g, "rounds", 8);
 	int corrupt = rt_arg_str(g, "corrupt", 0, 0);
 	uint64_t rate = rt_arg_u64(g, "rate", 0);
+	char order[16] = "";
+	rt_arg_str(g, "order", order, sizeof(order));
+	int random = order[0] == 'r';
 	uint64_t tsc_per_page = (rate && g->bi->tsc_khz) ? g->bi->tsc_khz * 1000 / rate : 0;
 
 	/* table_pages * 1024 + data pages <= total */
@@ -108,10 +114,18 @@ int guest_main(struct guest *g)
 
 	uint32_t gen = 1;
 	uint64_t next = rdtsc(), last_us = rt_host_time_us();
+	uint64_t x = 0x9e3779b97f4a7c15ULL * (g->vcpu + 1); /* xorshift64 state */
 	g->bi->check.max_stall_us[g->vcpu] = 0;
 	for (uint64_t r = 1;; r++) {
 		gen++;
-		for (uint64_t i = lo; i < lo + my_ws; i++) {
+		for (uint64_t k = 0; k < my_ws; k++) {
+			uint64_t i = lo + k;
+			if (random) {
+				x ^= x << 13;
+				x ^= x >> 7;
+				x ^= x << 17;
+				i = lo + x % (hi - lo);
+			}
 			write_page(g, i, gen);
 			if (tsc_per_page) {
 				uint64_t now = rdtsc();

@@ -8,13 +8,15 @@
  * (guests/pattern.h: every word a function of the page number and its
  * generation, never zero), then one thread per CPU rewrites its slice of
  * the first hot= MiB round after round, rate= pages per second per thread
- * (0: as fast as it can), keeping every page's generation in a table. It
+ * (0: as fast as it can), keeping every page's generation in a table; with
+ * order=random, each thread's round is as many pages picked at random from
+ * its slice of all the filled memory (memcheck's order=random). It
  * records the longest gap between two of its checkpoints (every 64 pages)
  * in CLOCK_MONOTONIC: its stall. Under TCG the guest's clocks stop while
  * QEMU has the VM stopped, so that stall leaves the migration's downtime
  * out; QEMU's own downtime figure says it.
  *
- * Parameters come from the kernel command line (fill=, hot=, rate=), which
+ * Parameters come from the kernel command line (fill=, hot=, rate=, order=), which
  * the kernel hands to init as its environment. Lines on the serial console
  * (ttyS0) are commands; every answer is one line starting with "DIRTY ":
  *
@@ -49,6 +51,7 @@
 static uint8_t *mem;
 static uint32_t *gen; /* every page's generation */
 static uint64_t npages, nhot, rate;
+static int random_order;
 static unsigned nthreads;
 static atomic_int stop;
 static int con = 1;
@@ -56,6 +59,7 @@ static int con = 1;
 struct writer {
 	pthread_t t;
 	uint64_t first, count; /* its slice of the hot set */
+	uint64_t lo, span;     /* order=random: its slice of all pages */
 	atomic_uint_fast64_t rounds, pages;
 	atomic_uint_fast64_t stall_ns;
 	uint64_t last_ns;
@@ -113,11 +117,18 @@ static void *writer_main(void *arg)
 {
 	struct writer *w = arg;
 	uint64_t t0 = now_ns(), done = 0;
+	uint64_t x = 0x9e3779b97f4a7c15ULL * (uint64_t)(w - writers + 1); /* xorshift64 */
 
 	w->last_ns = t0;
 	while (!atomic_load(&stop)) {
 		for (uint64_t i = 0; i < w->count && !atomic_load(&stop); i++) {
 			uint64_t pg = w->first + i;
+			if (random_order) {
+				x ^= x << 13;
+				x ^= x >> 7;
+				x ^= x << 17;
+				pg = w->lo + x % w->span;
+			}
 			flit_pattern_fill((volatile uint64_t *)(mem + pg * PAGE), pg, gen[pg] + 1);
 			gen[pg]++;
 			done++;
@@ -149,6 +160,8 @@ static void start_writers(void)
 		struct writer *w = &writers[i];
 		w->first = nhot * i / nthreads;
 		w->count = nhot * (i + 1) / nthreads - w->first;
+		w->lo = npages * i / nthreads;
+		w->span = npages * (i + 1) / nthreads - w->lo;
 		if (pthread_create(&w->t, NULL, writer_main, w))
 			say("DIRTY error pthread_create");
 	}
@@ -210,6 +223,8 @@ int main(void)
 	console_open();
 	uint64_t fill_mib = env_u64("fill", 64), hot_mib = env_u64("hot", 0);
 	rate = env_u64("rate", 0);
+	const char *order = getenv("order");
+	random_order = order && !strcmp(order, "random");
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	nthreads = ncpu < 1 ? 1 : ncpu > MAX_THREADS ? MAX_THREADS : (unsigned)ncpu;
 	if (hot_mib > fill_mib)
@@ -237,9 +252,9 @@ int main(void)
 	double fill_ms = (double)(now_ns() - t0) / 1e6;
 	uint64_t since = now_ns();
 	start_writers();
-	say("DIRTY ready fill_mib=%llu hot_mib=%llu threads=%u rate=%llu fill_ms=%.0f",
+	say("DIRTY ready fill_mib=%llu hot_mib=%llu threads=%u rate=%llu order=%s fill_ms=%.0f",
 	    (unsigned long long)fill_mib, (unsigned long long)hot_mib, nthreads,
-	    (unsigned long long)rate, fill_ms);
+	    (unsigned long long)rate, random_order ? "random" : "hot", fill_ms);
 
 	char line[256];
 	size_t len = 0;

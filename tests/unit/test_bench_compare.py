@@ -85,6 +85,14 @@ class Compare(unittest.TestCase):
         self.assertEqual([r["key_figure"] for r in rows], ["downtime", "downtime", "fault_p99"])
         self.assertEqual([r["key_ratio"] for r in rows], ["1.50", "0.25", "0.40"])
 
+    def test_random_writes_pair_apart_from_the_hot_set_and_judge_downtime(self):
+        rnd = lambda row: dict(hot(row, 256), workload="random")
+        flits = [hot(flit(down="30"), 256), rnd(flit(down="12"))]
+        qemus = [rnd(qemu(down="24")), hot(qemu(down="20"), 256)]
+        rows = compare.compare(flits, qemus)
+        self.assertEqual(sorted((r["workload"], r["key_figure"], r["key_ratio"]) for r in rows),
+                         [("hot", "downtime", "1.50"), ("random", "downtime", "0.50")])
+
     def test_idle_key_figure_is_total_time(self):
         (row,) = compare.compare([flit()], [qemu()])
         self.assertEqual((row["key_figure"], row["key_ratio"]), ("total", "0.50"))
