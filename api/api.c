@@ -57,6 +57,7 @@ static void *mig_thread(void *arg)
 {
 	struct api_server *s = arg;
 	struct mig_report rep;
+	thread_name("mig-source");
 	int r = mig_source_run(s->vm, &s->mp, &rep);
 
 	pthread_mutex_lock(&s->lock);
@@ -625,6 +626,7 @@ static void reap(struct loop *l, void *opaque)
 static void *api_thread(void *arg)
 {
 	struct serve sv = {.s = arg, .tick = {.tv_nsec = 200000000}};
+	thread_name("api");
 	int r = loop_init(&sv.loop, 64);
 
 	if (r) {

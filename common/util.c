@@ -4,6 +4,8 @@
 #include <ctype.h>
 #include <errno.h>
 #include <malloc.h>
+#include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -126,4 +128,15 @@ uint64_t host_mem_total(void)
 	if (sysinfo(&si))
 		return 0;
 	return (uint64_t)si.totalram * si.mem_unit;
+}
+
+void thread_name(const char *fmt, ...)
+{
+	char name[16];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(name, sizeof(name), fmt, ap);
+	va_end(ap);
+	pthread_setname_np(pthread_self(), name);
 }

@@ -31,6 +31,9 @@ const char *fmt_size(uint64_t bytes, char *buf, size_t len);
 
 /* CLOCK_MONOTONIC in nanoseconds. */
 uint64_t now_ns(void);
+/* Names the calling thread (top -H, perf, gdb): printf-style, cut to the
+ * kernel's 15 bytes. */
+void thread_name(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* Total physical memory of this machine in bytes (0 if unknown). */
 uint64_t host_mem_total(void);

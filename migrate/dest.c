@@ -240,6 +240,7 @@ static void *receiver_thread(void *arg)
 	struct mig_rec_hdr h;
 	int r = 0;
 
+	thread_name("mig-recv-%u", t->k);
 	while (!r && !t->d->abort) {
 		r = mig_recv_hdr(&t->conn, &h);
 		if (r)
@@ -1465,6 +1466,7 @@ static void *dest_thread_main(void *arg)
 {
 	struct mig_dest_thread *t = arg;
 
+	thread_name("mig-dest");
 	t->r = mig_dest_run(&t->p, &t->vm, &t->rep);
 	return NULL;
 }

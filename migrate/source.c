@@ -299,6 +299,7 @@ static void *sender_thread(void *arg)
 	struct src *s = t->s;
 	uint64_t seen = 0;
 
+	thread_name("mig-send-%u", t->k);
 	pthread_mutex_lock(&s->lock);
 	for (;;) {
 		while (s->gen == seen && !s->quit)
@@ -405,6 +406,7 @@ static void *throttle_thread(void *arg)
 	struct src *s = arg;
 	const uint64_t period = 20000000ULL;
 
+	thread_name("mig-throttle");
 	pthread_mutex_lock(&s->lock);
 	while (!s->throttle_quit) {
 		uint32_t pct = s->throttle_pct;

@@ -341,6 +341,8 @@ static void *evictor(void *arg)
 	struct pager *p = arg;
 	uint64_t clean[MANY_MAX], dirty[MANY_MAX];
 	unsigned nc;
+
+	thread_name("pager-evict");
 	/* Evict down to a little under the budget, so that every fault does
 	 * not wake the evictor. */
 	uint64_t slack = MAX(p->prm.cache_pages / 32, 1);

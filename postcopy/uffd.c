@@ -433,6 +433,8 @@ static void *fault_thread(void *arg)
 	struct uffd *u = arg;
 	struct uffd_msg msg[64];
 
+	thread_name("uffd-fault");
+
 	for (;;) {
 		struct pollfd p[2] = {{.fd = u->fd, .events = POLLIN},
 				      {.fd = u->stop_fd, .events = POLLIN}};
