@@ -320,26 +320,39 @@ static void do_create(struct conn *c, const struct memsvc_hdr *h, const uint8_t 
 	answer_send(c, 0);
 }
 
+/* The namespace an ns request names, if its token is right; NULL (and
+ * answered) otherwise. */
+static struct ms_ns *ns_request_checked(struct conn *c, const struct memsvc_hdr *h,
+					const uint8_t *p, struct memsvc_ns_req *r, char *name)
+{
+	const uint8_t *token;
+	struct ms_ns *ns;
+
+	if (!ns_req_parse(c, h, p, r, name, &token))
+		return NULL;
+	ns = ms_ns_find(c->s->st, name, r->name_len);
+	if (!ns) {
+		answer_error(c, h->id, MEMSVC_E_NOENT, false, "no namespace %s", name);
+		return NULL;
+	}
+	if (!ms_ns_token_ok(ns, token, r->token_len)) {
+		log_warn("client %s: wrong token for namespace %s (%s)", c->peer, name,
+			 h->type == MEMSVC_DELETE ? "DELETE" : "OPEN");
+		answer_error(c, h->id, MEMSVC_E_ACCES, false, "wrong token for namespace %s", name);
+		return NULL;
+	}
+	return ns;
+}
+
 static void do_open(struct conn *c, const struct memsvc_hdr *h, const uint8_t *p)
 {
 	struct memsvc_ns_req r;
 	char name[MEMSVC_NAME_MAX + 1];
-	const uint8_t *token;
-	struct ms_ns *ns;
+	struct ms_ns *ns = ns_request_checked(c, h, p, &r, name);
 	uint8_t *a;
 
-	if (!ns_req_parse(c, h, p, &r, name, &token))
+	if (!ns)
 		return;
-	ns = ms_ns_find(c->s->st, name, r.name_len);
-	if (!ns) {
-		answer_error(c, h->id, MEMSVC_E_NOENT, false, "no namespace %s", name);
-		return;
-	}
-	if (!ms_ns_token_ok(ns, token, r.token_len)) {
-		log_warn("client %s: wrong token for namespace %s", c->peer, name);
-		answer_error(c, h->id, MEMSVC_E_ACCES, false, "wrong token for namespace %s", name);
-		return;
-	}
 	if (r.epoch == 0) {
 		if (ms_ns_set_epoch(c->s->st, ns, ns->epoch + 1, c->s->why, sizeof(c->s->why))) {
 			log_err("%s", c->s->why);
@@ -391,22 +404,11 @@ static void do_delete(struct conn *c, const struct memsvc_hdr *h, const uint8_t 
 {
 	struct memsvc_ns_req r;
 	char name[MEMSVC_NAME_MAX + 1];
-	const uint8_t *token;
-	struct ms_ns *ns;
+	struct ms_ns *ns = ns_request_checked(c, h, p, &r, name);
 	struct conn *o;
 
-	if (!ns_req_parse(c, h, p, &r, name, &token))
+	if (!ns)
 		return;
-	ns = ms_ns_find(c->s->st, name, r.name_len);
-	if (!ns) {
-		answer_error(c, h->id, MEMSVC_E_NOENT, false, "no namespace %s", name);
-		return;
-	}
-	if (!ms_ns_token_ok(ns, token, r.token_len)) {
-		log_warn("client %s: wrong token to delete namespace %s", c->peer, name);
-		answer_error(c, h->id, MEMSVC_E_ACCES, false, "wrong token for namespace %s", name);
-		return;
-	}
 	if ((o = live_owner(c, ns))) {
 		answer_error(c, h->id, MEMSVC_E_BUSY, false,
 			     "namespace %s is in use: client %s owns it (epoch %llu)", name,
