@@ -4,7 +4,9 @@
  * memcheck with a cache smaller than its working set (pages are evicted,
  * written back and fetched again, and every page still holds what the guest
  * wrote); a migration through memsvc (the destination takes the namespace
- * over, the source is fenced off it); the service killed and restarted
+ * over, the source is fenced off it); a destination that fails after
+ * taking the namespace, before its guest ran (the source takes it back and
+ * runs on, nothing lost); the service killed and restarted
  * with its backing directory while the guest runs (the guest waits, then
  * goes on with nothing lost); the service gone for good or the namespace
  * taken by another owner (flit stops with a clear error and status 74).
