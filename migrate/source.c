@@ -92,7 +92,8 @@ struct src {
 	pthread_t throttle_thread;
 	bool throttle_started;
 	uint32_t throttle_pct; /* protected by lock */
-	bool throttle_quit;
+	bool throttle_quit;    /* (lock; the thread waits on cond, so it is woken at once) */
+	bool throttle_paused;  /* it quit with the vCPUs paused (lock) */
 };
 
 void mig_params_default(struct mig_params *p)
@@ -400,7 +401,23 @@ static int run_round(struct src *s, uint32_t round, bool final, uint64_t *pages,
 	return err;
 }
 
-/* Auto-converge: vCPUs run (100 - pct) % and pause pct % of every 20 ms. */
+/* Waits on cond (lock held) until ns from now or a quit. */
+static void throttle_wait(struct src *s, uint64_t ns)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	uint64_t end = (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec + ns;
+	ts = (struct timespec){.tv_sec = (time_t)(end / 1000000000ULL),
+			       .tv_nsec = (long)(end % 1000000000ULL)};
+	while (!s->throttle_quit && pthread_cond_timedwait(&s->cond, &s->lock, &ts) != ETIMEDOUT)
+		;
+}
+
+/* Auto-converge: vCPUs run (100 - pct) % and pause pct % of every 20 ms.
+ * Told to quit, it stops at once: a quit in the paused part leaves the
+ * vCPUs paused (throttle_paused), so the stop-and-copy does not wait for a
+ * period to end while the guest dirties more pages for the downtime. */
 static void *throttle_thread(void *arg)
 {
 	struct src *s = arg;
@@ -410,30 +427,45 @@ static void *throttle_thread(void *arg)
 	pthread_mutex_lock(&s->lock);
 	while (!s->throttle_quit) {
 		uint32_t pct = s->throttle_pct;
-		pthread_mutex_unlock(&s->lock);
 		if (pct) {
+			pthread_mutex_unlock(&s->lock);
 			vm_pause(s->vm);
-			struct timespec ts = {0, (long)(period * pct / 100)};
-			nanosleep(&ts, NULL);
+			pthread_mutex_lock(&s->lock);
+			throttle_wait(s, period * pct / 100);
+			if (s->throttle_quit) {
+				s->throttle_paused = true;
+				break;
+			}
+			pthread_mutex_unlock(&s->lock);
 			vm_resume(s->vm);
+			pthread_mutex_lock(&s->lock);
 		}
-		struct timespec ts = {0, (long)(period * (100 - (pct ? pct : 0)) / 100)};
-		nanosleep(&ts, NULL);
-		pthread_mutex_lock(&s->lock);
+		throttle_wait(s, period * (100 - pct) / 100);
 	}
 	pthread_mutex_unlock(&s->lock);
 	return NULL;
 }
 
-static void throttle_stop(struct src *s)
+/* Stops the throttle at once. keep_paused: the caller pauses the vCPUs
+ * next (the stop-and-copy), so vCPUs the throttle left paused stay so
+ * (then true); otherwise they run again. */
+static bool throttle_stop(struct src *s, bool keep_paused)
 {
+	bool left_paused;
+
 	if (!s->throttle_started)
-		return;
+		return false;
 	pthread_mutex_lock(&s->lock);
 	s->throttle_quit = true;
+	pthread_cond_broadcast(&s->cond);
 	pthread_mutex_unlock(&s->lock);
 	pthread_join(s->throttle_thread, NULL);
 	s->throttle_started = false;
+	left_paused = s->throttle_paused && keep_paused;
+	if (s->throttle_paused && !keep_paused)
+		vm_resume(s->vm);
+	s->throttle_paused = false;
+	return left_paused;
 }
 
 static void senders_stop(struct src *s)
@@ -1299,8 +1331,10 @@ int mig_source_run(struct vm *vm, const struct mig_params *p, struct mig_report 
 stop_copy:
 	/* stop and copy */
 	PROGRESS_SET(p, phase, MIG_PHASE_STOP_COPY);
-	throttle_stop(&s);
 	t_pause = now_ns();
+	/* paused already if the throttle was in its paused part: then a
+	 * failure below resumes the guest too */
+	paused = throttle_stop(&s, true);
 	r = vm_pause(vm);
 	if (r)
 		goto fail;
@@ -1510,7 +1544,7 @@ fail:
 	for (unsigned i = 0; i < s.n; i++)
 		if (s.snd[i].conn.fd >= 0)
 			shutdown(s.snd[i].conn.fd, SHUT_RDWR);
-	throttle_stop(&s);
+	throttle_stop(&s, false);
 	senders_stop(&s);
 	report_traffic(&s, &ctl, rep);
 	/* memsvc: once COMPLETE is out, the destination may have taken the
