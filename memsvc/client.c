@@ -16,6 +16,8 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <openssl/sha.h>
+
 #include "common/crc32c.h"
 #include "common/util.h"
 #include "memsvc/proto.h"
@@ -958,15 +960,29 @@ int memsvc_retake(struct memsvc_client *c, uint64_t *epoch)
 	return reopen(c, epoch);
 }
 
-void memsvc_token_text(const uint8_t *secret, size_t len, char *out)
+static void hex_text(const uint8_t *b, size_t len, char *out)
 {
 	static const char hex[] = "0123456789abcdef";
 
 	for (size_t i = 0; i < len; i++) {
-		out[2 * i] = hex[secret[i] >> 4];
-		out[2 * i + 1] = hex[secret[i] & 15];
+		out[2 * i] = hex[b[i] >> 4];
+		out[2 * i + 1] = hex[b[i] & 15];
 	}
 	out[2 * len] = 0;
+}
+
+void memsvc_token_text(const uint8_t *secret, size_t len, char *out)
+{
+	uint8_t d[SHA256_DIGEST_LENGTH];
+
+	if (2 * len <= MEMSVC_TOKEN_MAX) {
+		hex_text(secret, len, out);
+		return;
+	}
+	/* Its hex would not fit a memsvc token: the hex of its SHA-256. */
+	SHA256(secret, len, d);
+	memcpy(out, "sha256:", 7);
+	hex_text(d, sizeof(d), out + 7);
 }
 
 int memsvc_parse_url(const char *url, char *host, unsigned hostlen, uint16_t *port, char *ns,

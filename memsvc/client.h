@@ -114,7 +114,9 @@ int memsvc_reconnect(struct memsvc_client *c);
 int memsvc_retake(struct memsvc_client *c, uint64_t *epoch);
 
 /* The memsvc token for a Flit secret (a --token-file's bytes): their hex,
- * so any bytes will do. out needs 2 * len + 1 bytes. */
+ * so any bytes will do; a secret over 127 bytes, whose hex would not fit
+ * MEMSVC_TOKEN_MAX, gives "sha256:" and the hex of its SHA-256. out needs
+ * MAX(2 * len + 1, 72) bytes. */
 void memsvc_token_text(const uint8_t *secret, size_t len, char *out);
 
 /* Parses "memsvc://HOST[:PORT]/NAMESPACE" (port defaults to

@@ -547,6 +547,45 @@ static void limits(void)
 	svc_stop(&s);
 }
 
+/* A Flit secret's memsvc token: hex up to 127 bytes; beyond, whose hex
+ * would not fit a token, "sha256:" and the hex of its digest, which the
+ * service takes. */
+static void long_secret_token(void)
+{
+	struct memsvc_peer s;
+	struct memsvc_client *c;
+	uint8_t secret[255], other[255];
+	char tok[2 * 255 + 1], tok2[2 * 255 + 1];
+	uint64_t epoch = 0;
+
+	for (unsigned i = 0; i < sizeof(secret); i++) {
+		secret[i] = (uint8_t)(i * 37 + 1);
+		other[i] = secret[i];
+	}
+	other[200] ^= 1;
+	memsvc_token_text(secret, 16, tok);
+	TEST_ASSERT(strlen(tok) == 32 && !strncmp(tok, "01264b7095badf04", 16), "16 bytes: %s",
+		    tok);
+	memsvc_token_text(secret, 127, tok);
+	TEST_ASSERT_EQ(strlen(tok), 254);
+	memsvc_token_text(secret, 128, tok);
+	TEST_ASSERT(strlen(tok) == 71 && !strncmp(tok, "sha256:", 7), "128 bytes: %s", tok);
+	memsvc_token_text(secret, 255, tok);
+	memsvc_token_text(other, 255, tok2);
+	TEST_ASSERT(strlen(tok) == 71 && strcmp(tok, tok2), "255 bytes: %s / %s", tok, tok2);
+	memsvc_token_text(secret, 255, tok2);
+	TEST_ASSERT(!strcmp(tok, tok2), "the same secret, the same token");
+
+	memsvc_peer_start(&s, "longtoken", 0, NULL);
+	c = memsvc_peer_connect(s.port);
+	TEST_ASSERT_EQ(memsvc_create(c, "vm1", tok, 16, 0), 0);
+	memsvc_token_text(other, 255, tok2);
+	TEST_ASSERT_EQ(memsvc_open(c, "vm1", tok2, &epoch, NULL), -EACCES);
+	TEST_ASSERT_EQ(memsvc_open(c, "vm1", tok, &epoch, NULL), 0);
+	memsvc_close(c);
+	svc_stop(&s);
+}
+
 static size_t list_names(struct memsvc_client *c, const char *token, char *out, size_t len,
 			 struct memsvc_ns_entry *e, size_t max)
 {
@@ -1023,11 +1062,17 @@ static void lost_connection(void)
 int main(int argc, char **argv)
 {
 	static const struct test_case cases[] = {
-	    TEST_CASE(many_clients),	 TEST_CASE(pipelined),
-	    TEST_CASE(bad_requests),	 TEST_CASE(stale_owner),
-	    TEST_CASE(limits),		 TEST_CASE(delete_and_list),
-	    TEST_CASE(restart_with_dir), TEST_CASE(client_leaves_mid_request),
-	    TEST_CASE(command_line),	 TEST_CASE(lost_connection),
+	    TEST_CASE(many_clients),
+	    TEST_CASE(pipelined),
+	    TEST_CASE(bad_requests),
+	    TEST_CASE(stale_owner),
+	    TEST_CASE(limits),
+	    TEST_CASE(delete_and_list),
+	    TEST_CASE(long_secret_token),
+	    TEST_CASE(restart_with_dir),
+	    TEST_CASE(client_leaves_mid_request),
+	    TEST_CASE(command_line),
+	    TEST_CASE(lost_connection),
 	    TEST_CASE(read_latency),
 	};
 
