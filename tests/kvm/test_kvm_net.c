@@ -340,6 +340,21 @@ static void postcopy_link_down_recover_memfd(void)
 	link_down_recover("memfd", 7405);
 }
 
+/* After a post-copy break that was not mended: both sides exit 76, the
+ * source saying the guest was lost, the destination why (dst_why). */
+static void both_lost(pid_t s, pid_t d, const char *slog, const char *dlog, const char *dst_why)
+{
+	static char out[65536];
+
+	int src = proc_wait(s, 30);
+	proc_read_file(slog, out, sizeof(out));
+	TEST_ASSERT(src == 76 && strstr(out, "the guest was lost"), "source exit %d:\n%s", src,
+		    out);
+	int drc = proc_wait(d, 60);
+	proc_read_file(dlog, out, sizeof(out));
+	TEST_ASSERT(drc == 76 && strstr(out, dst_why), "destination exit %d:\n%s", drc, out);
+}
+
 /* The same break, then the source gives up (cancel) instead. */
 static void postcopy_link_down_cancel(void)
 {
@@ -356,14 +371,7 @@ static void postcopy_link_down_cancel(void)
 	wait_ended(out, sizeof(out), 10);
 	TEST_ASSERT(strstr(out, "\"status\":\"lost\""), "lost: %.600s", out);
 	TEST_ASSERT(strstr(out, "recovery cancelled"), "why: %.600s", out);
-	int src = proc_wait(s, 30);
-	proc_read_file(slog, out, sizeof(out));
-	TEST_ASSERT(src == 76 && strstr(out, "the guest was lost"), "source exit %d:\n%s", src,
-		    out);
-	int drc = proc_wait(d, 60);
-	proc_read_file(dlog, out, sizeof(out));
-	TEST_ASSERT(drc == 76 && strstr(out, "the source did not reconnect within 4 s"),
-		    "destination exit %d:\n%s", drc, out);
+	both_lost(s, d, slog, dlog, "the source did not reconnect within 4 s");
 }
 
 /* The same break, and the link stays down: each side gives up after its
@@ -384,14 +392,7 @@ static void postcopy_link_down_no_recovery(void)
 	printf("  the source gave up %.1f s after it paused\n", (double)(now_ns() - t0) / 1e9);
 	TEST_ASSERT(strstr(out, "\"status\":\"lost\""), "lost: %.600s", out);
 	TEST_ASSERT(strstr(out, "no recovery within 3 s"), "why: %.600s", out);
-	int src = proc_wait(s, 30);
-	proc_read_file(slog, out, sizeof(out));
-	TEST_ASSERT(src == 76 && strstr(out, "the guest was lost"), "source exit %d:\n%s", src,
-		    out);
-	int drc = proc_wait(d, 60);
-	proc_read_file(dlog, out, sizeof(out));
-	TEST_ASSERT(drc == 76 && strstr(out, "the source did not reconnect within 3 s"),
-		    "destination exit %d:\n%s", drc, out);
+	both_lost(s, d, slog, dlog, "the source did not reconnect within 3 s");
 }
 
 int main(int argc, char **argv)
