@@ -11,7 +11,6 @@
  * every page is there.
  */
 #include <errno.h>
-#include <liburing.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -386,6 +385,13 @@ static int accept_channels(struct dst *d, struct mig_conn *ctl, const struct mig
 		struct receiver *t = &d->rcv[h2.channel - 1];
 		mig_conn_set_timeouts(&c, 0, p->timeout_ms);
 		r = mig_conn_attach_rx(&c, d->rx_ops, 0);
+		if (r && !p->transport && d->rx_ops != &transport_sync) {
+			/* io_uring off here (a sysctl, a seccomp filter): plain
+			 * reads, as the source falls back to plain sends */
+			log_info("io_uring receiving unavailable (%s): plain reads", strerror(-r));
+			d->rx_ops = &transport_sync;
+			r = mig_conn_attach_rx(&c, d->rx_ops, 0);
+		}
 		if (r) {
 			snprintf(ctl->why, sizeof(ctl->why), "data channel: %s transport: %s",
 				 d->rx_ops->name, strerror(-r));
@@ -1213,15 +1219,6 @@ int mig_dest_run(const struct mig_dest_params *p, struct vm **out, struct mig_re
 	pthread_cond_init(&d.cond, &ca);
 	pthread_condattr_destroy(&ca);
 	d.rx_ops = p->transport ? p->transport : mig_dest_transport_default;
-	if (!p->transport && !strcmp(d.rx_ops->name, "uring")) {
-		/* io_uring may be off here (a sysctl, a seccomp filter):
-		 * then plain reads. */
-		struct io_uring probe;
-		if (io_uring_queue_init(2, &probe, 0))
-			d.rx_ops = &transport_sync;
-		else
-			io_uring_queue_exit(&probe);
-	}
 	snprintf(rep->transport, sizeof(rep->transport), "tcp/%s", d.rx_ops->name);
 	for (unsigned i = 0; i < MIG_MAX_CHANNELS; i++)
 		d.rcv[i] = (struct receiver){.d = &d, .k = i, .conn = MIG_CONN_INIT};
@@ -1313,6 +1310,7 @@ int mig_dest_run(const struct mig_dest_params *p, struct vm **out, struct mig_re
 	r = accept_channels(&d, &ctl, &hello);
 	if (r)
 		goto fail;
+	snprintf(rep->transport, sizeof(rep->transport), "tcp/%s", d.rx_ops->name);
 	rep->setup_ms = (double)(now_ns() - t_start) / 1e6;
 
 	r = recv_state(&d, &ctl, &rounds);
