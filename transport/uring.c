@@ -457,8 +457,11 @@ static int uring_recv(struct transport *t, void *buf, size_t len)
 			want = 2;
 		}
 		int r, res = 0;
-		do /* a signal before they went leaves them queued */
-			r = io_uring_submit(&u->ring);
+		/* One system call submits and waits. It fails with -EINTR
+		 * only if a signal came before anything was submitted (the
+		 * kernel reports the submission otherwise): then again. */
+		do
+			r = io_uring_submit_and_wait(&u->ring, want);
 		while (r == -EINTR);
 		if (r < 0) {
 			snprintf(t->why, sizeof(t->why), "io_uring: %s", strerror(-r));
