@@ -6,7 +6,9 @@ QEMU's (qemu_ref.py CSV) for the same case, as ratios Flit / QEMU.
 A case is (RAM MiB, workload, hot set MiB, dirtying rate, mode, channels,
 destination RAM preallocated); rows of CSVs written before the hot set and
 the mode were columns count as idle pre-copy. For Flit, the row of the
-chosen transport (default uring) counts. A case where either side failed or
+chosen transport (default uring) counts, and for a QEMU guest that never
+runs ("paused (-S)"), Flit's row with its guest paused too (column guest)
+where there is one. A case where either side failed or
 did not verify is reported as such, never as a ratio.
 
 Every ratio that both sides give is there; key_figure / key_ratio name the
@@ -63,15 +65,20 @@ def key_figure(workload, mode):
 
 def compare(flit_rows, qemu_rows, transport="uring"):
     """Returns the table rows (dicts with the OUT keys), in QEMU's order."""
-    flit = {}
+    flit, flit_paused = {}, {}
     for r in flit_rows:
         if (r.get("kind") == "migration" and r.get("transport", transport) == transport
                 and r.get("mode", "precopy") in ("precopy", "postcopy")):
-            flit[key(r)] = r
+            (flit_paused if r.get("guest") == "paused" else flit)[key(r)] = r
     table = []
     for q in qemu_rows:
         k = key(q)
         f = flit.get(k)
+        # A QEMU guest that never runs is compared with Flit's paused guest
+        # where there is one: the same work on both sides.
+        paused = q.get("guest", "").startswith("paused") and k in flit_paused
+        if paused:
+            f = flit_paused[k]
         row = dict.fromkeys(OUT, "")
         row.update(ram_mib=k[0], workload=k[1], hot_mib=k[2], mode=k[4], channels=k[5],
                    dest_prealloc=k[6])
@@ -81,7 +88,7 @@ def compare(flit_rows, qemu_rows, transport="uring"):
         row["qemu_mb_per_s"] = q.get("mb_per_s", "")
         row["qemu_fault_p50_us"] = q.get("fault_p50_us", "")
         row["qemu_fault_p99_us"] = q.get("fault_p99_us", "")
-        row["flit_guest"] = "memcheck"
+        row["flit_guest"] = "memcheck (paused)" if paused else "memcheck"
         row["qemu_guest"] = q.get("guest", "")
         row["qemu_guest_rate_pps"] = q.get("guest_rate_pps", "")
         row["qemu_note"] = (q.get("note") or "").replace(",", ";")

@@ -84,12 +84,22 @@ double rtt_4k_us(double *p99)
 
 void bench_args(int argc, char **argv, const char *prog, unsigned flags, struct bench_opts *o)
 {
-	static const struct option longopts[] = {
-	    {"quick", no_argument, NULL, 'q'},	      {"smoke", no_argument, NULL, 's'},
-	    {"out", required_argument, NULL, 'o'},    {"json", required_argument, NULL, 'j'},
-	    {"ram", required_argument, NULL, 'r'},    {"only", required_argument, NULL, 'm'},
-	    {"repeat", required_argument, NULL, 'n'}, {0}};
-	const char *usage = flags & BENCH_SELECT
+	static const struct option longopts[] = {{"quick", no_argument, NULL, 'q'},
+						 {"smoke", no_argument, NULL, 's'},
+						 {"out", required_argument, NULL, 'o'},
+						 {"json", required_argument, NULL, 'j'},
+						 {"ram", required_argument, NULL, 'r'},
+						 {"only", required_argument, NULL, 'm'},
+						 {"repeat", required_argument, NULL, 'n'},
+						 {"workload", required_argument, NULL, 'w'},
+						 {"channels", required_argument, NULL, 'c'},
+						 {"paused", no_argument, NULL, 'p'},
+						 {0}};
+	const char *usage = flags & BENCH_FILTER
+				? "[--quick|--smoke] [--out FILE] [--json FILE] [--ram SIZE,...] "
+				  "[--only MODE] [--repeat N] [--workload idle|hot|random] "
+				  "[--channels N] [--paused]"
+			    : flags & BENCH_SELECT
 				? "[--quick|--smoke] [--out FILE] [--json FILE] [--ram SIZE,...] "
 				  "[--only MODE] [--repeat N]"
 				: "[--quick|--smoke] [--out FILE] [--json FILE]";
@@ -98,7 +108,8 @@ void bench_args(int argc, char **argv, const char *prog, unsigned flags, struct 
 	*o = (struct bench_opts){.out = stdout, .repeat = 1};
 	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		bool select = c == 'r' || c == 'm' || c == 'n';
-		if (select && !(flags & BENCH_SELECT))
+		bool filter = c == 'w' || c == 'c' || c == 'p';
+		if ((select && !(flags & BENCH_SELECT)) || (filter && !(flags & BENCH_FILTER)))
 			die("usage: %s %s", prog, usage);
 		if (c == 'q') {
 			o->quick = true;
@@ -128,6 +139,19 @@ void bench_args(int argc, char **argv, const char *prog, unsigned flags, struct 
 			if (*end || !n || n > 100)
 				die("--repeat %s: 1 to 100", optarg);
 			o->repeat = (unsigned)n;
+		} else if (c == 'w') {
+			if (strcmp(optarg, "idle") && strcmp(optarg, "hot") &&
+			    strcmp(optarg, "random"))
+				die("--workload %s: one of idle, hot, random", optarg);
+			o->workload = optarg;
+		} else if (c == 'c') {
+			char *end;
+			unsigned long n = strtoul(optarg, &end, 10);
+			if (*end || !n || n > MIG_MAX_CHANNELS)
+				die("--channels %s: 1 to %d", optarg, MIG_MAX_CHANNELS);
+			o->channels = (unsigned)n;
+		} else if (c == 'p') {
+			o->paused = true;
 		} else {
 			die("usage: %s %s", prog, usage);
 		}

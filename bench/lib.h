@@ -27,12 +27,20 @@ struct bench_opts {
 	uint64_t ram[8];
 	unsigned nram, repeat;
 	const char *only;
+	/* With BENCH_FILTER: --workload idle|hot|random (NULL: all), --channels
+	 * N (0: all): only the cases that match; --paused: idle guests are
+	 * paused first, as QEMU's reference guest is. */
+	const char *workload;
+	unsigned channels;
+	bool paused;
 };
 
 #define BENCH_SELECT 1u /* the benchmark takes --ram, --only and --repeat */
+#define BENCH_FILTER 2u /* and --workload, --channels and --paused */
 
 /* [--quick|--smoke] [--out FILE] [--json FILE] and, with BENCH_SELECT,
- * [--ram SIZE,...] [--only MODE] [--repeat N]. Exits with the usage on
+ * [--ram SIZE,...] [--only MODE] [--repeat N], with BENCH_FILTER
+ * [--workload W] [--channels N] [--paused]. Exits with the usage on
  * anything else. */
 void bench_args(int argc, char **argv, const char *prog, unsigned flags, struct bench_opts *o);
 

@@ -4,7 +4,14 @@
  * measured in the same run.
  *
  * Limits: memcpy bandwidth, and loopback TCP throughput with 1 and N
- * connections (the same socket settings and write size as the migration).
+ * connections (the same socket settings and 1 MiB sends and receives as the
+ * migration's records), two ways: through a buffer that stays in the cache
+ * (limit_tcp, the network alone; ratio_to_tcp), and RAM to RAM (limit_tcp_ram:
+ * each end goes once through memory of its own, huge pages as guest RAM,
+ * as a migration reads guest RAM and writes the destination's). The RAM
+ * limit is measured again just before each migration (this machine's
+ * speed drifts), which the row's tcp_ram_limit_mb_per_s and
+ * ratio_to_tcp_ram give.
  * Migrations: the memcheck guest (2 vCPUs) of each RAM size, idle,
  * rewriting a hot set, or (the full run) writing pages at random over all
  * of its RAM ("random", 256 MiB a round), migrated over loopback inside this process (source
@@ -21,18 +28,24 @@
  *
  * usage: flit-bench-precopy [--quick|--smoke] [--out FILE] [--json FILE]
  *                           [--ram SIZE,...] [--only TRANSPORT] [--repeat N]
+ *                           [--workload idle|hot|random] [--channels N] [--paused]
  * CSV on stdout (or FILE); one row per limit and per migration. --json:
  * every migration's report, one JSON object a line. --quick: 1 GiB only;
  * --smoke: one 256 MiB idle case per transport, the guest paused as QEMU's
  * reference guest is (seconds; for CI and the lab's like-for-like run).
  * --ram: these sizes; --only: one transport variant (sync, uring,
- * uring-zc, uring/rx-sync); --repeat: the whole matrix N times.
+ * uring-zc, uring/rx-sync); --repeat: the whole matrix N times;
+ * --workload, --channels: only the cases of that workload or channel count
+ * (every mode); --paused: idle guests paused, as with --smoke. Without
+ * --paused, the idle pre-copy cases with io_uring run once more with the
+ * guest paused, as QEMU's idle reference guest is (column guest).
  */
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -44,7 +57,7 @@
 #include "transport/transport.h"
 #include "vmm/vm.h"
 
-#define CHUNK (256 * 1024)
+#define CHUNK (1024 * 1024) /* what one send or receive moves, as a record of pages */
 
 static FILE *out, *json_out;
 
@@ -67,46 +80,68 @@ static double memcpy_gbps(void)
 	return 4.0 * (double)n / s / 1e9;
 }
 
-/* One end of a TCP limit measurement: bytes to send, or bytes received. */
+/* One end of a TCP limit measurement: bytes to send, or bytes received,
+ * from or into buf (len bytes, gone through again and again). */
 struct flow {
 	struct mig_conn c;
 	pthread_t t;
 	uint64_t bytes;
+	uint8_t *buf;
+	size_t len;
 };
 
 static void *sink_thread(void *arg)
 {
 	struct flow *s = arg;
-	static __thread uint8_t buf[CHUNK];
 	ssize_t r;
-	while ((r = read(s->c.fd, buf, sizeof(buf))) > 0)
+	for (size_t at = 0;
+	     (r = recv(s->c.fd, s->buf + at, MIN(CHUNK, s->len - at), MSG_WAITALL)) > 0;) {
 		s->bytes += (uint64_t)r;
+		at = (at + (size_t)r) % s->len;
+	}
 	return NULL;
 }
 
 static void *source_thread(void *arg)
 {
 	struct flow *s = arg;
-	uint8_t *buf = malloc(CHUNK);
-	memset(buf, 7, CHUNK);
 	for (uint64_t sent = 0; sent < s->bytes;) {
-		ssize_t w = send(s->c.fd, buf, CHUNK, MSG_NOSIGNAL);
+		size_t at = sent % s->len;
+		ssize_t w = send(s->c.fd, s->buf + at, MIN(CHUNK, s->len - at), MSG_NOSIGNAL);
 		if (w <= 0)
 			break;
 		sent += (uint64_t)w;
 	}
 	shutdown(s->c.fd, SHUT_WR);
-	free(buf);
 	return NULL;
 }
 
-/* Loopback TCP, n connections, total bytes; GB/s. */
-static double tcp_gbps(unsigned n, uint64_t total)
+/* len bytes of memory as guest RAM is (transparent huge pages where the
+ * host allows), every byte written with fill before the clock. */
+static uint8_t *ram_buf(size_t len, int fill)
+{
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	if (p == MAP_FAILED)
+		die("tcp limit: mapping %zu bytes: %s", len, strerror(errno));
+	madvise(p, len, MADV_HUGEPAGE);
+	memset(p, fill, len);
+	return p;
+}
+
+/* Loopback TCP, n connections, total bytes; GB/s. ram: each end of each
+ * connection sends from or receives into memory of its own that it goes
+ * through once (total / n bytes, touched before the clock), as a migration
+ * reads guest RAM and writes the destination's; otherwise a 1 MiB buffer
+ * that stays in the cache (the network's limit alone). Whole 1 MiB sends and
+ * receives, as the migration's records of pages. */
+static double tcp_gbps(unsigned n, uint64_t total, bool ram)
 {
 	struct flow sk[MIG_MAX_CHANNELS], sr[MIG_MAX_CHANNELS];
 	uint16_t port;
 	char addr[64];
 	int lfd = mig_listen("tcp:127.0.0.1:0", &port);
+	size_t len = ram ? (size_t)(total / n) : CHUNK;
 
 	snprintf(addr, sizeof(addr), "tcp:127.0.0.1:%u", port);
 	for (unsigned i = 0; i < n; i++) {
@@ -114,6 +149,9 @@ static double tcp_gbps(unsigned n, uint64_t total)
 		mig_accept(lfd, 5000, &sk[i].c);
 		sk[i].bytes = 0;
 		sr[i].bytes = total / n;
+		sk[i].len = sr[i].len = len;
+		sk[i].buf = ram_buf(len, 1);
+		sr[i].buf = ram_buf(len, 7);
 	}
 	uint64_t t0 = now_ns();
 	for (unsigned i = 0; i < n; i++) {
@@ -127,6 +165,8 @@ static double tcp_gbps(unsigned n, uint64_t total)
 		got += sk[i].bytes;
 		mig_conn_close(&sr[i].c);
 		mig_conn_close(&sk[i].c);
+		munmap(sk[i].buf, len);
+		munmap(sr[i].buf, len);
 	}
 	close(lfd);
 	return (double)got / ((double)(now_ns() - t0) / 1e9) / 1e9;
@@ -160,10 +200,14 @@ static bool pause_idle;
 /* The "hot" pages of the next case are random writes over all of RAM
  * (memcheck order=random): workload "random". */
 static bool random_order;
+/* The cases --workload, --channels and --paused choose. */
+static struct bench_opts want;
+/* Loopback TCP over n connections, GB/s, through the cache. */
+static double tcp_cache[MIG_MAX_CHANNELS + 1];
 
 static void migrate_one(uint64_t mem, uint64_t hot, uint64_t rate, unsigned channels,
-			const char *dirty, bool prealloc, double tcp_limit,
-			const struct tx_variant *tx, enum mig_mode mode)
+			const char *dirty, bool prealloc, const struct tx_variant *tx,
+			enum mig_mode mode)
 {
 	struct bench_case c = {.mem = mem,
 			       .hot = hot,
@@ -178,7 +222,15 @@ static void migrate_one(uint64_t mem, uint64_t hot, uint64_t rate, unsigned chan
 			       .zc = tx->zc,
 			       .rx = tx->rx};
 	struct bench_result res;
+	const char *workload = !hot ? "idle" : random_order ? "random" : "hot";
 
+	if ((want.workload && strcmp(want.workload, workload)) ||
+	    (want.channels && want.channels != channels))
+		return;
+	c.pause_idle = c.pause_idle || want.paused;
+	/* The RAM-to-RAM limit again just before: this machine's speed drifts
+	 * (other tenants), and the ratio is to what it could do then. */
+	double ram_limit = tcp_gbps(channels, MIN(mem, GiB), true);
 	bench_migrate(&c, &res);
 	const struct mig_report rep = res.rep;
 	const char *verified = res.verified;
@@ -189,20 +241,19 @@ static void migrate_one(uint64_t mem, uint64_t hot, uint64_t rate, unsigned chan
 	fprintf(
 	    out,
 	    "migration,%llu,%s,%u,%s,%s,%.1f,%.2f,%u,%llu,%llu,%llu,%llu,%.0f,%.0f,%.2f,%.2f,%u,"
-	    "%s,%s,%s,%s,%llu,%s,%.1f,%llu,%llu,%llu\n",
-	    (unsigned long long)(mem >> 20),
-	    !hot	   ? "idle"
-	    : random_order ? "random"
-			   : "hot",
-	    (unsigned)(hot >> 20), dirty, strcmp(rep.status, "completed") ? rep.status : "ok",
-	    rep.total_ms, rep.downtime_ms, rep.rounds, (unsigned long long)rep.bytes,
-	    (unsigned long long)rep.pages_sent, (unsigned long long)rep.pages_resent,
-	    (unsigned long long)rep.zero_pages, mbps, tcp_limit * 1e3,
-	    tcp_limit > 0 ? mbps / (tcp_limit * 1e3) : 0,
+	    "%s,%s,%s,%s,%llu,%s,%.1f,%llu,%llu,%llu,%.0f,%.2f,%s\n",
+	    (unsigned long long)(mem >> 20), workload, (unsigned)(hot >> 20), dirty,
+	    strcmp(rep.status, "completed") ? rep.status : "ok", rep.total_ms, rep.downtime_ms,
+	    rep.rounds, (unsigned long long)rep.bytes, (unsigned long long)rep.pages_sent,
+	    (unsigned long long)rep.pages_resent, (unsigned long long)rep.zero_pages, mbps,
+	    tcp_cache[channels] * 1e3,
+	    tcp_cache[channels] > 0 ? mbps / (tcp_cache[channels] * 1e3) : 0,
 	    need ? (double)rep.bytes / (double)need : 0, channels, verified,
 	    prealloc ? "yes" : "no", tx->name, rep.send_mode, (unsigned long long)rate, rep.mode,
 	    rep.postcopy_ms, (unsigned long long)rep.faults,
-	    (unsigned long long)rep.fault_lat_us[0], (unsigned long long)rep.fault_lat_us[2]);
+	    (unsigned long long)rep.fault_lat_us[0], (unsigned long long)rep.fault_lat_us[2],
+	    ram_limit * 1e3, ram_limit > 0 ? mbps / (ram_limit * 1e3) : 0,
+	    c.pause_idle && !hot ? "paused" : "running");
 	fflush(out);
 	if (json_out)
 		mig_report_json(&rep, json_out);
@@ -214,7 +265,8 @@ int main(int argc, char **argv)
 
 	log_set_prefix("flit-bench-precopy");
 	log_init_from_env();
-	bench_args(argc, argv, "flit-bench-precopy", BENCH_SELECT, &o);
+	bench_args(argc, argv, "flit-bench-precopy", BENCH_SELECT | BENCH_FILTER, &o);
+	want = o;
 	bool known = !o.only;
 	for (unsigned v = 0; v < NR_VARIANTS && !known; v++)
 		known = !strcmp(o.only, variants[v].name);
@@ -224,17 +276,26 @@ int main(int argc, char **argv)
 	out = o.out;
 	json_out = o.json;
 	uint64_t tcp_bytes = smoke ? 256 * MiB : 4 * GiB;
-	double mc = memcpy_gbps(), t1 = tcp_gbps(1, tcp_bytes), t2 = tcp_gbps(2, tcp_bytes),
-	       t4 = tcp_gbps(4, tcp_bytes);
+	double mc = memcpy_gbps();
+	static const unsigned nconn[] = {1, 2, 4};
+	double tcp_ram[ARRAY_SIZE(nconn)];
+	for (unsigned i = 0; i < ARRAY_SIZE(nconn); i++) {
+		tcp_cache[nconn[i]] = tcp_gbps(nconn[i], tcp_bytes, false);
+		tcp_ram[i] = tcp_gbps(nconn[i], MIN(tcp_bytes, GiB), true);
+	}
 	fprintf(out,
 		"kind,ram_mib,workload,hot_mib,dirty_track,status,total_ms,downtime_ms,rounds,"
 		"bytes,pages_sent,pages_resent,zero_pages,mb_per_s,tcp_limit_mb_per_s,"
 		"ratio_to_tcp,bytes_vs_needed,channels,verified,dest_prealloc,transport,send_mode,"
-		"rate_pps,mode,postcopy_ms,faults,fault_p50_us,fault_p99_us\n");
+		"rate_pps,mode,postcopy_ms,faults,fault_p50_us,fault_p99_us,tcp_ram_limit_mb_per_s,"
+		"ratio_to_tcp_ram,guest\n");
 	fprintf(out, "limit_memcpy,,,,,,,,,,,,,%.0f,,,,1,,\n", mc * 1e3);
-	fprintf(out, "limit_tcp,,,,,,,,,,,,,%.0f,,,,1,,\n", t1 * 1e3);
-	fprintf(out, "limit_tcp,,,,,,,,,,,,,%.0f,,,,2,,\n", t2 * 1e3);
-	fprintf(out, "limit_tcp,,,,,,,,,,,,,%.0f,,,,4,,\n", t4 * 1e3);
+	/* limit_tcp: through the cache; limit_tcp_ram: RAM to RAM. */
+	for (unsigned i = 0; i < ARRAY_SIZE(nconn); i++)
+		fprintf(
+		    out,
+		    "limit_tcp,,,,,,,,,,,,,%.0f,,,,%u,,\nlimit_tcp_ram,,,,,,,,,,,,,%.0f,,,,%u,,\n",
+		    tcp_cache[nconn[i]] * 1e3, nconn[i], tcp_ram[i] * 1e3, nconn[i]);
 	/* The floor for a post-copy fault, in the fault_p50_us column. */
 	fprintf(out, "limit_rtt_4k,,,,,,,,,,,,,,,,,1,,,,,,,,,,%.0f,\n", rtt_4k_us(NULL));
 	uint64_t sizes_q[] = {1 * GiB}, sizes[] = {1 * GiB, 2 * GiB, 4 * GiB};
@@ -248,29 +309,41 @@ int main(int argc, char **argv)
 	pause_idle = smoke;
 	for (unsigned v = 0; smoke && v < NR_VARIANTS; v++)
 		if (!o.only || !strcmp(o.only, variants[v].name))
-			migrate_one(256 * MiB, 0, 0, 2, "bitmap", true, t2, &variants[v],
+			migrate_one(256 * MiB, 0, 0, 2, "bitmap", true, &variants[v],
 				    MIG_MODE_PRECOPY);
 	for (unsigned k = 0; k < o.repeat; k++)
 		for (unsigned i = 0; !smoke && i < nsz; i++) {
 			for (unsigned v = 0; v < NR_VARIANTS; v++) {
 				if (o.only && strcmp(o.only, variants[v].name))
 					continue;
-				migrate_one(sz[i], 0, 0, 1, "bitmap", true, t1, &variants[v],
+				migrate_one(sz[i], 0, 0, 1, "bitmap", true, &variants[v],
 					    MIG_MODE_PRECOPY);
-				migrate_one(sz[i], 0, 0, 2, "bitmap", true, t2, &variants[v],
+				migrate_one(sz[i], 0, 0, 2, "bitmap", true, &variants[v],
 					    MIG_MODE_PRECOPY);
-				migrate_one(sz[i], 0, 0, 4, "bitmap", true, t4, &variants[v],
+				migrate_one(sz[i], 0, 0, 4, "bitmap", true, &variants[v],
 					    MIG_MODE_PRECOPY);
+				/* QEMU's idle reference guest never runs: the same
+				 * cases with this guest paused, for the comparison
+				 * (io_uring only). */
+				for (unsigned ch = 1; v == 1 && !want.paused && ch <= 4; ch *= 2) {
+					pause_idle = true;
+					migrate_one(sz[i], 0, 0, ch, "bitmap", true, &variants[v],
+						    MIG_MODE_PRECOPY);
+					if (ch == 2 && !quick)
+						migrate_one(sz[i], 0, 0, ch, "bitmap", false,
+							    &variants[v], MIG_MODE_PRECOPY);
+					pause_idle = false;
+				}
 				migrate_one(sz[i], quick ? 64 * MiB : 256 * MiB, 0, 2, "bitmap",
-					    true, t2, &variants[v], MIG_MODE_PRECOPY);
+					    true, &variants[v], MIG_MODE_PRECOPY);
 				if (v == 1) {
 					/* The same guests switched at once, and after
 					 * rounds (io_uring only). */
 					for (int m = MIG_MODE_POSTCOPY; m <= MIG_MODE_HYBRID; m++) {
-						migrate_one(sz[i], 0, 0, 2, "bitmap", true, t2,
+						migrate_one(sz[i], 0, 0, 2, "bitmap", true,
 							    &variants[v], (enum mig_mode)m);
 						migrate_one(sz[i], quick ? 64 * MiB : 256 * MiB, 0,
-							    2, "bitmap", true, t2, &variants[v],
+							    2, "bitmap", true, &variants[v],
 							    (enum mig_mode)m);
 					}
 					/* The other hot set QEMU's busy cases use (1 GiB:
@@ -278,24 +351,24 @@ int main(int argc, char **argv)
 					for (int m = MIG_MODE_PRECOPY;
 					     sz[i] == GiB && m <= MIG_MODE_POSTCOPY; m++)
 						migrate_one(sz[i], quick ? 256 * MiB : 64 * MiB, 0,
-							    2, "bitmap", true, t2, &variants[v],
+							    2, "bitmap", true, &variants[v],
 							    (enum mig_mode)m);
 				}
 				if (quick)
 					continue;
-				migrate_one(sz[i], 0, 0, 2, "bitmap", false, t2, &variants[v],
+				migrate_one(sz[i], 0, 0, 2, "bitmap", false, &variants[v],
 					    MIG_MODE_PRECOPY);
-				migrate_one(sz[i], 256 * MiB, 0, 2, "ring", true, t2, &variants[v],
+				migrate_one(sz[i], 256 * MiB, 0, 2, "ring", true, &variants[v],
 					    MIG_MODE_PRECOPY);
 				/* The hot set at bounded dirty rates (per vCPU, 2 vCPUs). */
-				migrate_one(sz[i], 256 * MiB, 20000, 2, "bitmap", true, t2,
+				migrate_one(sz[i], 256 * MiB, 20000, 2, "bitmap", true,
 					    &variants[v], MIG_MODE_PRECOPY);
 				/* Random writes: 256 MiB a round, anywhere in RAM. */
 				random_order = true;
-				migrate_one(sz[i], 256 * MiB, 0, 2, "bitmap", true, t2,
-					    &variants[v], MIG_MODE_PRECOPY);
+				migrate_one(sz[i], 256 * MiB, 0, 2, "bitmap", true, &variants[v],
+					    MIG_MODE_PRECOPY);
 				random_order = false;
-				migrate_one(sz[i], 256 * MiB, 100000, 2, "bitmap", true, t2,
+				migrate_one(sz[i], 256 * MiB, 100000, 2, "bitmap", true,
 					    &variants[v], MIG_MODE_PRECOPY);
 			}
 		}

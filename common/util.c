@@ -113,6 +113,22 @@ const char *fmt_size(uint64_t bytes, char *buf, size_t len)
 	return buf;
 }
 
+bool page_is_zero(const void *page)
+{
+	const uint64_t *w = page;
+
+	if (w[0] | w[1] | w[2] | w[3] | w[4] | w[5] | w[6] | w[7])
+		return false;
+	for (unsigned i = 8; i < 4096 / 8; i += 24) {
+		uint64_t acc = 0;
+		for (unsigned j = 0; j < 24; j++) /* 8 + 21 * 24 = 512 words */
+			acc |= w[i + j];
+		if (acc)
+			return false;
+	}
+	return true;
+}
+
 uint64_t now_ns(void)
 {
 	struct timespec ts;

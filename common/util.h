@@ -3,6 +3,7 @@
 #ifndef FLIT_COMMON_UTIL_H
 #define FLIT_COMMON_UTIL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -34,6 +35,11 @@ uint64_t now_ns(void);
 /* Names the calling thread (top -H, perf, gdb): printf-style, cut to the
  * kernel's 15 bytes. */
 void thread_name(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Whether the 4096 bytes at page are all zero. A page that is not shows it
+ * in its first bytes almost always: those are looked at first, then the
+ * rest a few cache lines at a time, stopping at the first non-zero byte. */
+bool page_is_zero(const void *page);
 
 /* Total physical memory of this machine in bytes (0 if unknown). */
 uint64_t host_mem_total(void);

@@ -344,16 +344,6 @@ int ms_ns_set_epoch(struct ms_store *st, struct ms_ns *ns, uint64_t epoch, char 
 	return 0;
 }
 
-static bool page_is_zero(const uint8_t *p)
-{
-	const uint64_t *w = (const uint64_t *)p;
-	uint64_t acc = 0;
-
-	for (unsigned i = 0; i < MEMSVC_PAGE / 8; i++)
-		acc |= w[i];
-	return acc == 0;
-}
-
 /* The pages of a batch not stored yet (a page twice in it counts once):
  * checked before anything is stored, so a batch over the limit stores
  * nothing. */

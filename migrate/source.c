@@ -145,17 +145,6 @@ int mig_memsvc_cache_parse(const char *name)
 	return -1;
 }
 
-static bool page_is_zero(const uint8_t *p)
-{
-	const uint64_t *w = (const uint64_t *)p;
-	uint64_t acc = 0;
-
-	for (unsigned i = 0; i < 512; i += 8)
-		acc |= w[i] | w[i + 1] | w[i + 2] | w[i + 3] | w[i + 4] | w[i + 5] | w[i + 6] |
-		       w[i + 7];
-	return acc == 0;
-}
-
 static bool cancelled(const struct src *s)
 {
 	return s->p->cancel && __atomic_load_n(s->p->cancel, __ATOMIC_RELAXED);

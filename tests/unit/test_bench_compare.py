@@ -38,6 +38,22 @@ class Compare(unittest.TestCase):
         self.assertEqual(row["downtime_ratio"], "0.25")
         self.assertEqual(row["throughput_ratio"], "2.00")
 
+    def test_paused_qemu_guest_pairs_with_flits_paused_guest(self):
+        running, paused = flit(total="900"), flit(total="400")
+        paused["guest"] = "paused"
+        q = qemu()
+        q["guest"] = "paused (-S)"
+        for rows in ([running, paused], [paused, running]):
+            (row,) = compare.compare(rows, [q])
+            self.assertEqual(row["total_ratio"], "0.40")
+            self.assertEqual(row["flit_guest"], "memcheck (paused)")
+        # Without a paused row, the running guest's; a running QEMU guest
+        # never pairs with a paused Flit guest.
+        (row,) = compare.compare([running], [q])
+        self.assertEqual((row["total_ratio"], row["flit_guest"]), ("0.90", "memcheck"))
+        (row,) = compare.compare([running, paused], [qemu()])
+        self.assertEqual(row["total_ratio"], "0.90")
+
     def test_cases_match_on_ram_and_channels(self):
         rows = compare.compare([flit(ch=4, total="100"), flit(ram=2048, total="300")],
                                [qemu(ch=4), qemu(ram=2048)])

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-/* Sizes, numbers, page bitmaps and CRC-32C. */
+/* Sizes, numbers, page bitmaps, CRC-32C and zero pages. */
 #include <errno.h>
 #include <string.h>
 
@@ -117,12 +117,33 @@ static void fmt_size_readable(void)
 	TEST_ASSERT(!strcmp(fmt_size(100, b, sizeof(b)), "100 B"), "%s", b);
 }
 
+/* A single non-zero bit anywhere in the page is seen, wherever the early
+ * checks and the blocks put it; an all-zero page is zero. */
+static void page_is_zero_sees_every_byte(void)
+{
+	static uint64_t page[512] __attribute__((aligned(4096)));
+
+	memset(page, 0, sizeof(page));
+	TEST_ASSERT(page_is_zero(page), "a zero page is not zero");
+	uint8_t *b = (uint8_t *)page;
+	for (unsigned i = 0; i < 4096; i++) {
+		b[i] = (uint8_t)(1u << (i % 8));
+		TEST_ASSERT(!page_is_zero(page), "byte %u set, page called zero", i);
+		b[i] = 0;
+	}
+	TEST_ASSERT(page_is_zero(page), "the page is zero again");
+}
+
 int main(int argc, char **argv)
 {
 	static const struct test_case cases[] = {
-	    TEST_CASE(parse_size_accepts_units), TEST_CASE(parse_size_rejects_garbage),
-	    TEST_CASE(parse_uint_bounds),	 TEST_CASE(bitmap_ops),
-	    TEST_CASE(fmt_size_readable),	 TEST_CASE(crc32c_matches_reference),
+	    TEST_CASE(parse_size_accepts_units),
+	    TEST_CASE(parse_size_rejects_garbage),
+	    TEST_CASE(parse_uint_bounds),
+	    TEST_CASE(bitmap_ops),
+	    TEST_CASE(fmt_size_readable),
+	    TEST_CASE(crc32c_matches_reference),
+	    TEST_CASE(page_is_zero_sees_every_byte),
 	};
 	return test_main(argc, argv, cases, ARRAY_SIZE(cases));
 }
