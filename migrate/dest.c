@@ -997,6 +997,7 @@ static int postcopy_run(struct dst *d, struct mig_conn *ctl, struct mig_report *
 	uint8_t *buf = malloc(MIG_MAX_RUN_PAGES * 4096);
 	uint64_t t0 = now_ns(), last_beat = t0, last_progress = t0, seen = 0;
 	uint32_t p0 = guest_progress(d->vm);
+	bool pushed = false; /* every channel has ended its push */
 	int r = buf ? 0 : -ENOMEM;
 
 again:
@@ -1081,8 +1082,16 @@ again:
 			seen = placed;
 			last_progress = now;
 		} else if (now - last_progress > (uint64_t)d->p->timeout_ms * 1000000ULL) {
-			snprintf(ctl->why, sizeof(ctl->why),
-				 "no page arrived for %d ms during post-copy", d->p->timeout_ms);
+			if (pushed)
+				snprintf(ctl->why, sizeof(ctl->why),
+					 "the push ended with %llu of %llu pages in place, and no "
+					 "page came for %d ms",
+					 (unsigned long long)placed,
+					 (unsigned long long)d->nr_pages, d->p->timeout_ms);
+			else
+				snprintf(ctl->why, sizeof(ctl->why),
+					 "no page arrived for %d ms during post-copy",
+					 d->p->timeout_ms);
 			r = -ETIMEDOUT;
 			break;
 		}
@@ -1111,17 +1120,13 @@ again:
 			ended &= d->rcv[i].ended;
 		}
 		pthread_mutex_unlock(&d->lock);
-		if (!r && ended) {
-			if (!uffd_complete(u)) {
-				snprintf(ctl->why, sizeof(ctl->why),
-					 "the push ended with %llu of %llu pages in place",
-					 (unsigned long long)u->nr_placed,
-					 (unsigned long long)d->nr_pages);
-				free(buf);
-				return -EPROTO;
-			}
+		/* Pages that went with an answer on this connection were taken
+		 * out of the push, and may still be on their way when every
+		 * channel has ended: wait for them (the silence above fails a
+		 * page that never comes, and recovery asks for it again). */
+		pushed = ended && !r;
+		if (pushed && uffd_complete(u))
 			break;
-		}
 	}
 	if (r && !postcopy_fatal(d, r)) {
 		r = postcopy_recover(d, ctl, r);

@@ -109,6 +109,10 @@ struct mig_params {
 	int recover_ms;
 	volatile int *recover_now;
 	const char *recover_addr;
+	/* Tests only: pages a fault's answer brings along (prefetch) are
+	 * taken out of the push, then held this long before they go, so that
+	 * the push's end reaches the destination before they do. */
+	unsigned test_prefetch_delay_ms;
 };
 
 /* "precopy", "postcopy", "hybrid", "memsvc", and back (-1: none). */

@@ -803,6 +803,8 @@ static int prefetch(struct src *s, struct mig_conn *ctl, uint64_t gfn, uint64_t 
 		       !page_is_zero(ram + run * 4096) && todo_claim(s, run))
 			run++;
 		if (run > gfn) {
+			if (s->p->test_prefetch_delay_ms)
+				usleep(s->p->test_prefetch_delay_ms * 1000);
 			r = mig_send_pages(ctl, gfn, ram + gfn * 4096, (uint32_t)(run - gfn),
 					   false);
 			*sent += run - gfn;
