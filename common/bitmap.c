@@ -12,14 +12,16 @@ uint64_t bitmap_weight(const uint64_t *map, uint64_t nbits)
 	return n;
 }
 
-uint64_t bitmap_next_set(const uint64_t *map, uint64_t nbits, uint64_t from)
+/* The next bit at or after from that is set in map ^ flip (flip 0: set
+ * bits; ~0: clear ones), a word at a time. */
+static uint64_t next_bit(const uint64_t *map, uint64_t nbits, uint64_t from, uint64_t flip)
 {
 	uint64_t w, word;
 
 	if (from >= nbits)
 		return nbits;
 	w = from / 64;
-	word = map[w] & (~0ULL << (from % 64));
+	word = (map[w] ^ flip) & (~0ULL << (from % 64));
 	for (;;) {
 		if (word) {
 			uint64_t bit = w * 64 + (uint64_t)__builtin_ctzll(word);
@@ -27,6 +29,16 @@ uint64_t bitmap_next_set(const uint64_t *map, uint64_t nbits, uint64_t from)
 		}
 		if (++w >= BITMAP_WORDS(nbits))
 			return nbits;
-		word = map[w];
+		word = map[w] ^ flip;
 	}
+}
+
+uint64_t bitmap_next_set(const uint64_t *map, uint64_t nbits, uint64_t from)
+{
+	return next_bit(map, nbits, from, 0);
+}
+
+uint64_t bitmap_next_clear(const uint64_t *map, uint64_t nbits, uint64_t from)
+{
+	return next_bit(map, nbits, from, ~0ULL);
 }

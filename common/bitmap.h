@@ -46,6 +46,8 @@ uint64_t bitmap_weight(const uint64_t *map, uint64_t nbits);
 
 /* Index of the next set bit at or after 'from', or nbits if none. */
 uint64_t bitmap_next_set(const uint64_t *map, uint64_t nbits, uint64_t from);
+/* Index of the next clear bit at or after 'from', or nbits if none. */
+uint64_t bitmap_next_clear(const uint64_t *map, uint64_t nbits, uint64_t from);
 
 #define bitmap_for_each_set(bit, map, nbits)                              \
 	for ((bit) = bitmap_next_set((map), (nbits), 0); (bit) < (nbits); \

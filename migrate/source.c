@@ -60,6 +60,12 @@ struct src {
 	 * has one, is stale until one is sent again; each sender owns its
 	 * chunks' words */
 	uint64_t *stale;
+	/* The boot area (below VM_UNTRACKED_BYTES, never dirty-logged) as the
+	 * destination has it: copied once before round 1, which sends it from
+	 * this copy, so that the paused round sends only the pages that differ
+	 * from it instead of all of them (NULL: no copy, they go whole). */
+	uint8_t *boot;
+	uint64_t boot_pages;
 	struct sender snd[MIG_MAX_CHANNELS];
 	unsigned n;
 	struct mig_conn *ctl; /* the session thread's only */
@@ -172,6 +178,20 @@ static bool todo_test(const struct src *s, uint64_t g)
 	return __atomic_load_n(&s->todo[g / 64], __ATOMIC_RELAXED) & (1ULL << (g % 64));
 }
 
+/* The first page of [g, end) in this round, or end: a word at a time (a
+ * round of a few dirty pages in a large guest was a bit at a time, a
+ * millisecond of the downtime at 4 GiB). */
+static uint64_t todo_next(const struct src *s, uint64_t g, uint64_t end)
+{
+	while (g < end) {
+		uint64_t w = __atomic_load_n(&s->todo[g / 64], __ATOMIC_RELAXED) >> (g % 64);
+		if (w)
+			return MIN(g + (uint64_t)__builtin_ctzll(w), end);
+		g = (g / 64 + 1) * 64;
+	}
+	return end;
+}
+
 /* Post-copy: takes page g out of the push; true if it was still in it
  * (then the caller sends it: a fault's answer, a prefetch and the push
  * never all send the same page). */
@@ -201,16 +221,22 @@ static void sent_run(struct sender *t, uint64_t g, uint64_t end)
 			 __ATOMIC_RELAXED);
 }
 
+/* Where page g is sent from: guest RAM, or the boot area's copy. */
+static const uint8_t *page_src(const struct src *s, uint64_t g)
+{
+	return s->boot && g < s->boot_pages ? s->boot + g * 4096
+					    : s->vm->mem.regions[0].hva + g * 4096;
+}
+
 static int send_chunk(struct sender *t, uint64_t chunk, uint64_t t0, uint64_t b0)
 {
 	struct src *s = t->s;
 	uint64_t first = chunk * CHUNK_PAGES, end = MIN(first + CHUNK_PAGES, s->nr_pages);
 	uint64_t zero[CHUNK_PAGES / 64] = {0}, nzero = 0;
-	uint8_t *ram = s->vm->mem.regions[0].hva;
 	int r;
 
-	for (uint64_t g = first; g < end;) {
-		if (!todo_test(s, g) || (s->postcopy && !todo_claim(s, g))) {
+	for (uint64_t g = todo_next(s, first, end); g < end; g = todo_next(s, g, end)) {
+		if (s->postcopy && !todo_claim(s, g)) {
 			g++;
 			continue;
 		}
@@ -221,8 +247,9 @@ static int send_chunk(struct sender *t, uint64_t chunk, uint64_t t0, uint64_t b0
 			g++;
 			continue;
 		}
-		/* A run of dirty, non-zero pages, at most MIG_MAX_RUN_PAGES. */
-		if (page_is_zero(ram + g * 4096)) {
+		/* A run of dirty, non-zero pages, at most MIG_MAX_RUN_PAGES,
+		 * from one place (the boot area's copy, or guest RAM). */
+		if (page_is_zero(page_src(s, g))) {
 			bitmap_set(zero, g - first);
 			nzero++;
 			if (s->stale)
@@ -232,8 +259,9 @@ static int send_chunk(struct sender *t, uint64_t chunk, uint64_t t0, uint64_t b0
 		}
 		uint64_t run = g + 1;
 		while (run < end && run - g < MIG_MAX_RUN_PAGES && todo_test(s, run) &&
+		       (!s->boot || run != s->boot_pages) &&
 		       (!s->stale || remote_page_resident(s->p->remote, run)) &&
-		       !page_is_zero(ram + run * 4096) && (!s->postcopy || todo_claim(s, run)))
+		       !page_is_zero(page_src(s, run)) && (!s->postcopy || todo_claim(s, run)))
 			run++;
 		/* Straight from guest RAM: the guest keeps writing while we
 		 * send, and a page it changes is dirty and goes again next
@@ -243,7 +271,7 @@ static int send_chunk(struct sender *t, uint64_t chunk, uint64_t t0, uint64_t b0
 		/* Post-copy: a page request being answered goes first. */
 		for (int i = 0; i < 50 && __atomic_load_n(&s->pending, __ATOMIC_RELAXED); i++)
 			usleep(20);
-		r = mig_send_pages(&t->conn, g, ram + g * 4096, (uint32_t)(run - g),
+		r = mig_send_pages(&t->conn, g, page_src(s, g), (uint32_t)(run - g),
 				   s->p->checksum_pages);
 		if (r)
 			return r;
@@ -470,6 +498,7 @@ static void senders_stop(struct src *s)
 
 static void src_free(struct src *s)
 {
+	free(s->boot);
 	free(s->todo);
 	free(s->sent);
 	free(s->stale);
@@ -1221,6 +1250,10 @@ int mig_source_run(struct vm *vm, const struct mig_params *p, struct mig_report 
 		memset(s.todo, 0xff, BITMAP_WORDS(s.nr_pages) * 8);
 		if (s.nr_pages % 64)
 			s.todo[s.nr_pages / 64] = (1ULL << (s.nr_pages % 64)) - 1;
+		/* The boot area goes from a copy (NULL: whole when paused). */
+		s.boot_pages = MIN(VM_UNTRACKED_BYTES / 4096, s.nr_pages);
+		if ((s.boot = malloc(s.boot_pages * 4096)))
+			memcpy(s.boot, vm->mem.regions[0].hva, s.boot_pages * 4096);
 	}
 	struct mig_round_stats st = {0};
 	for (;;) {
@@ -1388,9 +1421,16 @@ stop_copy:
 			memcpy(discard, s.todo, BITMAP_WORDS(s.nr_pages) * 8);
 		memset(s.todo, 0, BITMAP_WORDS(s.nr_pages) * 8);
 	}
-	/* The untracked boot area goes again, whole: its changes are not logged. */
+	/* The untracked boot area goes again: its changes are not logged. The
+	 * pages that differ from the copy round 1 sent, or all of them. */
+	uint64_t boot_sent = 0;
 	for (uint64_t g = 0; g < VM_UNTRACKED_BYTES / 4096 && g < s.nr_pages; g++)
-		bitmap_set(s.todo, g);
+		if (!s.boot || memcmp(s.boot + g * 4096, vm->mem.regions[0].hva + g * 4096, 4096)) {
+			bitmap_set(s.todo, g);
+			boot_sent++;
+		}
+	free(s.boot);
+	s.boot = NULL;
 	if (r)
 		goto fail;
 	round++;
@@ -1438,12 +1478,12 @@ stop_copy:
 					   .pages = pages,
 					   .bytes = bytes,
 					   .stopped = true};
-	log_debug("downtime %.2f ms: pause and collect %.2f, last %llu pages %.2f, state %.2f, "
-		  "restore and RESUMED %.2f (restore %.2f)",
+	log_debug("downtime %.2f ms: pause and collect %.2f, last %llu pages (%llu of the boot "
+		  "area) %.2f, state %.2f, restore and RESUMED %.2f (restore %.2f)",
 		  (double)(t_end - t_pause) / 1e6, (double)(t_paused - t_pause) / 1e6,
-		  (unsigned long long)pages, (double)(t_sent - t_paused) / 1e6,
-		  (double)(t_state - t_sent) / 1e6, (double)(t_end - t_state) / 1e6,
-		  (double)res.restore_ns / 1e6);
+		  (unsigned long long)pages, (unsigned long long)boot_sent,
+		  (double)(t_sent - t_paused) / 1e6, (double)(t_state - t_sent) / 1e6,
+		  (double)(t_end - t_state) / 1e6, (double)res.restore_ns / 1e6);
 	if (to_postcopy) {
 		/* From here the guest runs at the destination: whatever
 		 * happens, this copy must never run again. */

@@ -73,6 +73,18 @@ static void bitmap_ops(void)
 	TEST_ASSERT(!bitmap_test(m, 64), "cleared");
 	TEST_ASSERT_EQ(bitmap_next_set(m, 200, 64), 127);
 	TEST_ASSERT_EQ(bitmap_next_set(m, 199, 129), 199); /* none below nbits */
+	/* Clear bits: each against a page-at-a-time scan, from everywhere. */
+	for (uint64_t from = 0; from <= 200; from++) {
+		uint64_t want = from;
+		while (want < 200 && bitmap_test(m, want))
+			want++;
+		TEST_ASSERT_EQ(bitmap_next_clear(m, 200, from), want);
+	}
+	for (uint64_t i = 0; i < 200; i++)
+		bitmap_set(m, i);
+	TEST_ASSERT_EQ(bitmap_next_clear(m, 200, 0),
+		       200); /* the last word's tail is no clear bit */
+	TEST_ASSERT_EQ(bitmap_next_clear(m, 130, 5), 130);
 	free(m);
 }
 
