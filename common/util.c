@@ -9,8 +9,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/sysinfo.h>
 #include <time.h>
+#include <unistd.h>
+
+#include "log.h"
 
 /* Per-page arrays (a byte to 8 bytes a page: tens of MiB for a large
  * guest) must come from mmap, zeroed lazily by the kernel and only where
@@ -111,6 +117,29 @@ const char *fmt_size(uint64_t bytes, char *buf, size_t len)
 		d /= 1024;
 	snprintf(buf, len, "%.1f %s", d, units[u]);
 	return buf;
+}
+
+/* The kernel's struct sched_attr, its first version (48 bytes); glibc has
+ * no wrapper, and the uapi header clashes with <sched.h>. */
+struct sched_attr_v0 {
+	uint32_t size, sched_policy;
+	uint64_t sched_flags;
+	int32_t sched_nice;
+	uint32_t sched_priority;
+	uint64_t sched_runtime, sched_deadline, sched_period;
+};
+
+void thread_latency(bool on)
+{
+	struct sched_attr_v0 a = {.size = sizeof(a), .sched_policy = SCHED_OTHER};
+
+	errno = 0;
+	a.sched_nice = getpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid));
+	if (errno)
+		return;
+	a.sched_runtime = on ? 100 * 1000 : 0; /* ns: the shortest slice the kernel takes */
+	if (syscall(SYS_sched_setattr, 0, &a, 0))
+		log_debug("short time slices: %s", strerror(errno));
 }
 
 bool page_is_zero(const void *page)

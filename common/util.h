@@ -36,6 +36,13 @@ uint64_t now_ns(void);
  * kernel's 15 bytes. */
 void thread_name(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* Asks the scheduler for short time slices for the calling thread (on):
+ * a thread that sleeps most of the time and must answer at once when woken
+ * (a post-copy fault's round trip) then preempts busy threads sooner on a
+ * loaded machine. Off: the default slice again. Best effort (Linux 6.12
+ * and later take the hint; earlier ones ignore it). */
+void thread_latency(bool on);
+
 /* Whether the 4096 bytes at page are all zero. A page that is not shows it
  * in its first bytes almost always: those are looked at first, then the
  * rest a few cache lines at a time, stopping at the first non-zero byte. */

@@ -985,7 +985,7 @@ static bool postcopy_fatal(struct dst *d, int r)
  * channel has ended its push and every page is there. Heartbeats keep the
  * source's silence timeout quiet; no progress for timeout_ms breaks the
  * connection, as does any error on it: then the source may recover it. */
-static int postcopy_run(struct dst *d, struct mig_conn *ctl, struct mig_report *rep)
+static int postcopy_place(struct dst *d, struct mig_conn *ctl, struct mig_report *rep)
 {
 	struct uffd *u = d->uffd;
 	uint8_t *buf = malloc(MIG_MAX_RUN_PAGES * 4096);
@@ -1171,6 +1171,16 @@ again:
 	if (!r)
 		send_guest_stall(d->vm, ctl, true,
 				 after > 0 ? (int32_t)MIN(1000.0 * tail / after, 1e9) : -1);
+	return r;
+}
+
+/* This thread places the answers that vCPUs wait on: short time slices
+ * while it does. */
+static int postcopy_run(struct dst *d, struct mig_conn *ctl, struct mig_report *rep)
+{
+	thread_latency(true);
+	int r = postcopy_place(d, ctl, rep);
+	thread_latency(false);
 	return r;
 }
 

@@ -860,8 +860,8 @@ static int prefetch(struct src *s, struct mig_conn *ctl, uint64_t gfn, uint64_t 
  * channels (in the background, from the paused guest's RAM) and answer the
  * destination's page requests on the control connection, until it says
  * every page is in place. */
-static int postcopy_serve(struct src *s, struct mig_conn *ctl, uint32_t round,
-			  struct mig_report *rep, const uint64_t *push)
+static int postcopy_answer(struct src *s, struct mig_conn *ctl, uint32_t round,
+			   struct mig_report *rep, const uint64_t *push)
 {
 	uint8_t *ram = s->vm->mem.regions[0].hva;
 	uint64_t answered = 0, prefetched = 0;
@@ -961,6 +961,16 @@ static int postcopy_serve(struct src *s, struct mig_conn *ctl, uint32_t round,
 			log_debug("post-copy: data channel %u after the last page: %s", i + 1,
 				  strerror(-s->snd[i].err));
 	rep->pages_prefetched += prefetched;
+	return r;
+}
+
+/* A fault waits on every answer: short time slices meanwhile. */
+static int postcopy_serve(struct src *s, struct mig_conn *ctl, uint32_t round,
+			  struct mig_report *rep, const uint64_t *push)
+{
+	thread_latency(true);
+	int r = postcopy_answer(s, ctl, round, rep, push);
+	thread_latency(false);
 	return r;
 }
 

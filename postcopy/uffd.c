@@ -434,6 +434,7 @@ static void *fault_thread(void *arg)
 	struct uffd_msg msg[64];
 
 	thread_name("uffd-fault");
+	thread_latency(true); /* a vCPU waits on every wake-up of this thread */
 
 	for (;;) {
 		struct pollfd p[2] = {{.fd = u->fd, .events = POLLIN},
