@@ -14,6 +14,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -66,6 +67,19 @@ struct src {
 	 * from it instead of all of them (NULL: no copy, they go whole). */
 	uint8_t *boot;
 	uint64_t boot_pages;
+	bool boot_from_copy; /* round 1 sends the boot area from boot */
+	/* The copy's pages hashed (keyed by boot_key, a random number of this
+	 * migration's), for the paused round: the copy itself is freed after
+	 * round 1. Comparing with it there read 256 cold pages, 11-14 ms on
+	 * this nested host after the destination had mapped gigabytes. */
+	uint64_t boot_hash[VM_UNTRACKED_BYTES / 4096], boot_key;
+	bool boot_hashed;
+	/* The paused round's bitmaps, allocated and touched before the pause
+	 * (a first touch is slow on this nested host) and written every round
+	 * (so is memory left cold). more: what the last collect found; spare:
+	 * a hybrid switch's or a memsvc hand-over's DISCARD (taken by whoever
+	 * uses it). */
+	uint64_t *more, *spare;
 	struct sender snd[MIG_MAX_CHANNELS];
 	unsigned n;
 	struct mig_conn *ctl; /* the session thread's only */
@@ -221,11 +235,39 @@ static void sent_run(struct sender *t, uint64_t g, uint64_t end)
 			 __ATOMIC_RELAXED);
 }
 
+/* A zeroed bitmap of nbits whose every page is faulted in now. */
+static uint64_t *bitmap_ready(uint64_t nbits)
+{
+	uint64_t *m = bitmap_alloc(nbits);
+
+	for (size_t i = 0; m && i < BITMAP_WORDS(nbits) * 8; i += 4096)
+		((volatile uint8_t *)m)[i] = 0;
+	return m;
+}
+
+/* A keyed 64-bit hash of a page (four lanes of multiply-xor, then mixed):
+ * a guest cannot make two versions of a page collide without the key. */
+static uint64_t page_hash(const void *page, uint64_t key)
+{
+	const uint64_t *w = page;
+	uint64_t h[4] = {key, key ^ 0x9e3779b97f4a7c15ULL, key ^ 0xbf58476d1ce4e5b9ULL,
+			 key ^ 0x94d049bb133111ebULL};
+
+	for (unsigned i = 0; i < 512; i += 4)
+		for (unsigned j = 0; j < 4; j++)
+			h[j] = (h[j] ^ w[i + j]) * 0x9fb21c651e98df25ULL + (h[j] >> 29);
+	uint64_t x = h[0] ^ (h[1] * 0xff51afd7ed558ccdULL) ^ (h[2] * 0xc4ceb9fe1a85ec53ULL) ^
+		     (h[3] * 0xd6e8feb86659fd93ULL);
+	x ^= x >> 33;
+	x *= 0xff51afd7ed558ccdULL;
+	return x ^ (x >> 33);
+}
+
 /* Where page g is sent from: guest RAM, or the boot area's copy. */
 static const uint8_t *page_src(const struct src *s, uint64_t g)
 {
-	return s->boot && g < s->boot_pages ? s->boot + g * 4096
-					    : s->vm->mem.regions[0].hva + g * 4096;
+	return s->boot_from_copy && g < s->boot_pages ? s->boot + g * 4096
+						      : s->vm->mem.regions[0].hva + g * 4096;
 }
 
 static int send_chunk(struct sender *t, uint64_t chunk, uint64_t t0, uint64_t b0)
@@ -259,7 +301,7 @@ static int send_chunk(struct sender *t, uint64_t chunk, uint64_t t0, uint64_t b0
 		}
 		uint64_t run = g + 1;
 		while (run < end && run - g < MIG_MAX_RUN_PAGES && todo_test(s, run) &&
-		       (!s->boot || run != s->boot_pages) &&
+		       (!s->boot_from_copy || run != s->boot_pages) &&
 		       (!s->stale || remote_page_resident(s->p->remote, run)) &&
 		       !page_is_zero(page_src(s, run)) && (!s->postcopy || todo_claim(s, run)))
 			run++;
@@ -499,6 +541,8 @@ static void senders_stop(struct src *s)
 static void src_free(struct src *s)
 {
 	free(s->boot);
+	free(s->more);
+	free(s->spare);
 	free(s->todo);
 	free(s->sent);
 	free(s->stale);
@@ -1182,6 +1226,8 @@ int mig_source_run(struct vm *vm, const struct mig_params *p, struct mig_report 
 		s.snd[i] = (struct sender){.s = &s, .k = i, .conn = MIG_CONN_INIT};
 	s.todo = bitmap_alloc(s.nr_pages);
 	s.sent = bitmap_alloc(s.nr_pages);
+	s.more = bitmap_ready(s.nr_pages);
+	s.spare = bitmap_ready(s.nr_pages);
 	if (pol->push_order) {
 		uint64_t chunks = (s.nr_pages + CHUNK_PAGES - 1) / CHUNK_PAGES;
 		s.chunk_round = calloc(chunks, sizeof(*s.chunk_round));
@@ -1191,7 +1237,7 @@ int mig_source_run(struct vm *vm, const struct mig_params *p, struct mig_report 
 			goto fail;
 		}
 	}
-	if (!s.todo || !s.sent) {
+	if (!s.todo || !s.sent || !s.more || !s.spare) {
 		r = -ENOMEM;
 		goto fail;
 	}
@@ -1262,8 +1308,13 @@ int mig_source_run(struct vm *vm, const struct mig_params *p, struct mig_report 
 			s.todo[s.nr_pages / 64] = (1ULL << (s.nr_pages % 64)) - 1;
 		/* The boot area goes from a copy (NULL: whole when paused). */
 		s.boot_pages = MIN(VM_UNTRACKED_BYTES / 4096, s.nr_pages);
-		if ((s.boot = malloc(s.boot_pages * 4096)))
+		if ((s.boot = malloc(s.boot_pages * 4096)) &&
+		    getrandom(&s.boot_key, sizeof(s.boot_key), 0) == sizeof(s.boot_key)) {
 			memcpy(s.boot, vm->mem.regions[0].hva, s.boot_pages * 4096);
+			for (uint64_t g = 0; g < s.boot_pages; g++)
+				s.boot_hash[g] = page_hash(s.boot + g * 4096, s.boot_key);
+			s.boot_from_copy = s.boot_hashed = true;
+		}
 	}
 	struct mig_round_stats st = {0};
 	for (;;) {
@@ -1272,6 +1323,10 @@ int mig_source_run(struct vm *vm, const struct mig_params *p, struct mig_report 
 		r = run_round(&s, round, false, &pages, &bytes);
 		if (r)
 			goto fail;
+		/* The boot area went, from the copy: its hashes stay. */
+		s.boot_from_copy = false;
+		free(s.boot);
+		s.boot = NULL;
 		/* A round ends when the destination has taken in all of it,
 		 * not when the last byte is in a socket buffer: the bandwidth
 		 * is then what really moved, the dirty set includes what the
@@ -1295,6 +1350,12 @@ int mig_source_run(struct vm *vm, const struct mig_params *p, struct mig_report 
 		r = vm_dirty_collect(vm, s.todo);
 		if (r)
 			goto fail;
+		/* The paused round's bitmaps, written now to keep them warm:
+		 * memory untouched for seconds costs a fault a page on this
+		 * nested host once the destination has mapped gigabytes. */
+		memset(s.more, 0, BITMAP_WORDS(s.nr_pages) * 8);
+		if (s.spare)
+			memset(s.spare, 0, BITMAP_WORDS(s.nr_pages) * 8);
 		note_writes(&s, s.todo, round);
 		double secs = (double)(now_ns() - t0) / 1e9;
 		uint64_t prev_dirty = round > 1 ? st.dirty_pages : 0;
@@ -1383,8 +1444,8 @@ stop_copy:
 			goto fail;
 		}
 	}
-	uint64_t *more = bitmap_alloc(s.nr_pages);
-	r = !more ? -ENOMEM : tracking ? vm_dirty_collect(vm, more) : 0;
+	uint64_t *more = s.more;
+	r = tracking ? vm_dirty_collect(vm, more) : 0;
 	if (!r)
 		for (uint64_t w = 0; w < BITMAP_WORDS(s.nr_pages); w++)
 			s.todo[w] |= more[w];
@@ -1402,8 +1463,10 @@ stop_copy:
 		memset(more, 0, BITMAP_WORDS(s.nr_pages) * 8);
 		remote_dirty_bitmap(p->remote, more);
 		bool sent_cache = p->memsvc_cache == MIG_MEMSVC_SEND;
-		if (sent_cache && !(discard = bitmap_alloc(s.nr_pages)))
-			r = -ENOMEM;
+		if (sent_cache) {
+			discard = s.spare;
+			s.spare = NULL;
+		}
 		for (uint64_t w = 0; !r && w < BITMAP_WORDS(s.nr_pages); w++) {
 			if (sent_cache) {
 				s.todo[w] |= more[w] & ~s.sent[w];
@@ -1418,29 +1481,28 @@ stop_copy:
 			bitmap_clear(discard, g);
 		rep->discarded = discard ? bitmap_weight(discard, s.nr_pages) : 0;
 	}
-	free(more);
 	/* A switch to post-copy after rounds: what was dirtied since it was
 	 * sent is not sent now; the destination drops its stale copy, and it
 	 * comes after the switch (pushed, or pulled by a fault). */
 	if (!r && to_postcopy && !postcopy) {
 		note_writes(&s, s.todo, round + 1);
-		discard = bitmap_alloc(s.nr_pages);
-		if (!discard)
-			r = -ENOMEM;
-		else
-			memcpy(discard, s.todo, BITMAP_WORDS(s.nr_pages) * 8);
+		if (!discard) {
+			discard = s.spare;
+			s.spare = NULL;
+		}
+		memcpy(discard, s.todo, BITMAP_WORDS(s.nr_pages) * 8);
 		memset(s.todo, 0, BITMAP_WORDS(s.nr_pages) * 8);
 	}
 	/* The untracked boot area goes again: its changes are not logged. The
-	 * pages that differ from the copy round 1 sent, or all of them. */
+	 * pages that differ from the copy round 1 sent (by their hashes), or
+	 * all of them. */
 	uint64_t boot_sent = 0;
 	for (uint64_t g = 0; g < VM_UNTRACKED_BYTES / 4096 && g < s.nr_pages; g++)
-		if (!s.boot || memcmp(s.boot + g * 4096, vm->mem.regions[0].hva + g * 4096, 4096)) {
+		if (!s.boot_hashed ||
+		    page_hash(vm->mem.regions[0].hva + g * 4096, s.boot_key) != s.boot_hash[g]) {
 			bitmap_set(s.todo, g);
 			boot_sent++;
 		}
-	free(s.boot);
-	s.boot = NULL;
 	if (r)
 		goto fail;
 	round++;
