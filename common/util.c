@@ -133,6 +133,9 @@ void thread_latency(bool on)
 {
 	struct sched_attr_v0 a = {.size = sizeof(a), .sched_policy = SCHED_OTHER};
 
+	/* A thread someone made real-time (chrt) or batch keeps its class. */
+	if (sched_getscheduler(0) != SCHED_OTHER)
+		return;
 	errno = 0;
 	a.sched_nice = getpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid));
 	if (errno)

@@ -40,7 +40,8 @@ void thread_name(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
  * a thread that sleeps most of the time and must answer at once when woken
  * (a post-copy fault's round trip) then preempts busy threads sooner on a
  * loaded machine. Off: the default slice again. Best effort (Linux 6.12
- * and later take the hint; earlier ones ignore it). */
+ * and later take the hint; earlier ones ignore it); a thread outside the
+ * normal scheduling class is left as it is. */
 void thread_latency(bool on);
 
 /* Whether the 4096 bytes at page are all zero. A page that is not shows it

@@ -64,7 +64,7 @@ struct src {
 	/* The boot area (below VM_UNTRACKED_BYTES, never dirty-logged) as the
 	 * destination has it: copied once before round 1, which sends it from
 	 * this copy, so that the paused round sends only the pages that differ
-	 * from it instead of all of them (NULL: no copy, they go whole). */
+	 * from it instead of all of them (no copy: they go whole). */
 	uint8_t *boot;
 	uint64_t boot_pages;
 	bool boot_from_copy; /* round 1 sends the boot area from boot */
