@@ -116,22 +116,35 @@ static void *source_thread(void *arg)
 	return NULL;
 }
 
-/* len bytes of memory as guest RAM is (transparent huge pages where the
- * host allows), every byte written with fill before the clock. */
-static uint8_t *ram_buf(size_t len, int fill)
+/* The limit measurements' memory, as guest RAM is (transparent huge pages
+ * where the host allows): a sending and a receiving half, each at least
+ * len bytes, every byte written once when it is mapped and reused after:
+ * a measurement before each migration then costs no first touch. */
+static uint8_t *ram_pool(size_t len, int half)
 {
-	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	static uint8_t *pool[2];
+	static size_t pool_len;
 
-	if (p == MAP_FAILED)
-		die("tcp limit: mapping %zu bytes: %s", len, strerror(errno));
-	madvise(p, len, MADV_HUGEPAGE);
-	memset(p, fill, len);
-	return p;
+	if (len > pool_len) {
+		for (int h = 0; h < 2; h++) {
+			if (pool[h])
+				munmap(pool[h], pool_len);
+			void *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
+				       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+			if (p == MAP_FAILED)
+				die("tcp limit: mapping %zu bytes: %s", len, strerror(errno));
+			madvise(p, len, MADV_HUGEPAGE);
+			memset(p, 7 - h, len);
+			pool[h] = p;
+		}
+		pool_len = len;
+	}
+	return pool[half];
 }
 
 /* Loopback TCP, n connections, total bytes; GB/s. ram: each end of each
  * connection sends from or receives into memory of its own that it goes
- * through once (total / n bytes, touched before the clock), as a migration
+ * through once (total / n bytes, touched before), as a migration
  * reads guest RAM and writes the destination's; otherwise a 1 MiB buffer
  * that stays in the cache (the network's limit alone). Whole 1 MiB sends and
  * receives, as the migration's records of pages. */
@@ -150,8 +163,8 @@ static double tcp_gbps(unsigned n, uint64_t total, bool ram)
 		sk[i].bytes = 0;
 		sr[i].bytes = total / n;
 		sk[i].len = sr[i].len = len;
-		sk[i].buf = ram_buf(len, 1);
-		sr[i].buf = ram_buf(len, 7);
+		sr[i].buf = ram_pool(len * n, 0) + i * len;
+		sk[i].buf = ram_pool(len * n, 1) + i * len;
 	}
 	uint64_t t0 = now_ns();
 	for (unsigned i = 0; i < n; i++) {
@@ -165,8 +178,6 @@ static double tcp_gbps(unsigned n, uint64_t total, bool ram)
 		got += sk[i].bytes;
 		mig_conn_close(&sr[i].c);
 		mig_conn_close(&sk[i].c);
-		munmap(sk[i].buf, len);
-		munmap(sr[i].buf, len);
 	}
 	close(lfd);
 	return (double)got / ((double)(now_ns() - t0) / 1e9) / 1e9;

@@ -64,21 +64,21 @@ struct src {
 	/* The boot area (below VM_UNTRACKED_BYTES, never dirty-logged) as the
 	 * destination has it: copied once before round 1, which sends it from
 	 * this copy, so that the paused round sends only the pages that differ
-	 * from it instead of all of them (no copy: they go whole). */
+	 * from it instead of all of them. Set during round 1 only. */
 	uint8_t *boot;
 	uint64_t boot_pages;
-	bool boot_from_copy; /* round 1 sends the boot area from boot */
 	/* The copy's pages hashed (keyed by boot_key, a random number of this
-	 * migration's), for the paused round: the copy itself is freed after
-	 * round 1. Comparing with it there read 256 cold pages, 11-14 ms on
-	 * this nested host after the destination had mapped gigabytes. */
+	 * migration's), for the paused round (no hashes: the pages go whole).
+	 * The copy itself is freed after round 1: comparing with it there read
+	 * 256 cold pages, 11-14 ms on this nested host after the destination
+	 * had mapped gigabytes. */
 	uint64_t boot_hash[VM_UNTRACKED_BYTES / 4096], boot_key;
 	bool boot_hashed;
 	/* The paused round's bitmaps, allocated and touched before the pause
 	 * (a first touch is slow on this nested host) and written every round
-	 * (so is memory left cold). more: what the last collect found; spare:
-	 * a hybrid switch's or a memsvc hand-over's DISCARD (taken by whoever
-	 * uses it). */
+	 * (so is memory left cold). more: memsvc's dirty pages (mode memsvc
+	 * only); spare: a hybrid switch's or a memsvc hand-over's DISCARD
+	 * (taken by whoever uses it). */
 	uint64_t *more, *spare;
 	struct sender snd[MIG_MAX_CHANNELS];
 	unsigned n;
@@ -266,8 +266,8 @@ static uint64_t page_hash(const void *page, uint64_t key)
 /* Where page g is sent from: guest RAM, or the boot area's copy. */
 static const uint8_t *page_src(const struct src *s, uint64_t g)
 {
-	return s->boot_from_copy && g < s->boot_pages ? s->boot + g * 4096
-						      : s->vm->mem.regions[0].hva + g * 4096;
+	return s->boot && g < s->boot_pages ? s->boot + g * 4096
+					    : s->vm->mem.regions[0].hva + g * 4096;
 }
 
 static int send_chunk(struct sender *t, uint64_t chunk, uint64_t t0, uint64_t b0)
@@ -301,7 +301,7 @@ static int send_chunk(struct sender *t, uint64_t chunk, uint64_t t0, uint64_t b0
 		}
 		uint64_t run = g + 1;
 		while (run < end && run - g < MIG_MAX_RUN_PAGES && todo_test(s, run) &&
-		       (!s->boot_from_copy || run != s->boot_pages) &&
+		       (!s->boot || run != s->boot_pages) &&
 		       (!s->stale || remote_page_resident(s->p->remote, run)) &&
 		       !page_is_zero(page_src(s, run)) && (!s->postcopy || todo_claim(s, run)))
 			run++;
@@ -1226,7 +1226,7 @@ int mig_source_run(struct vm *vm, const struct mig_params *p, struct mig_report 
 		s.snd[i] = (struct sender){.s = &s, .k = i, .conn = MIG_CONN_INIT};
 	s.todo = bitmap_alloc(s.nr_pages);
 	s.sent = bitmap_alloc(s.nr_pages);
-	s.more = bitmap_ready(s.nr_pages);
+	s.more = via_memsvc ? bitmap_ready(s.nr_pages) : NULL;
 	s.spare = bitmap_ready(s.nr_pages);
 	if (pol->push_order) {
 		uint64_t chunks = (s.nr_pages + CHUNK_PAGES - 1) / CHUNK_PAGES;
@@ -1237,7 +1237,7 @@ int mig_source_run(struct vm *vm, const struct mig_params *p, struct mig_report 
 			goto fail;
 		}
 	}
-	if (!s.todo || !s.sent || !s.more || !s.spare) {
+	if (!s.todo || !s.sent || (via_memsvc && !s.more) || !s.spare) {
 		r = -ENOMEM;
 		goto fail;
 	}
@@ -1313,7 +1313,10 @@ int mig_source_run(struct vm *vm, const struct mig_params *p, struct mig_report 
 			memcpy(s.boot, vm->mem.regions[0].hva, s.boot_pages * 4096);
 			for (uint64_t g = 0; g < s.boot_pages; g++)
 				s.boot_hash[g] = page_hash(s.boot + g * 4096, s.boot_key);
-			s.boot_from_copy = s.boot_hashed = true;
+			s.boot_hashed = true;
+		} else {
+			free(s.boot);
+			s.boot = NULL;
 		}
 	}
 	struct mig_round_stats st = {0};
@@ -1324,7 +1327,6 @@ int mig_source_run(struct vm *vm, const struct mig_params *p, struct mig_report 
 		if (r)
 			goto fail;
 		/* The boot area went, from the copy: its hashes stay. */
-		s.boot_from_copy = false;
 		free(s.boot);
 		s.boot = NULL;
 		/* A round ends when the destination has taken in all of it,
@@ -1353,9 +1355,9 @@ int mig_source_run(struct vm *vm, const struct mig_params *p, struct mig_report 
 		/* The paused round's bitmaps, written now to keep them warm:
 		 * memory untouched for seconds costs a fault a page on this
 		 * nested host once the destination has mapped gigabytes. */
-		memset(s.more, 0, BITMAP_WORDS(s.nr_pages) * 8);
-		if (s.spare)
-			memset(s.spare, 0, BITMAP_WORDS(s.nr_pages) * 8);
+		if (s.more)
+			memset(s.more, 0, BITMAP_WORDS(s.nr_pages) * 8);
+		memset(s.spare, 0, BITMAP_WORDS(s.nr_pages) * 8);
 		note_writes(&s, s.todo, round);
 		double secs = (double)(now_ns() - t0) / 1e9;
 		uint64_t prev_dirty = round > 1 ? st.dirty_pages : 0;
@@ -1444,12 +1446,10 @@ stop_copy:
 			goto fail;
 		}
 	}
-	uint64_t *more = s.more;
-	r = tracking ? vm_dirty_collect(vm, more) : 0;
-	if (!r)
-		for (uint64_t w = 0; w < BITMAP_WORDS(s.nr_pages); w++)
-			s.todo[w] |= more[w];
+	/* ORed into what the last round left */
+	r = tracking ? vm_dirty_collect(vm, s.todo) : 0;
 	if (!r && via_memsvc) {
+		uint64_t *more = s.more;
 		/* What was written since it last went (to memsvc, or to the
 		 * destination: the last round's log and this one) goes
 		 * straight to the destination, which keeps it resident and
