@@ -872,8 +872,10 @@ static int postcopy_prepare(struct dst *d, struct mig_conn *ctl)
 /* Post-copy broke (cause): the guest waits for the pages it lacks, the
  * fault thread keeps asking into the void. Wait up to recover_ms for the
  * source to come back on the listener with the same session; then tell it
- * which pages are here and ask again for every page a fault waits on. */
-static int postcopy_recover(struct dst *d, struct mig_conn *ctl, int cause)
+ * which pages are here and ask again for every page a fault waits on.
+ * Before GO (ready): the guest has not run here, and the new connection
+ * says READY again instead, for the source's GO. */
+static int postcopy_recover(struct dst *d, struct mig_conn *ctl, int cause, bool ready)
 {
 	const struct mig_dest_params *p = d->p;
 	struct uffd *u = d->uffd;
@@ -896,9 +898,15 @@ static int postcopy_recover(struct dst *d, struct mig_conn *ctl, int cause)
 	d->rx_before += ctl->rx_bytes;
 	mig_conn_close(ctl);
 	d->ctl_fd = -1;
-	log_warn("post-copy: the connection to the source broke (%s); the guest waits for %llu "
-		 "pages; waiting up to %d s for the source to reconnect",
-		 why, (unsigned long long)(d->nr_pages - u->nr_placed), p->recover_ms / 1000);
+	if (ready)
+		log_warn("post-copy: the connection to the source broke before its go (%s); the "
+			 "guest has not run here; waiting up to %d s for the source to reconnect",
+			 why, p->recover_ms / 1000);
+	else
+		log_warn("post-copy: the connection to the source broke (%s); the guest waits for "
+			 "%llu pages; waiting up to %d s for the source to reconnect",
+			 why, (unsigned long long)(d->nr_pages - u->nr_placed),
+			 p->recover_ms / 1000);
 	uint64_t t0 = now_ns(), deadline = t0 + (uint64_t)p->recover_ms * 1000000ULL;
 	for (;;) {
 		uint64_t now = now_ns();
@@ -933,6 +941,18 @@ static int postcopy_recover(struct dst *d, struct mig_conn *ctl, int cause)
 		receivers_stop(d);
 		mig_conn_close(&c);
 		d->ctl_fd = -1;
+	}
+	if (ready) {
+		*ctl = c;
+		d->ctl_fd = c.fd;
+		d->ctl_down = false;
+		r = mig_send_rec(ctl, MIG_REC_READY, NULL, 0);
+		if (!r) {
+			d->recoveries++;
+			log_info("post-copy recovered before the switch after %.2f s: READY again",
+				 (double)(now_ns() - t0) / 1e9);
+		}
+		return r;
 	}
 	/* The pages here (no receiver places any until the source has read
 	 * this), then every page a fault still waits on. */
@@ -1123,10 +1143,10 @@ again:
 			break;
 	}
 	if (r && !postcopy_fatal(d, r)) {
-		r = postcopy_recover(d, ctl, r);
+		r = postcopy_recover(d, ctl, r, false);
 		/* A recovery that broke at once waits again, up to its time. */
 		while (r && !postcopy_fatal(d, r) && r != -ETIMEDOUT)
-			r = postcopy_recover(d, ctl, r);
+			r = postcopy_recover(d, ctl, r, false);
 		last_progress = now_ns();
 		if (!r)
 			goto again;
@@ -1358,6 +1378,21 @@ int mig_dest_run(const struct mig_dest_params *p, struct vm **out, struct mig_re
 	r = mig_send_rec(&ctl, MIG_REC_READY, NULL, 0);
 	if (!r)
 		r = mig_recv_expect(&ctl, MIG_REC_GO, NULL, 0);
+	if (!r && p->lose_go) {
+		shutdown(ctl.fd, SHUT_RDWR);
+		snprintf(ctl.why, sizeof(ctl.why), "GO lost on the way (test)");
+		r = -ECONNRESET;
+	}
+	/* Post-copy: the source may have sent GO, and then it never runs its
+	 * copy again; it reconnects (as after a break in post-copy) to learn
+	 * that this one has not run either, and sends GO again. */
+	while (r && d.postcopy && !postcopy_fatal(&d, r)) {
+		r = postcopy_recover(&d, &ctl, r, true);
+		if (r == -ETIMEDOUT)
+			break; /* nobody came back in time */
+		if (!r)
+			r = mig_recv_expect(&ctl, MIG_REC_GO, NULL, 0);
+	}
 	if (r) {
 		snprintf(ctl.why, sizeof(ctl.why), "waiting for the source's go: %.170s",
 			 ctl.why[0] ? ctl.why : strerror(-r));

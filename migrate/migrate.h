@@ -158,6 +158,9 @@ struct mig_dest_params {
 	/* Tests only: after GO, run the guest but never send RESUMED (as if
 	 * it were lost on the way). */
 	bool drop_resumed;
+	/* Tests only: take GO, then act as if it had not come (the connection
+	 * breaks first): post-copy waits for the source to reconnect. */
+	bool lose_go;
 	/* Tests only: fail once the memsvc namespace is taken, before READY
 	 * (as if this process died there). */
 	bool fail_after_take;

@@ -1030,8 +1030,10 @@ static void close_all(struct src *s, struct mig_conn *ctl)
 	mig_conn_close(ctl);
 }
 
-/* RECOVER: the pages the destination has; *need gets the others. */
-static int recv_recover(struct src *s, struct mig_conn *ctl, uint64_t *need)
+/* RECOVER: the pages the destination has; *need gets the others. Or, where
+ * ready is not NULL (GO was out, RESUMED had not come), READY: the
+ * destination never had GO, and its guest has not run (*ready). */
+static int recv_recover(struct src *s, struct mig_conn *ctl, uint64_t *need, bool *ready)
 {
 	struct mig_recover rc;
 	struct mig_rec_hdr h;
@@ -1043,6 +1045,10 @@ static int recv_recover(struct src *s, struct mig_conn *ctl, uint64_t *need)
 		return r;
 	if (h.type == MIG_REC_ERROR)
 		return mig_recv_error(ctl, &h, "destination");
+	if (h.type == MIG_REC_READY && ready) {
+		*ready = true;
+		return mig_recv_payload(ctl, &h, NULL, 0);
+	}
 	if (h.type != MIG_REC_RECOVER || h.len != sizeof(rc) + words * 8) {
 		snprintf(ctl->why, sizeof(ctl->why),
 			 "record type %u of %u bytes instead of RECOVER", h.type, h.len);
@@ -1065,11 +1071,13 @@ static int recv_recover(struct src *s, struct mig_conn *ctl, uint64_t *need)
 
 /* Post-copy broke after the switch (cause): the guest waits at the
  * destination for the pages it lacks, and every page is still here. The
- * push stops; then new connections, every second and at once when asked
- * (migrate-recover), until the destination takes one and says which pages
- * it has (*need gets the others), or recover_ms pass, or a cancel. */
+ * push stops; then new connections, at once, then every second and at
+ * once when asked (migrate-recover), until the destination takes one and says which pages
+ * it has (*need gets the others), or recover_ms pass, or a cancel. Broken
+ * between GO and RESUMED (ready not NULL), the destination may also say it
+ * never had GO (*ready). */
 static int postcopy_recover(struct src *s, struct mig_conn *ctl, struct mig_report *rep, int cause,
-			    uint64_t *need)
+			    uint64_t *need, bool *ready)
 {
 	const struct mig_params *p = s->p;
 	const char *addr = p->addr;
@@ -1097,10 +1105,16 @@ static int postcopy_recover(struct src *s, struct mig_conn *ctl, struct mig_repo
 	pthread_mutex_unlock(&s->lock);
 	close_all(s, ctl);
 	PROGRESS_SET(p, phase, MIG_PHASE_POSTCOPY_PAUSED);
-	log_warn("post-copy: the connection broke (%s); the guest waits at the destination for "
-		 "the pages it lacks; reconnecting for up to %d s (or on migrate-recover)",
-		 why, p->recover_ms / 1000);
-	uint64_t t0 = now_ns(), next = t0 + 1000000000ULL;
+	log_warn("post-copy: the connection broke (%s); %s; reconnecting for up to %d s (or on "
+		 "migrate-recover)",
+		 why,
+		 ready
+		     ? "the destination runs the guest and waits for the pages it lacks, or waits "
+		       "for GO"
+		     : "the guest waits at the destination for the pages it lacks",
+		 p->recover_ms / 1000);
+	/* The first try at once: a short break costs the guest no more. */
+	uint64_t t0 = now_ns(), next = t0;
 	uint64_t deadline = t0 + (uint64_t)p->recover_ms * 1000000ULL;
 	for (;;) {
 		if (cancelled(s)) {
@@ -1131,7 +1145,7 @@ static int postcopy_recover(struct src *s, struct mig_conn *ctl, struct mig_repo
 		rep->error[0] = 0;
 		r = connect_all(s, ctl, addr, true, rep);
 		if (!r)
-			r = recv_recover(s, ctl, need);
+			r = recv_recover(s, ctl, need, ready);
 		if (!r)
 			break;
 		if (asked)
@@ -1157,10 +1171,22 @@ static int postcopy_recover(struct src *s, struct mig_conn *ctl, struct mig_repo
 	rep->recoveries++;
 	rep->recover_wait_ms += (double)(now_ns() - t0) / 1e6;
 	PROGRESS_SET(p, phase, MIG_PHASE_POSTCOPY);
-	log_info("post-copy recovered after %.2f s through %s: %llu pages still to go",
-		 (double)(now_ns() - t0) / 1e9, addr,
-		 (unsigned long long)bitmap_weight(need, s->nr_pages));
+	if (ready && *ready)
+		log_info("post-copy recovered after %.2f s through %s: the destination never had "
+			 "GO; it goes again",
+			 (double)(now_ns() - t0) / 1e9, addr);
+	else
+		log_info("post-copy recovered after %.2f s through %s: %llu pages still to go",
+			 (double)(now_ns() - t0) / 1e9, addr,
+			 (unsigned long long)bitmap_weight(need, s->nr_pages));
 	return 0;
+}
+
+/* A post-copy break is recovered unless the destination gave up (its
+ * ERROR), or we were cancelled, or recovery is off. */
+static bool postcopy_recoverable(const struct mig_params *p, int r)
+{
+	return r != -ECONNABORTED && r != -ECANCELED && r != -ENOMEM && p->recover_ms > 0;
 }
 
 /* What went on the wire, for the report (the senders stopped). */
@@ -1534,6 +1560,28 @@ stop_copy:
 	}
 	committed = true;
 	r = mig_recv_expect(&ctl, MIG_REC_RESUMED, &res, sizeof(res));
+	/* Post-copy: broken here, the destination either runs the guest
+	 * (GO came) and waits for pages, or waits for GO; either way it waits
+	 * for a reconnect, and says which (RECOVER, or READY again). */
+	bool switch_recovered = false;
+	while (r && to_postcopy && postcopy_recoverable(p, r)) {
+		bool ready = false;
+		if (!need && !(need = bitmap_alloc(s.nr_pages))) {
+			r = -ENOMEM;
+			break;
+		}
+		r = postcopy_recover(&s, &ctl, rep, r, need, &ready);
+		if (r)
+			break;
+		if (!ready) {
+			switch_recovered = true;
+			memset(&res, 0, sizeof(res));
+			break;
+		}
+		r = mig_send_rec(&ctl, MIG_REC_GO, NULL, 0);
+		if (!r)
+			r = mig_recv_expect(&ctl, MIG_REC_RESUMED, &res, sizeof(res));
+	}
 	if (r) {
 		snprintf(rep->error, sizeof(rep->error),
 			 "the destination was told to run the guest and did not confirm it: %.150s",
@@ -1567,17 +1615,15 @@ stop_copy:
 		s.t_switch = t_end;
 		r = push_order(&s);
 		if (!r)
-			r = postcopy_serve(&s, &ctl, round + 1, rep, discard);
-		/* A break is recovered unless the destination gave up (its
-		 * ERROR), or we were cancelled, or recovery is off. */
-		while (r && r != -ECONNABORTED && r != -ECANCELED && r != -ENOMEM &&
-		       p->recover_ms > 0) {
+			r = postcopy_serve(&s, &ctl, round + 1, rep,
+					   switch_recovered ? need : discard);
+		while (r && postcopy_recoverable(p, r)) {
 			if (!need && !(need = bitmap_alloc(s.nr_pages))) {
 				r = -ENOMEM;
 				break;
 			}
 			/* No recovery in time, or a cancel: the guest is lost. */
-			r = postcopy_recover(&s, &ctl, rep, r, need);
+			r = postcopy_recover(&s, &ctl, rep, r, need, NULL);
 			if (r)
 				break;
 			r = postcopy_serve(&s, &ctl, round + 1, rep, need);

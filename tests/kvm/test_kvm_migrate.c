@@ -566,6 +566,49 @@ static void resumed_lost_one_copy_runs(void)
 	vm_destroy(m.d.vm);
 }
 
+/* Post-copy and hybrid: the connection breaks between GO and RESUMED. The
+ * source cannot know whether the destination had GO; both wait, the
+ * source reconnects, and the destination tells it: RECOVER (it runs the
+ * guest, lose = resumed: RESUMED lost) or READY again (lose = go: GO
+ * lost, it goes again). The migration completes, one copy runs. */
+static void switch_break_recovers(enum mig_mode mode, const char *lose)
+{
+	struct vm *src = start_source("bitmap", 2, 64 * MiB, "rounds=0 ws=8m");
+	struct mig_run m;
+
+	run_setup(&m, TOKEN, "bitmap", 2);
+	m.d.p.start_paused = false;
+	m.p.mode = mode;
+	m.d.p.drop_resumed = !strcmp(lose, "resumed");
+	m.d.p.lose_go = !strcmp(lose, "go");
+	m.p.recover_ms = m.d.p.recover_ms = 20000;
+	int r = run_go(&m, src);
+	TEST_ASSERT(r == 0 && !strcmp(m.rep.status, "completed"), "source: %s (%s)", m.rep.status,
+		    m.rep.error);
+	TEST_ASSERT(m.d.r == 0 && m.d.vm, "destination: %s", m.d.rep.error);
+	TEST_ASSERT_EQ(m.rep.recoveries, 1);
+	TEST_ASSERT_EQ(m.d.rep.recoveries, 1);
+	printf("  %s lost: recovered after %.0f ms; every page in after %.1f ms\n", lose,
+	       m.rep.recover_wait_ms, m.rep.postcopy_ms);
+	for (uint32_t i = 0; i < src->nr_vcpus; i++)
+		TEST_ASSERT_EQ(vcpu_get_run_state(src->vcpus[i]), VCPU_PAUSED);
+	vm_destroy(src);
+	finish_and_check(m.d.vm, "destination after a break at the switch");
+	vm_destroy(m.d.vm);
+}
+
+static void postcopy_resumed_lost_recovers(void)
+{
+	switch_break_recovers(MIG_MODE_POSTCOPY, "resumed");
+	switch_break_recovers(MIG_MODE_HYBRID, "resumed");
+}
+
+static void postcopy_go_lost_recovers(void)
+{
+	switch_break_recovers(MIG_MODE_POSTCOPY, "go");
+	switch_break_recovers(MIG_MODE_HYBRID, "go");
+}
+
 /* Cancels once auto-converge throttles the guest (progress says so). */
 struct throttled_canceller {
 	volatile int *flag;
@@ -649,6 +692,8 @@ int main(int argc, char **argv)
 	    TEST_CASE(cancel_keeps_source),
 	    TEST_CASE(cancel_while_throttled_keeps_source),
 	    TEST_CASE(resumed_lost_one_copy_runs),
+	    TEST_CASE(postcopy_resumed_lost_recovers),
+	    TEST_CASE(postcopy_go_lost_recovers),
 	    TEST_CASE(postcopy_busy_guest),
 	    TEST_CASE(postcopy_preallocated_destination),
 	    TEST_CASE(postcopy_prefetch_after_push_end),
