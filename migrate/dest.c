@@ -567,24 +567,31 @@ static int recv_state(struct dst *d, struct mig_conn *ctl, uint32_t *rounds)
 			continue;
 		}
 		if (h.type == MIG_REC_DISCARD) {
+			/* A span of the bitmap: gfn a multiple of 64, inside RAM. */
 			struct mig_discard dh;
 			uint32_t crc = 0;
-			if (d->discard || h.len != sizeof(dh) + BITMAP_WORDS(d->nr_pages) * 8) {
+			if (h.len < sizeof(dh)) {
 				snprintf(ctl->why, sizeof(ctl->why), "DISCARD record of %u bytes",
 					 h.len);
 				r = -EPROTO;
 				break;
 			}
-			d->discard = bitmap_alloc(d->nr_pages);
-			r = d->discard ? mig_recv_part(ctl, &dh, sizeof(dh), &crc) : -ENOMEM;
-			if (!r && (dh.gfn || dh.count != d->nr_pages)) {
-				snprintf(ctl->why, sizeof(ctl->why), "DISCARD of %u pages at %llu",
-					 dh.count, (unsigned long long)dh.gfn);
+			r = mig_recv_part(ctl, &dh, sizeof(dh), &crc);
+			if (!r && (dh.gfn % 64 || !dh.count || dh.gfn >= d->nr_pages ||
+				   dh.count > d->nr_pages - dh.gfn ||
+				   h.len != sizeof(dh) + BITMAP_WORDS(dh.count) * 8)) {
+				snprintf(ctl->why, sizeof(ctl->why),
+					 "DISCARD of %u pages at %llu in %u bytes", dh.count,
+					 (unsigned long long)dh.gfn, h.len);
 				r = -EPROTO;
 			}
+			if (!r && !d->discard && !(d->discard = bitmap_alloc(d->nr_pages)))
+				r = -ENOMEM;
+			uint64_t *span = r ? NULL : d->discard + dh.gfn / 64;
 			if (!r)
-				r = mig_recv_part(ctl, d->discard, BITMAP_WORDS(d->nr_pages) * 8,
-						  &crc);
+				r = mig_recv_part(ctl, span, BITMAP_WORDS(dh.count) * 8, &crc);
+			if (!r && dh.count % 64)
+				span[dh.count / 64] &= (1ULL << (dh.count % 64)) - 1;
 			if (!r)
 				r = mig_recv_crc_check(ctl, &h, crc);
 			continue;

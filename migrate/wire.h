@@ -217,7 +217,9 @@ struct mig_recover {
 /* DISCARD payload: this header, then BITMAP_WORDS(count) words: bit i set
  * means the copy of page gfn + i the destination holds is stale (the guest
  * wrote it after it was sent); it is dropped at the switch and comes again
- * after it. Before POSTCOPY only. */
+ * after it. One record or more, each a span of the bitmap (gfn a multiple
+ * of 64, gfn + count at most the guest's pages). Before POSTCOPY (or, mode
+ * memsvc, MEMSVC) only. */
 struct mig_discard {
 	uint64_t gfn;
 	uint32_t count;

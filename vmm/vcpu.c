@@ -257,7 +257,8 @@ static int vcpu_call(struct vcpu *v, enum vcpu_req req, void *arg, unsigned part
 	return vcpu_answer(v, &m);
 }
 
-int vcpus_call_all(struct vcpu **v, unsigned n, enum vcpu_req req, bool only_paused)
+int vcpus_call_all(struct vcpu **v, unsigned n, enum vcpu_req req, bool only_paused,
+		   struct x86_cpu_state *st, unsigned parts)
 {
 	struct vcpu_msg m[VCPU_MAX_BATCH];
 	bool posted[VCPU_MAX_BATCH] = {false};
@@ -266,7 +267,8 @@ int vcpus_call_all(struct vcpu **v, unsigned n, enum vcpu_req req, bool only_pau
 	if (n > VCPU_MAX_BATCH)
 		return -E2BIG;
 	/* Every vCPU gets its request before any answer is awaited: they
-	 * stop (or start) together, not one scheduling delay after another. */
+	 * stop (or start, or save their state) together, not one scheduling
+	 * delay after another. */
 	for (unsigned i = 0; i < n; i++) {
 		if (!v[i]->thread_started) {
 			first = first ? first : -ESRCH;
@@ -274,7 +276,7 @@ int vcpus_call_all(struct vcpu **v, unsigned n, enum vcpu_req req, bool only_pau
 		}
 		if (only_paused && vcpu_get_run_state(v[i]) != VCPU_PAUSED)
 			continue;
-		m[i] = (struct vcpu_msg){.req = req};
+		m[i] = (struct vcpu_msg){.req = req, .arg = st ? &st[i] : NULL, .parts = parts};
 		vcpu_post(v[i], &m[i]);
 		posted[i] = true;
 	}

@@ -77,10 +77,12 @@ void vcpu_destroy(struct vcpu *v);
 
 /* Blocking requests; any thread but the vCPU's own. 0 or -errno. */
 int vcpu_pause(struct vcpu *v);
-/* The same request (pause, resume) to n vCPUs at once, then every answer;
- * only_paused: skip vCPUs that are not paused. The first error. */
+/* The same request to n vCPUs at once, then every answer; only_paused:
+ * skip vCPUs that are not paused; st: state requests, st[i] for v[i]. The
+ * first error. */
 #define VCPU_MAX_BATCH 64
-int vcpus_call_all(struct vcpu **v, unsigned n, enum vcpu_req req, bool only_paused);
+int vcpus_call_all(struct vcpu **v, unsigned n, enum vcpu_req req, bool only_paused,
+		   struct x86_cpu_state *st, unsigned parts);
 int vcpu_resume(struct vcpu *v);
 /* The vCPU must be paused, exited or failed: -EBUSY if running. */
 int vcpu_get_state(struct vcpu *v, struct x86_cpu_state *st, unsigned parts);

@@ -229,12 +229,12 @@ int vm_start(struct vm *vm)
 
 int vm_pause(struct vm *vm)
 {
-	return vcpus_call_all(vm->vcpus, vm->nr_vcpus, VCPU_REQ_PAUSE, false);
+	return vcpus_call_all(vm->vcpus, vm->nr_vcpus, VCPU_REQ_PAUSE, false, NULL, 0);
 }
 
 int vm_resume(struct vm *vm)
 {
-	return vcpus_call_all(vm->vcpus, vm->nr_vcpus, VCPU_REQ_RESUME, true);
+	return vcpus_call_all(vm->vcpus, vm->nr_vcpus, VCPU_REQ_RESUME, true, NULL, 0);
 }
 
 /* Fills *res if the VM is finished; returns true then. Takes vCPU locks. */
@@ -375,14 +375,14 @@ int vm_dirty_stop(struct vm *vm)
 	return vm->dirty->stop(vm->hv_vm);
 }
 
+/* Every vCPU saves (restores) its own state on its own thread, all at
+ * once: a migration's downtime pays for the slowest, not the sum. */
 int vm_save_cpus(struct vm *vm, struct x86_cpu_state *states, struct x86_vm_state *vmst)
 {
-	for (uint32_t i = 0; i < vm->nr_vcpus; i++) {
-		int r = vcpu_get_state(vm->vcpus[i], &states[i], X86_PART_ALL);
-		if (r)
-			return r;
-	}
-	return vm->hv->vm_get_state(vm->hv_vm, vmst);
+	int r = vcpus_call_all(vm->vcpus, vm->nr_vcpus, VCPU_REQ_GET_STATE, false, states,
+			       X86_PART_ALL);
+
+	return r ? r : vm->hv->vm_get_state(vm->hv_vm, vmst);
 }
 
 int vm_restore_cpus(struct vm *vm, const struct x86_cpu_state *states,
@@ -390,9 +390,9 @@ int vm_restore_cpus(struct vm *vm, const struct x86_cpu_state *states,
 {
 	int r = vm->hv->vm_set_state(vm->hv_vm, vmst);
 
-	for (uint32_t i = 0; i < vm->nr_vcpus && !r; i++)
-		r = vcpu_set_state(vm->vcpus[i], &states[i], X86_PART_ALL);
-	return r;
+	return r ? r
+		 : vcpus_call_all(vm->vcpus, vm->nr_vcpus, VCPU_REQ_SET_STATE, false,
+				  (struct x86_cpu_state *)states, X86_PART_ALL);
 }
 
 size_t vm_devices_state_size(const struct vm *vm)

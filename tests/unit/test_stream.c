@@ -7,7 +7,8 @@
  * oversized length, a bad checksum, a lost record (sequence gap), pages
  * beyond RAM, pages on the wrong channel, a malformed page run, an unknown
  * mandatory record, a data channel from another migration, COMPLETE before
- * the vCPU state, a vCPU index out of range. Plus the record layer itself:
+ * the vCPU state, a vCPU index out of range, DISCARD spans off a bitmap
+ * word, beyond RAM, empty or of the wrong length. Plus the record layer itself:
  * an optional unknown record is skipped, an ERROR record is reported.
  */
 #include <errno.h>
@@ -364,6 +365,33 @@ static void cpu_index_out_of_range(void)
 	mig_conn_close(&ctl);
 }
 
+/* DISCARD spans that do not fit: not on a word, beyond RAM (2048 pages),
+ * a length that does not match the count, empty. */
+static void discard_span(uint64_t gfn, uint32_t count, uint32_t words, const char *why)
+{
+	struct dest_run d;
+	struct mig_conn ctl, data;
+	struct mig_discard dh = {.gfn = gfn, .count = count};
+	uint64_t bits[4] = {~0ULL, ~0ULL, ~0ULL, ~0ULL};
+	struct iovec iov[2] = {{&dh, sizeof(dh)}, {bits, words * 8}};
+
+	dest_start(&d);
+	open_both(&d, &ctl, &data);
+	TEST_ASSERT_EQ(mig_send_iov(&ctl, MIG_REC_DISCARD, iov, 2), 0);
+	dest_refused(&d, why);
+	mig_conn_close(&data);
+	mig_conn_close(&ctl);
+}
+
+static void discard_out_of_range(void)
+{
+	discard_span(2000, 48, 1, "DISCARD of 48 pages at 2000");
+	discard_span(1984, 128, 2, "DISCARD of 128 pages at 1984");
+	discard_span(4096, 64, 1, "DISCARD of 64 pages at 4096");
+	discard_span(0, 64, 2, "DISCARD of 64 pages at 0 in 32 bytes");
+	discard_span(0, 0, 0, "DISCARD of 0 pages at 0");
+}
+
 /* The record layer on a socket pair: optional unknown records are skipped,
  * ERROR records become the peer's words. */
 static void record_layer(void)
@@ -428,6 +456,7 @@ int main(int argc, char **argv)
 	    TEST_CASE(foreign_data_channel),
 	    TEST_CASE(complete_too_early),
 	    TEST_CASE(cpu_index_out_of_range),
+	    TEST_CASE(discard_out_of_range),
 	};
 	return test_main(argc, argv, cases, ARRAY_SIZE(cases));
 }
