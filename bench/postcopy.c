@@ -23,8 +23,9 @@
  *                            [--ram SIZE,...] [--only POLICY] [--repeat N]
  * CSV on stdout (or FILE). --quick: 1 GiB only; --smoke: 256 MiB, idle and
  * a 16 MiB hot set (seconds: the CI check that it works). --ram: these sizes
- * (default 1, 2 and 4 GiB). --only: one policy (precopy-default,
- * postcopy-default, postcopy-prefetch, hybrid-default, hybrid-recent).
+ * (default 1, 2 and 4 GiB). --only: these policies, comma-separated
+ * (precopy-default, postcopy-default, postcopy-prefetch, hybrid-default,
+ * hybrid-recent, postcopy-yield).
  * --repeat: everything N times, interleaved.
  */
 #include <stdio.h>
@@ -42,8 +43,19 @@ static const struct {
 } runs[] = {
     {MIG_MODE_PRECOPY, "precopy-default"},    {MIG_MODE_POSTCOPY, "postcopy-default"},
     {MIG_MODE_POSTCOPY, "postcopy-prefetch"}, {MIG_MODE_HYBRID, "hybrid-default"},
-    {MIG_MODE_HYBRID, "hybrid-recent"},
+    {MIG_MODE_HYBRID, "hybrid-recent"},	      {MIG_MODE_POSTCOPY, "postcopy-yield"},
 };
+
+/* Is name in the comma-separated list? */
+static bool listed(const char *list, const char *name)
+{
+	size_t n = strlen(name);
+
+	for (const char *p = list; p; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL)
+		if (!strncmp(p, name, n) && (p[n] == ',' || !p[n]))
+			return true;
+	return false;
+}
 
 static const uint64_t hot_sets[] = {0, 64 * MiB, 256 * MiB}, smoke_hot_sets[] = {0, 16 * MiB};
 
@@ -87,8 +99,13 @@ int main(int argc, char **argv)
 	log_set_prefix("flit-bench-postcopy");
 	log_init_from_env();
 	bench_args(argc, argv, "flit-bench-postcopy", BENCH_SELECT, &o);
-	if (o.only && !mig_policy_by_name(o.only))
-		die("--only %s: one of %s", o.only, mig_policy_names());
+	for (const char *p = o.only; p; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL) {
+		char name[64];
+		snprintf(name, sizeof(name), "%.*s", (int)strcspn(p, ","), p);
+		if (!mig_policy_by_name(name))
+			die("--only %s: policies, comma-separated, of %s", o.only,
+			    mig_policy_names());
+	}
 	uint64_t sizes[8] = {1 * GiB, 2 * GiB, 4 * GiB};
 	unsigned nsz = o.quick ? 1 : 3;
 	const uint64_t *hot = o.smoke ? smoke_hot_sets : hot_sets;
@@ -114,7 +131,7 @@ int main(int argc, char **argv)
 		for (unsigned i = 0; i < nsz; i++)
 			for (unsigned w = 0; w < nhot; w++)
 				for (unsigned m = 0; m < ARRAY_SIZE(runs); m++)
-					if (!o.only || !strcmp(o.only, runs[m].policy))
+					if (!o.only || listed(o.only, runs[m].policy))
 						run_case(out, o.json, sizes[i], hot[w], m, rtt);
 	if (out != stdout)
 		fclose(out);

@@ -72,6 +72,7 @@ struct dst {
 	struct mig_conn *ctl;	   /* the control connection, */
 	pthread_mutex_t send_lock; /* whose sends this serializes */
 	bool ctl_down;		   /* post-copy broke: no sends (under send_lock) */
+	bool push_yields;	   /* post-copy: the push gives way every PUSH_PIECE pages */
 	int lfd;		   /* the listener: a recovery connects there */
 	struct mig_hello hello;	   /* the first control connection's */
 	uint32_t recoveries;
@@ -115,6 +116,15 @@ static bool mine(const struct receiver *t, uint64_t gfn)
 	return (gfn / CHUNK_PAGES) % t->d->n == t->k;
 }
 
+/* Post-copy: while a faulted page is on its way, the push gives way
+ * (briefly) to the thread that places it. */
+#define PUSH_PIECE 16
+static void give_way(struct uffd *u)
+{
+	for (int i = 0; u && i < 50 && uffd_waiting(u); i++)
+		usleep(20);
+}
+
 static int recv_pages(struct receiver *t, const struct mig_rec_hdr *h)
 {
 	struct dst *d = t->d;
@@ -143,10 +153,7 @@ static int recv_pages(struct receiver *t, const struct mig_rec_hdr *h)
 	uint32_t *pcrc = h->flags & MIG_F_UNCHECKED ? NULL : &crc;
 	if (u && !t->buf && !(t->buf = malloc(MIG_MAX_RUN_PAGES * 4096)))
 		return -ENOMEM;
-	/* Post-copy: while a faulted page is on its way, the push gives way
-	 * (briefly) to the thread that places it. */
-	for (int i = 0; u && i < 50 && uffd_waiting(u); i++)
-		usleep(20);
+	give_way(u);
 	if (u && u->alias && uffd_cached(u, ph.gfn, ph.count)) {
 		/* MINOR mode, pages in the page cache: straight into the
 		 * alias, then mapped. Only the pages this receiver claims are
@@ -169,13 +176,32 @@ static int recv_pages(struct receiver *t, const struct mig_rec_hdr *h)
 			t->fatal = true; /* here, not on the connection */
 		else if (r)
 			uffd_unclaim(u, ph.gfn, ph.count, mine);
+	} else if (u) {
+		/* In pieces (push_yields), giving way between them: with a
+		 * kernel that does not preempt, a fault's answer waits for the
+		 * push's system call on its CPU. */
+		uint32_t piece = d->push_yields ? PUSH_PIECE : ph.count;
+		for (uint32_t i = 0, k; i < ph.count && !r; i += k) {
+			k = MIN(ph.count - i, piece);
+			r = mig_recv_part(&t->conn, t->buf + (size_t)i * 4096, (size_t)k * 4096,
+					  pcrc);
+			if (k < ph.count)
+				give_way(u);
+		}
+		if (!r)
+			r = mig_recv_crc_check(&t->conn, h, crc);
+		for (uint32_t i = 0, k; i < ph.count && !r; i += k) {
+			k = MIN(ph.count - i, piece);
+			if ((r = uffd_place(u, ph.gfn + i, t->buf + (size_t)i * 4096, k)))
+				t->fatal = true; /* here, not on the connection */
+			else if (k < ph.count)
+				give_way(u);
+		}
 	} else {
-		r = mig_recv_part(&t->conn, u ? t->buf : d->vm->mem.regions[0].hva + ph.gfn * 4096,
+		r = mig_recv_part(&t->conn, d->vm->mem.regions[0].hva + ph.gfn * 4096,
 				  (size_t)ph.count * 4096, pcrc);
 		if (!r)
 			r = mig_recv_crc_check(&t->conn, h, crc);
-		if (!r && u && (r = uffd_place(u, ph.gfn, t->buf, ph.count)))
-			t->fatal = true;
 	}
 	if (r)
 		return r;
@@ -599,6 +625,12 @@ static int recv_state(struct dst *d, struct mig_conn *ctl, uint32_t *rounds)
 		if (h.type == MIG_REC_POSTCOPY) {
 			struct mig_postcopy pc;
 			r = mig_recv_payload(ctl, &h, &pc, sizeof(pc));
+			if (!r && pc.flags & ~MIG_POSTCOPY_F_YIELD) {
+				snprintf(ctl->why, sizeof(ctl->why), "POSTCOPY with flags 0x%x",
+					 pc.flags);
+				r = -EPROTO;
+			}
+			d->push_yields = !r && pc.flags & MIG_POSTCOPY_F_YIELD;
 			/* Refused here, before the switch, if this host cannot
 			 * do it: the source then keeps its guest. memfd RAM
 			 * takes MINOR mode, anonymous RAM MISSING mode. */

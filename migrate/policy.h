@@ -54,6 +54,10 @@ struct mig_policy_ops {
 	void (*push_order)(const struct mig_params *p, const struct mig_push_hint *h,
 			   uint64_t *order);
 	uint32_t (*prefetch)(const struct mig_params *p);
+	/* Post-copy: the destination's push gives way to faults every 16
+	 * pages instead of every record (up to 64 pages): a shorter fault
+	 * tail where CPUs are few, a slower push. */
+	bool push_yields;
 };
 
 extern const struct mig_policy_ops mig_policy_precopy_default;
@@ -61,6 +65,7 @@ extern const struct mig_policy_ops mig_policy_hybrid_default;
 extern const struct mig_policy_ops mig_policy_hybrid_recent;
 extern const struct mig_policy_ops mig_policy_postcopy_default;
 extern const struct mig_policy_ops mig_policy_postcopy_prefetch;
+extern const struct mig_policy_ops mig_policy_postcopy_yield;
 
 /* By name ("precopy-default"), or NULL. */
 const struct mig_policy_ops *mig_policy_by_name(const char *name);

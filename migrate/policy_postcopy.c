@@ -7,6 +7,10 @@
  * postcopy-prefetch: the same push, and a fault's answer brings the next
  *   31 pages not pushed yet along (a guest that walks its memory faults
  *   once per 128 KiB instead of once per page).
+ * postcopy-yield: postcopy-default, and the destination's push gives way
+ *   to faults every 16 pages: on a host whose kernel does not preempt and
+ *   whose CPUs the push keeps busy, a fault's answer waits for one system
+ *   call of the push, and a shorter one shortens the fault tail.
  * hybrid-recent: hybrid-default's rounds; after the switch, the chunks the
  *   guest wrote in the latest rounds go first (its working set: those are
  *   the pages it will touch first at the destination), with the prefetch.
@@ -72,6 +76,14 @@ const struct mig_policy_ops mig_policy_postcopy_prefetch = {
     .should_stop = stop_at_once,
     .throttle = no_throttle,
     .prefetch = prefetch_some,
+};
+
+const struct mig_policy_ops mig_policy_postcopy_yield = {
+    .name = "postcopy-yield",
+    .modes = 1u << MIG_MODE_POSTCOPY,
+    .should_stop = stop_at_once,
+    .throttle = no_throttle,
+    .push_yields = true,
 };
 
 static bool hybrid_stop(const struct mig_params *p, const struct mig_round_stats *s)

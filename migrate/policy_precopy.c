@@ -40,7 +40,7 @@ const struct mig_policy_ops mig_policy_precopy_default = {
 
 static const struct mig_policy_ops *const policies[] = {
     &mig_policy_precopy_default,  &mig_policy_hybrid_default,	 &mig_policy_hybrid_recent,
-    &mig_policy_postcopy_default, &mig_policy_postcopy_prefetch,
+    &mig_policy_postcopy_default, &mig_policy_postcopy_prefetch, &mig_policy_postcopy_yield,
 };
 
 const struct mig_policy_ops *mig_policy_by_name(const char *name)

@@ -866,7 +866,7 @@ static int send_state(struct src *s, struct mig_conn *ctl, uint32_t rounds, bool
 	if (!r && discard)
 		r = send_discard(ctl, discard, s->nr_pages);
 	if (!r && postcopy) {
-		struct mig_postcopy pc = {0};
+		struct mig_postcopy pc = {.flags = s->pol->push_yields ? MIG_POSTCOPY_F_YIELD : 0};
 		r = mig_send_rec(ctl, MIG_REC_POSTCOPY, &pc, sizeof(pc));
 	}
 	if (!r && s->p->mode == MIG_MODE_MEMSVC)

@@ -199,9 +199,12 @@ struct mig_guest_stall {
  * PAGE_REQ on the control connection, and as the source's background push
  * (PAGES and ZERO, then END) on the data channels. */
 struct mig_postcopy {
-	uint32_t flags;
+	uint32_t flags; /* POSTCOPY: MIG_POSTCOPY_F_*; ADVISE: 0 */
 	uint32_t pad;
 };
+/* The destination's push takes its records in pieces of 16 pages, and
+ * gives way to a fault being answered between them (policy postcopy-yield). */
+#define MIG_POSTCOPY_F_YIELD 1u
 
 /* RECOVER payload (the destination's first record on a recovered control
  * connection): this header, then BITMAP_WORDS(count) words: bit i set means

@@ -346,6 +346,9 @@ static void *cancel_thread(void *arg)
  * the host checks them. prealloc: the destination's RAM was faulted in
  * (zeros) before the source came, which must not hide the faults. src, dst:
  * each side's RAM (memfd at the destination: userfaultfd MINOR mode). */
+/* The policy of the post-copy cases below (NULL: the mode's default). */
+static const char *pc_policy;
+
 static void postcopy_run_on(const char *args, bool prealloc, enum mig_mode mode,
 			    enum mem_backing src_backing, enum mem_backing dst_backing)
 {
@@ -361,8 +364,10 @@ static void postcopy_run_on(const char *args, bool prealloc, enum mig_mode mode,
 		m.d.p.prealloc = true;
 	}
 	m.p.mode = mode;
+	m.p.policy = pc_policy ? mig_policy_by_name(pc_policy) : NULL;
 	int r = run_go(&m, src);
 	const char *want = mode == MIG_MODE_HYBRID ? "hybrid" : "postcopy";
+	TEST_ASSERT(!pc_policy || !strcmp(m.rep.policy, pc_policy), "policy %s", m.rep.policy);
 	TEST_ASSERT(r == 0, "source: %s", m.rep.error);
 	TEST_ASSERT(m.d.r == 0, "destination: %s", m.d.rep.error);
 	TEST_ASSERT(!strcmp(m.rep.status, "completed") && !strcmp(m.rep.mode, want) &&
@@ -401,6 +406,15 @@ static void postcopy_run_case(const char *args, bool prealloc, enum mig_mode mod
 static void postcopy_busy_guest(void)
 {
 	postcopy_run_case("rounds=0 ws=16m", false, MIG_MODE_POSTCOPY);
+}
+
+/* The push in pieces, giving way to faults between them. */
+static void postcopy_yield_busy_guest(void)
+{
+	pc_policy = "postcopy-yield";
+	postcopy_run_case("rounds=0 ws=16m", false, MIG_MODE_POSTCOPY);
+	postcopy_run_on("rounds=0 ws=16m", false, MIG_MODE_POSTCOPY, MEM_ANON, MEM_MEMFD);
+	pc_policy = NULL;
 }
 
 static void postcopy_preallocated_destination(void)
@@ -696,6 +710,7 @@ int main(int argc, char **argv)
 	    TEST_CASE(postcopy_go_lost_recovers),
 	    TEST_CASE(postcopy_busy_guest),
 	    TEST_CASE(postcopy_preallocated_destination),
+	    TEST_CASE(postcopy_yield_busy_guest),
 	    TEST_CASE(postcopy_prefetch_after_push_end),
 	    TEST_CASE(postcopy_refused_keeps_source),
 	    TEST_CASE(hybrid_hot_guest),

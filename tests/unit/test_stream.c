@@ -8,7 +8,8 @@
  * beyond RAM, pages on the wrong channel, a malformed page run, an unknown
  * mandatory record, a data channel from another migration, COMPLETE before
  * the vCPU state, a vCPU index out of range, DISCARD spans off a bitmap
- * word, beyond RAM, empty or of the wrong length. Plus the record layer itself:
+ * word, beyond RAM, empty or of the wrong length, POSTCOPY with an unknown
+ * flag. Plus the record layer itself:
  * an optional unknown record is skipped, an ERROR record is reported.
  */
 #include <errno.h>
@@ -383,6 +384,21 @@ static void discard_span(uint64_t gfn, uint32_t count, uint32_t words, const cha
 	mig_conn_close(&ctl);
 }
 
+/* POSTCOPY with a flag this destination does not know. */
+static void postcopy_unknown_flag(void)
+{
+	struct dest_run d;
+	struct mig_conn ctl, data;
+	struct mig_postcopy pc = {.flags = 2};
+
+	dest_start(&d);
+	open_both(&d, &ctl, &data);
+	TEST_ASSERT_EQ(mig_send_rec(&ctl, MIG_REC_POSTCOPY, &pc, sizeof(pc)), 0);
+	dest_refused(&d, "POSTCOPY with flags 0x2");
+	mig_conn_close(&data);
+	mig_conn_close(&ctl);
+}
+
 static void discard_out_of_range(void)
 {
 	discard_span(2000, 48, 1, "DISCARD of 48 pages at 2000");
@@ -457,6 +473,7 @@ int main(int argc, char **argv)
 	    TEST_CASE(complete_too_early),
 	    TEST_CASE(cpu_index_out_of_range),
 	    TEST_CASE(discard_out_of_range),
+	    TEST_CASE(postcopy_unknown_flag),
 	};
 	return test_main(argc, argv, cases, ARRAY_SIZE(cases));
 }
