@@ -450,6 +450,7 @@ static void receivers_stop(struct dst *d)
 			pthread_join(d->rcv[i].thread, NULL);
 		d->rcv[i].started = false;
 		d->rx_before += d->rcv[i].conn.rx_bytes;
+		d->rcv[i].conn.rx_bytes = 0;
 		mig_conn_close(&d->rcv[i].conn);
 	}
 	d->abort = 0;
@@ -938,8 +939,8 @@ static int postcopy_recover(struct dst *d, struct mig_conn *ctl, int cause, bool
 	mig_conn_close(ctl);
 	d->ctl_fd = -1;
 	if (ready)
-		log_warn("post-copy: the connection to the source broke before its go (%s); the "
-			 "guest has not run here; waiting up to %d s for the source to reconnect",
+		log_warn("the connection to the source broke before its go (%s); the guest has "
+			 "not run here; waiting up to %d s for the source to reconnect",
 			 why, p->recover_ms / 1000);
 	else
 		log_warn("post-copy: the connection to the source broke (%s); the guest waits for "
@@ -949,7 +950,7 @@ static int postcopy_recover(struct dst *d, struct mig_conn *ctl, int cause, bool
 	uint64_t t0 = now_ns(), deadline = t0 + (uint64_t)p->recover_ms * 1000000ULL;
 	for (;;) {
 		uint64_t now = now_ns();
-		if (u->err) {
+		if (u && u->err) {
 			snprintf(ctl->why, sizeof(ctl->why), "the fault service failed: %s",
 				 strerror(-u->err));
 			return u->err;
@@ -988,7 +989,7 @@ static int postcopy_recover(struct dst *d, struct mig_conn *ctl, int cause, bool
 		r = mig_send_rec(ctl, MIG_REC_READY, NULL, 0);
 		if (!r) {
 			d->recoveries++;
-			log_info("post-copy recovered before the switch after %.2f s: READY again",
+			log_info("recovered before the switch after %.2f s: READY again",
 				 (double)(now_ns() - t0) / 1e9);
 		}
 		return r;
@@ -1031,7 +1032,8 @@ static int postcopy_recover(struct dst *d, struct mig_conn *ctl, int cause, bool
  * placement failed here, memory ran out, or the source gave up (its ERROR). */
 static bool postcopy_fatal(struct dst *d, int r)
 {
-	if (r == -ECONNABORTED || r == -ENOMEM || d->uffd->err || d->p->recover_ms <= 0)
+	if (r == -ECONNABORTED || r == -ENOMEM || (d->uffd && d->uffd->err) ||
+	    d->p->recover_ms <= 0)
 		return true;
 	for (unsigned i = 0; i < d->n; i++)
 		if (d->rcv[i].fatal)
@@ -1422,16 +1424,21 @@ int mig_dest_run(const struct mig_dest_params *p, struct vm **out, struct mig_re
 		snprintf(ctl.why, sizeof(ctl.why), "GO lost on the way (test)");
 		r = -ECONNRESET;
 	}
-	/* Post-copy: the source may have sent GO, and then it never runs its
-	 * copy again; it reconnects (as after a break in post-copy) to learn
-	 * that this one has not run either, and sends GO again. */
-	while (r && d.postcopy && !postcopy_fatal(&d, r)) {
+	/* The source may have sent GO, and then it never runs its copy
+	 * again: it reconnects (as after a break in post-copy) to learn that
+	 * this one has not run either, and sends GO again. */
+	bool recovered = false;
+	while (r && !postcopy_fatal(&d, r)) {
 		r = postcopy_recover(&d, &ctl, r, true);
 		if (r == -ETIMEDOUT)
 			break; /* nobody came back in time */
 		if (!r)
 			r = mig_recv_expect(&ctl, MIG_REC_GO, NULL, 0);
+		recovered = true;
 	}
+	/* Pre-copy: the recovery's data channels carry nothing more. */
+	if (!r && recovered && !d.postcopy)
+		receivers_stop(&d);
 	if (r) {
 		snprintf(ctl.why, sizeof(ctl.why), "waiting for the source's go: %.170s",
 			 ctl.why[0] ? ctl.why : strerror(-r));

@@ -1133,13 +1133,11 @@ static int postcopy_recover(struct src *s, struct mig_conn *ctl, struct mig_repo
 	pthread_mutex_unlock(&s->lock);
 	close_all(s, ctl);
 	PROGRESS_SET(p, phase, MIG_PHASE_POSTCOPY_PAUSED);
-	log_warn("post-copy: the connection broke (%s); %s; reconnecting for up to %d s (or on "
+	log_warn("%s: the connection broke (%s); %s; reconnecting for up to %d s (or on "
 		 "migrate-recover)",
-		 why,
-		 ready
-		     ? "the destination runs the guest and waits for the pages it lacks, or waits "
-		       "for GO"
-		     : "the guest waits at the destination for the pages it lacks",
+		 ready ? "the switch" : "post-copy", why,
+		 ready ? "the destination runs the guest, or waits for GO"
+		       : "the guest waits at the destination for the pages it lacks",
 		 p->recover_ms / 1000);
 	/* The first try at once: a short break costs the guest no more. */
 	uint64_t t0 = now_ns(), next = t0;
@@ -1147,7 +1145,8 @@ static int postcopy_recover(struct src *s, struct mig_conn *ctl, struct mig_repo
 	for (;;) {
 		if (cancelled(s)) {
 			snprintf(rep->error, sizeof(rep->error),
-				 "post-copy recovery cancelled; it broke on: %.150s", why);
+				 "%s recovery cancelled; it broke on: %.150s",
+				 ready ? "the switch's" : "post-copy", why);
 			return -ECANCELED;
 		}
 		bool asked =
@@ -1198,10 +1197,10 @@ static int postcopy_recover(struct src *s, struct mig_conn *ctl, struct mig_repo
 	}
 	rep->recoveries++;
 	rep->recover_wait_ms += (double)(now_ns() - t0) / 1e6;
-	PROGRESS_SET(p, phase, MIG_PHASE_POSTCOPY);
+	PROGRESS_SET(p, phase, ready && *ready ? MIG_PHASE_STOP_COPY : MIG_PHASE_POSTCOPY);
 	if (ready && *ready)
-		log_info("post-copy recovered after %.2f s through %s: the destination never had "
-			 "GO; it goes again",
+		log_info("recovered after %.2f s through %s: the destination never had GO; it "
+			 "goes again",
 			 (double)(now_ns() - t0) / 1e9, addr);
 	else
 		log_info("post-copy recovered after %.2f s through %s: %llu pages still to go",
@@ -1588,11 +1587,13 @@ stop_copy:
 	}
 	committed = true;
 	r = mig_recv_expect(&ctl, MIG_REC_RESUMED, &res, sizeof(res));
-	/* Post-copy: broken here, the destination either runs the guest
-	 * (GO came) and waits for pages, or waits for GO; either way it waits
-	 * for a reconnect, and says which (RECOVER, or READY again). */
+	/* Broken here, the destination either runs the guest (GO came; in
+	 * post-copy it waits for pages and for a reconnect), or it waits for
+	 * GO and a reconnect: it says which (RECOVER, or READY again). A
+	 * pre-copy destination that had GO needs nothing more: no answer,
+	 * and in the end this copy's status is unconfirmed. */
 	bool switch_recovered = false;
-	while (r && to_postcopy && postcopy_recoverable(p, r)) {
+	while (r && postcopy_recoverable(p, r)) {
 		bool ready = false;
 		if (!need && !(need = bitmap_alloc(s.nr_pages))) {
 			r = -ENOMEM;
@@ -1601,6 +1602,11 @@ stop_copy:
 		r = postcopy_recover(&s, &ctl, rep, r, need, &ready);
 		if (r)
 			break;
+		if (!ready && !to_postcopy) {
+			snprintf(ctl.why, sizeof(ctl.why), "RECOVER in a pre-copy migration");
+			r = -EPROTO;
+			break;
+		}
 		if (!ready) {
 			switch_recovered = true;
 			memset(&res, 0, sizeof(res));

@@ -557,8 +557,9 @@ static void postcopy_refused_keeps_source(void)
 }
 
 /* RESUMED lost on its way after GO: the destination runs the guest, and
- * the source never resumes its copy (status unconfirmed): one copy runs,
- * never two. */
+ * the source never resumes its copy (status unconfirmed, once no
+ * recovery came: a pre-copy destination with GO needs none): one copy
+ * runs, never two. */
 static void resumed_lost_one_copy_runs(void)
 {
 	struct vm *src = start_source("bitmap", 2, 64 * MiB, "rounds=0 ws=4m");
@@ -567,6 +568,9 @@ static void resumed_lost_one_copy_runs(void)
 	run_setup(&m, TOKEN, "bitmap", 2);
 	m.d.p.start_paused = false;
 	m.d.p.drop_resumed = true;
+	/* Its tries to reconnect: each waits for a handshake nobody answers. */
+	m.p.recover_ms = 1500;
+	m.p.timeout_ms = 2000;
 	int r = run_go(&m, src);
 	TEST_ASSERT(r != 0 && !strcmp(m.rep.status, "unconfirmed"), "status %s (%d)", m.rep.status,
 		    r);
@@ -619,6 +623,7 @@ static void postcopy_resumed_lost_recovers(void)
 
 static void postcopy_go_lost_recovers(void)
 {
+	switch_break_recovers(MIG_MODE_PRECOPY, "go");
 	switch_break_recovers(MIG_MODE_POSTCOPY, "go");
 	switch_break_recovers(MIG_MODE_HYBRID, "go");
 }
