@@ -465,6 +465,13 @@ static void hybrid_hot_guest(void)
 	dest_rx = NULL;
 }
 
+/* Hybrid with writes at random over all of RAM: the stale pages go in
+ * many DISCARD spans, and every one of them must be dropped. */
+static void hybrid_random_writes(void)
+{
+	postcopy_run_case("rounds=0 ws=4m order=random", true, MIG_MODE_HYBRID);
+}
+
 /* memfd RAM at the destination (MINOR mode). Not preallocated: the pages
  * not there yet are holes in the memfd (MISSING faults on shared memory). */
 static void postcopy_memfd_busy_guest(void)
@@ -719,6 +726,7 @@ int main(int argc, char **argv)
 	    TEST_CASE(postcopy_prefetch_after_push_end),
 	    TEST_CASE(postcopy_refused_keeps_source),
 	    TEST_CASE(hybrid_hot_guest),
+	    TEST_CASE(hybrid_random_writes),
 	    TEST_CASE(postcopy_memfd_busy_guest),
 	    TEST_CASE(postcopy_memfd_preallocated_both),
 	    TEST_CASE(hybrid_memfd_hot_guest),
