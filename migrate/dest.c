@@ -433,7 +433,7 @@ static int check_recover(void *opaque, const struct mig_hello *h, char *why, siz
 	if (h->role != MIG_ROLE_RECOVER || memcmp(h->session, d->hello.session, 16) ||
 	    a->mem_size != b->mem_size || a->nr_vcpus != b->nr_vcpus ||
 	    a->nr_channels != b->nr_channels) {
-		snprintf(why, len, "not a recovery of the post-copy migration waiting here");
+		snprintf(why, len, "not a recovery of the migration waiting here");
 		return -EPROTO;
 	}
 	return 0;
@@ -1569,6 +1569,7 @@ int mig_dest_run(const struct mig_dest_params *p, struct vm **out, struct mig_re
 	rep->total_ms = (double)(now_ns() - t_start) / 1e6;
 	rep->bytes = ctl.rx_bytes + d.rx_before;
 	rep->recoveries = d.recoveries;
+	rep->push_yields = d.push_yields;
 	for (unsigned i = 0; i < d.n; i++) {
 		rep->bytes += d.rcv[i].conn.rx_bytes;
 		rep->pages_sent += d.rcv[i].pages;

@@ -227,10 +227,13 @@ struct mig_report {
 	/* memsvc, failed: the destination had taken the namespace and this
 	 * source took it back (its guest runs on) */
 	bool retaken;
-	/* post-copy: connections re-made after a break, and the time spent
-	 * waiting for them */
+	/* connections re-made after a break (post-copy, or between GO and
+	 * RESUMED), and the time spent waiting for them */
 	uint32_t recoveries;
 	double recover_wait_ms;
+	/* destination, post-copy: the push came in pieces, giving way to
+	 * faults (policy postcopy-yield) */
+	bool push_yields;
 	char policy[24];	   /* the policy's name */
 	uint64_t pages_prefetched; /* post-copy: sent along with a fault's answer */
 	uint64_t pages_twice;	   /* post-copy: arrived again once in place (placed once) */

@@ -78,6 +78,10 @@ json_object *mig_report_to_json(const struct mig_report *r)
 		I("pages_placed_twice", r->pages_twice);
 		if (r->tail_speed_pct >= 0)
 			D("tail_speed_pct", r->tail_speed_pct);
+		if (r->push_yields)
+			json_object_object_add(o, "push_yields", json_object_new_boolean(true));
+	}
+	if (!strcmp(r->mode, "postcopy") || !strcmp(r->mode, "hybrid") || r->recoveries) {
 		I("recoveries", r->recoveries);
 		D("recover_wait_ms", r->recover_wait_ms);
 	}

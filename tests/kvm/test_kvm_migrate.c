@@ -368,6 +368,9 @@ static void postcopy_run_on(const char *args, bool prealloc, enum mig_mode mode,
 	int r = run_go(&m, src);
 	const char *want = mode == MIG_MODE_HYBRID ? "hybrid" : "postcopy";
 	TEST_ASSERT(!pc_policy || !strcmp(m.rep.policy, pc_policy), "policy %s", m.rep.policy);
+	/* The destination took the push in pieces exactly when the policy
+	 * asked for it (the POSTCOPY record's flag). */
+	TEST_ASSERT_EQ(m.d.rep.push_yields, pc_policy && !strcmp(pc_policy, "postcopy-yield"));
 	TEST_ASSERT(r == 0, "source: %s", m.rep.error);
 	TEST_ASSERT(m.d.r == 0, "destination: %s", m.d.rep.error);
 	TEST_ASSERT(!strcmp(m.rep.status, "completed") && !strcmp(m.rep.mode, want) &&
